@@ -1,0 +1,294 @@
+"""CircuitBreakerState: the seed's API over a backend, safe from threads and tasks.
+
+Reads come from a local copy of the record, so the order gate's check is a plain
+attribute read. Every transition bumps the epoch, is written to the backend with
+compare-and-set, is logged, and is handed synchronously to the subscribers (the order
+gate halts inside the same call, before trigger() returns).
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from typing import Any
+
+from core.breaker.backend import BreakerBackend, MemoryBackend
+from core.breaker.machine import STATE_POLICY, BreakerRecord, IllegalTransition, check_transition
+from core.events import Actor, BreakerChanged, BreakerStatus
+
+CircuitBreakerStatus = BreakerStatus  # the seed's name for the enum
+
+log = logging.getLogger("spikeguard.breaker")
+Subscriber = Callable[[BreakerChanged], None]
+
+
+def _now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+class CircuitBreakerState:
+    def __init__(self, backend: BreakerBackend | None = None, history_size: int = 500) -> None:
+        self._backend = backend or MemoryBackend()
+        self._lock = threading.RLock()
+        self._record = self._backend.load()
+        self._subscribers: list[Subscriber] = []
+        self.history: deque[BreakerChanged] = deque(maxlen=history_size)
+
+    # ------------------------------------------------------------------ reads
+    @property
+    def backend_name(self) -> str:
+        return self._backend.name
+
+    @property
+    def status(self) -> BreakerStatus:
+        return self._record.status
+
+    @property
+    def epoch(self) -> int:
+        return self._record.epoch
+
+    def get_status(self) -> BreakerStatus:
+        return self._record.status
+
+    def is_active(self) -> bool:
+        """True while the breaker is tripped and not yet cleared (TRIGGERED or RECOVERING)."""
+        return self._record.status in (BreakerStatus.TRIGGERED, BreakerStatus.RECOVERING)
+
+    def is_safe(self) -> bool:
+        return self._record.status is BreakerStatus.SAFE
+
+    def snapshot(self) -> BreakerRecord:
+        with self._lock:
+            return copy.deepcopy(self._record)
+
+    def get_full_state(self) -> dict[str, Any]:
+        with self._lock:
+            data = self._record.to_dict()
+        data["is_safe"] = data["status"] == BreakerStatus.SAFE.value
+        data["is_active"] = data["status"] in (BreakerStatus.TRIGGERED.value, BreakerStatus.RECOVERING.value)
+        data["blocks"] = STATE_POLICY[BreakerStatus(data["status"])]
+        data["backend"] = self._backend.name
+        return data
+
+    def get_trigger_info(self) -> dict[str, Any]:
+        with self._lock:
+            r = self._record
+            return {
+                "status": r.status.value,
+                "triggered_at_ms": r.triggered_at_ms,
+                "trigger_reason": r.trigger_reason,
+                "trigger_type": r.trigger_type if r.triggered_at_ms is not None else None,
+                "trigger_actor": r.trigger_actor.value if r.trigger_actor else None,
+                "recovery_started_at_ms": r.recovery_started_at_ms,
+                "details": copy.deepcopy(r.details) if r.status is not BreakerStatus.SAFE else {},
+            }
+
+    def get_stats(self) -> dict[str, Any]:
+        with self._lock:
+            r = self._record
+            return {
+                "epoch": r.epoch,
+                "triggers": r.triggers,
+                "warnings": r.warnings,
+                "recoveries": r.recoveries,
+                "clears": r.clears,
+                "total_downtime_seconds": r.total_downtime_ms / 1000.0,
+                "capital_saved_total": r.capital_saved_total,
+                "last_cleared_at_ms": r.last_cleared_at_ms,
+            }
+
+    # ------------------------------------------------------------------ subscribers
+    def subscribe(self, fn: Subscriber) -> None:
+        with self._lock:
+            self._subscribers.append(fn)
+
+    def unsubscribe(self, fn: Subscriber) -> None:
+        with self._lock:
+            if fn in self._subscribers:
+                self._subscribers.remove(fn)
+
+    # ------------------------------------------------------------------ the seed's transitions
+    def trigger(
+        self,
+        reason: str,
+        details: dict[str, Any] | None = None,
+        market_snapshot: dict[str, Any] | None = None,
+        *,
+        actor: Actor = Actor.RULE,
+        time_ms: int | None = None,
+        symbol: str | None = None,
+        trigger_type: str | None = None,
+    ) -> bool:
+        """Halt trading. False when already TRIGGERED."""
+        return self._move(
+            BreakerStatus.TRIGGERED, reason, actor, details, market_snapshot, time_ms, symbol,
+            trigger_type or ("operator" if actor is Actor.OPERATOR else "manual"),
+        ) is not None
+
+    def set_warning(
+        self,
+        reason: str,
+        details: dict[str, Any] | None = None,
+        *,
+        actor: Actor = Actor.RULE,
+        time_ms: int | None = None,
+        symbol: str | None = None,
+        trigger_type: str | None = None,
+        market_snapshot: dict[str, Any] | None = None,
+    ) -> bool:
+        """SAFE -> WARNING. False in any other state (a warning never lowers a halt)."""
+        with self._lock:
+            if self._record.status is not BreakerStatus.SAFE:
+                return False
+            return self._move(
+                BreakerStatus.WARNING, reason, actor, details, market_snapshot, time_ms, symbol, trigger_type
+            ) is not None
+
+    def start_recovery(
+        self,
+        reason: str = "recovery conditions met",
+        details: dict[str, Any] | None = None,
+        *,
+        actor: Actor = Actor.RULE,
+        time_ms: int | None = None,
+    ) -> bool:
+        """TRIGGERED -> RECOVERING. False in any other state."""
+        with self._lock:
+            if self._record.status is not BreakerStatus.TRIGGERED:
+                return False
+            return self._move(BreakerStatus.RECOVERING, reason, actor, details, None, time_ms, None, None) is not None
+
+    def clear(
+        self,
+        capital_saved: float = 0.0,
+        *,
+        reason: str = "cleared",
+        actor: Actor = Actor.OPERATOR,
+        time_ms: int | None = None,
+        details: dict[str, Any] | None = None,
+    ) -> bool:
+        """Back to SAFE. False when already SAFE. Raises IllegalTransition when the actor
+        may not clear from the current state (an agent never may; a rule only from
+        WARNING or RECOVERING)."""
+        with self._lock:
+            if self._record.status is BreakerStatus.SAFE:
+                return False
+            extra = dict(details or {})
+            extra["capital_saved"] = capital_saved
+            return self._move(BreakerStatus.SAFE, reason, actor, extra, None, time_ms, None, None,
+                              capital_saved=capital_saved) is not None
+
+    # ------------------------------------------------------------------ the one place state changes
+    def _move(
+        self,
+        target: BreakerStatus,
+        reason: str,
+        actor: Actor,
+        details: dict[str, Any] | None,
+        snapshot: dict[str, Any] | None,
+        time_ms: int | None,
+        symbol: str | None,
+        trigger_type: str | None,
+        capital_saved: float = 0.0,
+    ) -> BreakerChanged | None:
+        if not isinstance(actor, Actor):
+            actor = Actor(actor)
+        when = _now_ms() if time_ms is None else int(time_ms)
+        with self._lock:
+            current = self._record
+            if current.status is target:
+                return None
+            check_transition(current.status, target, actor)
+            new = copy.deepcopy(current)
+            new.status = target
+            new.epoch = current.epoch + 1
+            new.since_ms = when
+            new.reason = reason
+            new.actor = actor
+            new.symbol = symbol
+            new.details = dict(details or {})
+            new.market_snapshot = dict(snapshot or {})
+            if trigger_type is not None or target is not BreakerStatus.RECOVERING:
+                new.trigger_type = trigger_type
+            if target is BreakerStatus.TRIGGERED:
+                new.triggers += 1
+                if current.status is not BreakerStatus.RECOVERING or current.triggered_at_ms is None:
+                    new.triggered_at_ms = when
+                new.trigger_reason = reason
+                new.trigger_actor = actor
+                new.recovery_started_at_ms = None
+            elif target is BreakerStatus.WARNING:
+                new.warnings += 1
+            elif target is BreakerStatus.RECOVERING:
+                new.recoveries += 1
+                new.recovery_started_at_ms = when
+                new.symbol = current.symbol
+                new.trigger_type = current.trigger_type
+            elif target is BreakerStatus.SAFE:
+                if current.status in (BreakerStatus.TRIGGERED, BreakerStatus.RECOVERING) and current.triggered_at_ms:
+                    new.total_downtime_ms += max(0, when - current.triggered_at_ms)
+                new.clears += 1
+                new.capital_saved_total += float(capital_saved or 0.0)
+                new.last_cleared_at_ms = when
+                new.triggered_at_ms = None
+                new.trigger_reason = None
+                new.trigger_actor = None
+                new.recovery_started_at_ms = None
+            if not self._backend.compare_and_set(current.epoch, new):
+                # another process moved the breaker first: adopt its state, fail closed
+                self._record = self._backend.load()
+                raise IllegalTransition(
+                    f"breaker moved concurrently (epoch {current.epoch} is stale, now {self._record.epoch})"
+                )
+            self._record = new
+            change = BreakerChanged(
+                epoch=new.epoch, previous=current.status, status=target, reason=reason, actor=actor,
+                time_ms=when, symbol=new.symbol, trigger_type=new.trigger_type, details=new.details,
+                market_snapshot=new.market_snapshot, wall_ns=time.perf_counter_ns(),
+            )
+            self.history.append(change)
+            log.info(
+                "breaker %s -> %s epoch=%d actor=%s symbol=%s reason=%s",
+                current.status.value, target.value, new.epoch, actor.value, new.symbol, reason,
+            )
+            for fn in list(self._subscribers):
+                try:
+                    fn(change)
+                except Exception:  # a faulty subscriber must not stop the halt reaching the others
+                    log.exception("breaker subscriber %r failed", fn)
+            return change
+
+    def adopt(self, record: BreakerRecord) -> None:
+        """Replace local state with a record restored from elsewhere (journal, Redis)."""
+        with self._lock:
+            if self._backend.compare_and_set(self._record.epoch, record):
+                self._record = copy.deepcopy(record)
+
+
+_singleton: CircuitBreakerState | None = None
+_singleton_lock = threading.Lock()
+
+
+def get_circuit_breaker_state() -> CircuitBreakerState:
+    """The process-wide breaker (in memory until configure_circuit_breaker() says otherwise)."""
+    global _singleton
+    with _singleton_lock:
+        if _singleton is None:
+            _singleton = CircuitBreakerState()
+        return _singleton
+
+
+def configure_circuit_breaker(state: CircuitBreakerState | None) -> CircuitBreakerState | None:
+    """Install (or, with None, forget) the process-wide breaker. Returns the previous one."""
+    global _singleton
+    with _singleton_lock:
+        previous, _singleton = _singleton, state
+        return previous
+
+
+__all__ = ["CircuitBreakerState", "CircuitBreakerStatus", "IllegalTransition",
+           "get_circuit_breaker_state", "configure_circuit_breaker"]

@@ -1,0 +1,388 @@
+"""The guardian: hard breaker rules over market state, evaluated on every tick.
+
+Rules (all thresholds from config, all times event times):
+- TRIGGERED when a reference symbol is down `dump_1h_percent` from its trailing-60-minute
+  high, or when at least `breadth_fraction` of at least `min_symbols` symbols are each
+  down `market_wide.dump_1h_percent`.
+- WARNING at `warning_1h_percent` in 60 minutes or `warning_5m_percent` in 5 minutes, at
+  the market-wide warning breadth, or when a reference symbol the feed provides is stale.
+- WARNING clears (hysteresis) only after every drop stays below `ratio` x its warning
+  level, with no stale data, for `warning_clear.minutes`.
+- TRIGGERED -> RECOVERING when every symbol of the episode has made no new low for
+  `no_new_low_minutes` and rebounded `rebound_percent` off its trough; a new low while
+  RECOVERING re-triggers. RECOVERING -> SAFE after `cooldown_minutes` with no warning
+  condition, only with auto_resume on and an episode shallower than `deep_level_percent`.
+- After a clear, a condition that is still true does not re-fire until it has reset
+  below its clear level (or the market makes a new low): an operator's clear sticks.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+from core.breaker.state import CircuitBreakerState
+from core.events import Actor, BreakerChanged, BreakerStatus
+from core.market.state import MarketState
+from core.market.windows import MINUTE_MS, SymbolWindows
+from core.settings import CircuitBreakerSettings
+
+SAFE, WARNING, TRIGGERED, RECOVERING = (
+    BreakerStatus.SAFE, BreakerStatus.WARNING, BreakerStatus.TRIGGERED, BreakerStatus.RECOVERING,
+)
+
+
+@dataclass
+class _Reference:
+    symbol: str
+    trigger: float  # percent
+    warn_1h: float
+    warn_5m: float
+    trigger_type: str
+    clear_1h: float
+    clear_5m: float
+    k5: int
+    k60: int
+    armed: bool = True  # may fire a trigger (re-armed once its drop resets)
+    stale: bool = False
+    ended: bool = False
+    gap_ewma_ms: float = 0.0
+    prev_t: int | None = None
+
+
+@dataclass
+class _EpisodeLeg:
+    trough: float
+    trough_time: int
+    peak: float  # the 60-minute high when the leg was opened
+
+
+@dataclass
+class Episode:
+    """One guardian-triggered halt: the symbols that caused it and their troughs."""
+
+    trigger_type: str
+    started_ms: int
+    legs: dict[str, _EpisodeLeg] = field(default_factory=dict)
+    max_drop_pct: float = 0.0
+
+    def deep(self, level: float) -> bool:
+        return self.max_drop_pct >= level
+
+
+class Guardian:
+    def __init__(
+        self,
+        settings: CircuitBreakerSettings,
+        market: MarketState,
+        breaker: CircuitBreakerState,
+        feed_cadence_ms: int = 1000,
+    ) -> None:
+        self.settings = settings
+        self.market = market
+        self.breaker = breaker
+        self.enabled = settings.enabled
+        tf = market.timeframes_min
+        if 60 not in tf or 5 not in tf:
+            raise ValueError("the guardian needs 5- and 60-minute windows")
+        self._k5, self._k60 = tf.index(5), tf.index(60)
+        ratio = settings.warning_clear.ratio
+        self.refs: dict[str, _Reference] = {
+            sym: _Reference(sym, t.dump_1h_percent, t.warning_1h_percent, t.warning_5m_percent, t.trigger_type,
+                            t.warning_1h_percent * ratio, t.warning_5m_percent * ratio, self._k5, self._k60)
+            for sym, t in settings.references.items()
+        }
+        mw = settings.market_wide
+        self._mw_enabled = mw.enabled
+        self._mw_trigger = mw.dump_1h_percent
+        self._mw_warn = mw.warning_dump_1h_percent
+        self._mw_down: dict[str, int] = {}  # symbol -> 0 none, 1 past warning level, 2 past trigger level
+        self._mw_count_warn = 0
+        self._mw_count_trigger = 0
+        self._mw_armed = True
+        self.feed_cadence_ms = feed_cadence_ms
+        self._stale_floor_ms = settings.stale_data.seconds * 1000.0
+        self._stale_mult = settings.stale_data.cadence_multiple
+        self._warn_clear_ms = settings.warning_clear.minutes * MINUTE_MS
+        self._calm_since: int | None = None
+        self.episode: Episode | None = None
+        self._recover_calm_since: int | None = None
+        self.last_time_ms = 0
+        breaker.subscribe(self._on_breaker_change)
+
+    # ------------------------------------------------------------------ feed hooks
+    def on_tick(self, w: SymbolWindows, t: int) -> None:
+        """Call after the symbol's windows took the tick."""
+        if not self.enabled:
+            return
+        self.last_time_ms = t
+        if self._mw_enabled:
+            self._update_breadth(w)
+        ref = self.refs.get(w.symbol)
+        if ref is not None:
+            self._track_cadence(ref, w)
+        self._evaluate(t, w.symbol)
+
+    def on_symbol_ended(self, symbol: str) -> None:
+        ref = self.refs.get(symbol)
+        if ref is not None:
+            ref.ended = True
+            ref.stale = False
+
+    def on_clock(self, now_ms: int) -> None:
+        """Periodic check against a clock (wall time for live feeds) for the stale rule."""
+        if self.enabled:
+            self._evaluate(now_ms, None)
+
+    # ------------------------------------------------------------------ conditions
+    def _track_cadence(self, ref: _Reference, w: SymbolWindows) -> None:
+        # inter-tick gap of this symbol; gaps of 0 (several ticks in one ms) carry no cadence
+        prev = ref.prev_t
+        if prev is not None and w.last_time > prev:
+            gap = w.last_time - prev
+            ref.gap_ewma_ms = gap if ref.gap_ewma_ms == 0 else 0.9 * ref.gap_ewma_ms + 0.1 * min(gap, 10 * ref.gap_ewma_ms)
+        ref.prev_t = w.last_time
+
+    def stale_after_ms(self, ref: _Reference) -> float:
+        cadence = max(self.feed_cadence_ms, ref.gap_ewma_ms)
+        return max(self._stale_floor_ms, self._stale_mult * cadence)
+
+    def _update_breadth(self, w: SymbolWindows) -> None:
+        drop = w.drop_pct(self._k60)
+        level = 2 if drop >= self._mw_trigger else 1 if drop >= self._mw_warn else 0
+        old = self._mw_down.get(w.symbol, -1)
+        if level == old:
+            return
+        if old >= 1:
+            self._mw_count_warn -= 1
+        if old == 2:
+            self._mw_count_trigger -= 1
+        if level >= 1:
+            self._mw_count_warn += 1
+        if level == 2:
+            self._mw_count_trigger += 1
+        self._mw_down[w.symbol] = level
+
+    def _breadth(self) -> tuple[int, bool, bool]:
+        n = len(self._mw_down)
+        mw = self.settings.market_wide
+        if not self._mw_enabled or n < mw.min_symbols:
+            return n, False, False
+        return n, self._mw_count_trigger >= mw.breadth_fraction * n, self._mw_count_warn >= mw.breadth_fraction * n
+
+    # ------------------------------------------------------------------ the rules
+    def _evaluate(self, t: int, symbol: str | None) -> None:
+        status = self.breaker.status
+        market = self.market.symbols
+        trigger: tuple[str, _Reference | None] | None = None
+        warn: tuple[str, str, str | None] | None = None  # reason, trigger_type, symbol
+        calm = True
+        stale_enabled = self.settings.stale_data.enabled
+        for ref in self.refs.values():
+            w = market.get(ref.symbol)
+            if w is None or not w.ticks:
+                continue
+            if stale_enabled and not ref.ended:
+                age = t - w.last_time
+                ref.stale = age > self.stale_after_ms(ref)
+                if ref.stale:
+                    calm = False
+                    if warn is None:
+                        warn = (f"{ref.symbol} data is stale: no tick for {age / 1000:.0f}s", "stale_data", ref.symbol)
+            d60 = w.drop_pct(ref.k60)
+            d5 = w.drop_pct(ref.k5)
+            if d60 >= ref.trigger:
+                if ref.armed and trigger is None:
+                    trigger = (self._drop_reason(ref.symbol, w, ref.k60, d60, 60), ref)
+            elif not ref.armed and d60 < ref.clear_1h:
+                ref.armed = True
+            if d60 >= ref.warn_1h and warn is None:
+                warn = (self._drop_reason(ref.symbol, w, ref.k60, d60, 60), ref.trigger_type, ref.symbol)
+            elif d5 >= ref.warn_5m and warn is None:
+                warn = (self._drop_reason(ref.symbol, w, ref.k5, d5, 5), ref.trigger_type, ref.symbol)
+            if d60 >= ref.clear_1h or d5 >= ref.clear_5m:
+                calm = False
+        n, mw_trigger, mw_warn = self._breadth()
+        if mw_trigger:
+            if self._mw_armed and trigger is None:
+                trigger = (self._breadth_reason(n, self._mw_count_trigger, self._mw_trigger), None)
+        elif not self._mw_armed and not mw_warn:
+            self._mw_armed = True
+        if mw_warn:
+            calm = False
+            if warn is None:
+                warn = (self._breadth_reason(n, self._mw_count_warn, self._mw_warn), "market_wide", None)
+
+        if status is SAFE or status is WARNING:
+            if trigger is not None:
+                self._trigger(t, trigger)
+            elif status is SAFE:
+                if warn is not None:
+                    self.breaker.set_warning(warn[0], self._details(warn[2]), time_ms=t, symbol=warn[2],
+                                             trigger_type=warn[1], market_snapshot=self.snapshot())
+                    self._calm_since = None
+            else:  # WARNING: clear with hysteresis
+                if calm:
+                    if self._calm_since is None:
+                        self._calm_since = t
+                    if t - self._calm_since >= self._warn_clear_ms:
+                        self.breaker.clear(reason="warning conditions cleared", actor=Actor.RULE, time_ms=t)
+                        self._calm_since = None
+                else:
+                    self._calm_since = None
+        elif status is TRIGGERED:
+            self._follow_episode(t)
+            ep = self.episode
+            if ep is not None and self._recovery_met(t, ep):
+                self.breaker.start_recovery(
+                    f"no new low for {self.settings.recovery.no_new_low_minutes:g} min and "
+                    f"rebound >= {self.settings.recovery.rebound_percent:g}% off the trough",
+                    details=self.assess_recovery(t), time_ms=t,
+                )
+                self._recover_calm_since = None
+        elif status is RECOVERING:
+            ep = self.episode
+            new_low = self._follow_episode(t)
+            if new_low is not None:
+                self.breaker.trigger(
+                    f"{new_low} made a new low while recovering", self._details(new_low), self.snapshot(),
+                    time_ms=t, symbol=new_low, trigger_type=ep.trigger_type if ep else "new_low",
+                )
+            elif trigger is not None and (trigger[1] is None or (ep and trigger[1].symbol not in ep.legs)):
+                self._trigger(t, trigger)  # a fresh condition, not the one being recovered from
+            elif ep is not None and self.settings.auto_resume and not ep.deep(self.settings.deep_level_percent):
+                if calm and warn is None:
+                    if self._recover_calm_since is None:
+                        self._recover_calm_since = t
+                    if t - self._recover_calm_since >= self.settings.recovery.cooldown_minutes * MINUTE_MS:
+                        self.breaker.clear(reason="recovered: cool-down passed with no trigger or warning condition",
+                                           actor=Actor.RULE, time_ms=t, details=self.assess_recovery(t))
+                else:
+                    self._recover_calm_since = None
+
+    def _trigger(self, t: int, trigger: tuple[str, _Reference | None]) -> None:
+        reason, ref = trigger
+        if ref is not None:
+            symbols = [ref.symbol]
+            trigger_type, symbol = ref.trigger_type, ref.symbol
+        else:
+            symbols = [s for s, lvl in self._mw_down.items() if lvl == 2]
+            trigger_type, symbol = "market_wide", None
+        episode = self.episode if self.breaker.status is RECOVERING and self.episode else Episode(trigger_type, t)
+        for s in symbols:
+            w = self.market.symbols[s]
+            episode.legs.setdefault(s, _EpisodeLeg(w.last_price, t, w.high(self._k60)))
+        self.episode = episode
+        self._follow_episode(t)
+        self.breaker.trigger(reason, self._details(symbol), self.snapshot(), time_ms=t, symbol=symbol,
+                             trigger_type=trigger_type)
+
+    def _follow_episode(self, t: int) -> str | None:
+        """Update troughs and the episode's depth; return a symbol that made a new low."""
+        ep = self.episode
+        if ep is None:
+            return None
+        new_low = None
+        for s, leg in ep.legs.items():
+            w = self.market.symbols.get(s)
+            if w is None or not w.ticks:
+                continue
+            p = w.last_price
+            if p < leg.trough:
+                leg.trough, leg.trough_time = p, w.last_time
+                new_low = new_low or s
+            depth = (leg.peak - leg.trough) / leg.peak * 100.0
+            ep.max_drop_pct = max(ep.max_drop_pct, depth, w.drop_pct(self._k60))
+        return new_low
+
+    def _recovery_met(self, t: int, ep: Episode) -> bool:
+        rec = self.settings.recovery
+        if not ep.legs:
+            return False
+        for s, leg in ep.legs.items():
+            w = self.market.symbols[s]
+            if t - leg.trough_time < rec.no_new_low_minutes * MINUTE_MS:
+                return False
+            if (w.last_price / leg.trough - 1.0) * 100.0 < rec.rebound_percent:
+                return False
+        return True
+
+    def assess_recovery(self, t: int | None = None) -> dict[str, Any]:
+        """The recovery conditions as data (for the journal, the console and the agents)."""
+        t = self.last_time_ms if t is None else t
+        ep = self.episode
+        rec = self.settings.recovery
+        if ep is None:
+            return {"episode": None, "recovery_conditions_met": False, "deep": False,
+                    "note": "no rule-triggered episode: an operator trigger needs an operator clear"}
+        legs = {}
+        for s, leg in ep.legs.items():
+            w = self.market.symbols[s]
+            minutes_since_low = (t - leg.trough_time) / MINUTE_MS
+            rebound = (w.last_price / leg.trough - 1.0) * 100.0
+            legs[s] = {
+                "trough": leg.trough, "last_price": w.last_price, "minutes_since_low": round(minutes_since_low, 2),
+                "rebound_percent": round(rebound, 3),
+                "met": minutes_since_low >= rec.no_new_low_minutes and rebound >= rec.rebound_percent,
+            }
+        deep = ep.deep(self.settings.deep_level_percent)
+        return {
+            "episode": ep.trigger_type, "started_ms": ep.started_ms, "max_drop_percent": round(ep.max_drop_pct, 3),
+            "deep": deep, "deep_level_percent": self.settings.deep_level_percent,
+            "auto_resume": self.settings.auto_resume and not deep,
+            "recovery_conditions_met": all(v["met"] for v in legs.values()), "legs": legs,
+        }
+
+    # ------------------------------------------------------------------ breaker changes from anyone
+    def _on_breaker_change(self, change: BreakerChanged) -> None:
+        if change.status is SAFE:
+            self.episode = None
+            self._calm_since = None
+            self._recover_calm_since = None
+            # conditions still true at a clear must reset before they fire again
+            for ref in self.refs.values():
+                w = self.market.symbols.get(ref.symbol)
+                if w is not None and w.ticks and w.drop_pct(ref.k60) >= ref.clear_1h:
+                    ref.armed = False
+            if self._breadth()[2]:
+                self._mw_armed = False
+        elif change.status is TRIGGERED and change.actor is not Actor.RULE:
+            self.episode = None  # an operator's or agent's halt is cleared by the operator
+
+    # ------------------------------------------------------------------ reporting
+    def _drop_reason(self, symbol: str, w: SymbolWindows, k: int, drop: float, minutes: int) -> str:
+        return (f"{symbol} down {drop:.2f}% from its {minutes}-minute high "
+                f"({_fmt(w.high(k))} -> {_fmt(w.last_price)})")
+
+    def _breadth_reason(self, n: int, count: int, level: float) -> str:
+        return f"market-wide: {count} of {n} symbols down >= {level:g}% in 60 minutes"
+
+    def _details(self, symbol: str | None) -> dict[str, Any]:
+        if symbol is None or symbol not in self.market.symbols:
+            n, _, _ = self._breadth()
+            return {"symbols_monitored": n, "down_trigger_level": self._mw_count_trigger,
+                    "down_warning_level": self._mw_count_warn}
+        w = self.market.symbols[symbol]
+        return {
+            "symbol": symbol, "price_from": w.high(self._k60), "price_to": w.last_price,
+            "drop_percent": round(w.drop_pct(self._k60), 4), "drop_5m_percent": round(w.drop_pct(self._k5), 4),
+            "window_minutes": 60, "high_time_ms": w.high_time(self._k60),
+        }
+
+    def snapshot(self) -> dict[str, Any]:
+        refs = {}
+        for sym in self.refs:
+            w = self.market.symbols.get(sym)
+            if w is not None and w.ticks:
+                refs[sym] = {"price": w.last_price, "drop_60m_percent": round(w.drop_pct(self._k60), 4),
+                             "drop_5m_percent": round(w.drop_pct(self._k5), 4)}
+        n, _, _ = self._breadth()
+        return {"references": refs, "symbols_monitored": n, "down_trigger_level": self._mw_count_trigger,
+                "down_warning_level": self._mw_count_warn}
+
+
+def _fmt(price: float) -> str:
+    if not math.isfinite(price):
+        return str(price)
+    return f"{price:,.2f}" if price >= 100 else f"{price:.6g}"

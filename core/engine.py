@@ -1,0 +1,175 @@
+"""The engine: feed -> market state -> guardian and scanner -> breaker and spike queue.
+
+This is the one object the console and the headless commands hold. Its per-tick work is
+synchronous and allocation-light; everything slower (journal, agents, UI) hangs off the
+event bus and never sits between a crossing tick and the halt.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import time
+from collections import deque
+from collections.abc import Callable
+from typing import Any
+
+from core.breaker.state import CircuitBreakerState
+from core.bus import EventBus
+from core.detect.guardian import Guardian
+from core.detect.scanner import Scanner
+from core.events import (
+    Actor, BreakerChanged, FeedProblem, Liquidation, MarkPrice, SpikeDetected, SymbolEnded, Tick,
+)
+from core.latency import LatencyRecorder
+from core.market.feed import Feed
+from core.market.state import MarketState, TooManySymbols
+from core.settings import Settings
+
+log = logging.getLogger("spikeguard.engine")
+
+
+class Engine:
+    def __init__(
+        self,
+        settings: Settings,
+        feed: Feed,
+        breaker: CircuitBreakerState | None = None,
+        bus: EventBus | None = None,
+    ) -> None:
+        self.settings = settings
+        self.feed = feed
+        self.bus = bus or EventBus()
+        self.breaker = breaker or CircuitBreakerState()
+        self.market = MarketState(max_symbols=settings.performance.max_symbols)
+        self.spikes: deque[SpikeDetected] = deque(maxlen=10_000)
+        self.problems: deque[FeedProblem] = deque(maxlen=1_000)
+        self.guardian = Guardian(settings.circuit_breaker, self.market, self.breaker, feed.cadence_ms)
+        self.scanner = Scanner(settings.spike_detection, self.market, self._on_spike)
+        self.latency = LatencyRecorder(settings.performance.decision_latency_sample)
+        self.ticks = 0
+        self.rejected_ticks = 0
+        self.started_wall: float | None = None
+        self.finished = False
+        self._spike_listeners: list[Callable[[SpikeDetected], None]] = []
+        self.breaker.subscribe(self._on_breaker_change)
+
+    # ------------------------------------------------------------------ wiring
+    def on_spike(self, fn: Callable[[SpikeDetected], None]) -> None:
+        self._spike_listeners.append(fn)
+
+    def _on_spike(self, spike: SpikeDetected) -> None:
+        blocked = self.settings.spike_detection.check_circuit_breaker and self.breaker.is_active()
+        if blocked:
+            spike.details["blocked_by_breaker"] = self.breaker.status.value
+        self.spikes.append(spike)
+        for fn in self._spike_listeners:
+            fn(spike)
+        self.bus.publish(spike)
+
+    def _on_breaker_change(self, change: BreakerChanged) -> None:
+        self.bus.publish(change)
+
+    def _problem(self, problem: FeedProblem) -> None:
+        self.problems.append(problem)
+        self.bus.publish(problem)
+
+    # ------------------------------------------------------------------ the hot path
+    def process(self, batch: list[Any]) -> None:
+        windows = self.market.symbols
+        new_windows = self.market.windows
+        guardian_tick = self.guardian.on_tick
+        scanner = self.scanner
+        scanner_tick = scanner.on_tick
+        record = self.latency.record
+        clock = time.perf_counter_ns
+        isfinite = math.isfinite
+        for ev in batch:
+            if type(ev) is Tick:
+                t0 = clock()
+                price = ev.price
+                if not (price > 0.0 and isfinite(price)) or not (ev.qty >= 0.0 and isfinite(ev.qty)):
+                    self._reject(ev, "price must be positive and finite, quantity non-negative")
+                    continue
+                w = windows.get(ev.symbol)
+                if w is None:
+                    try:
+                        w = new_windows(ev.symbol)
+                    except TooManySymbols as exc:
+                        self._reject(ev, str(exc))
+                        continue
+                t = ev.time_ms
+                if t < w.last_time:
+                    self._reject(ev, f"tick at {t} is older than the symbol's last tick at {w.last_time}")
+                    continue
+                w.update(price, ev.qty, t)
+                guardian_tick(w, t)
+                scanner.tick_started_ns = t0
+                scanner_tick(w, t)
+                self.ticks += 1
+                record(clock() - t0)
+            elif type(ev) is MarkPrice:
+                self.scanner.on_mark_price(ev)
+            elif type(ev) is Liquidation:
+                self.scanner.on_liquidation(ev)
+            elif type(ev) is SymbolEnded:
+                self.market.ended.add(ev.symbol)
+                self.guardian.on_symbol_ended(ev.symbol)
+
+    def _reject(self, ev: Tick, why: str) -> None:
+        self.rejected_ticks += 1
+        self._problem(FeedProblem(f"{self.feed.name}:{ev.symbol}", None, why))
+
+    # ------------------------------------------------------------------ running
+    async def run(self, on_batch: Callable[[], None] | None = None) -> None:
+        """Consume the feed until it ends (or stop() is called)."""
+        self.bus.bind_loop(asyncio.get_running_loop())
+        self.started_wall = time.perf_counter()
+        clock_task = asyncio.create_task(self._clock_loop()) if self.feed.realtime else None
+        seen_problems = 0
+        try:
+            async for batch in self.feed.batches():
+                self.process(batch)
+                stats = self.feed.stats
+                if len(stats.problems) > seen_problems:
+                    for problem in stats.problems[seen_problems:]:
+                        self._problem(problem)
+                    seen_problems = len(stats.problems)
+                if on_batch is not None:
+                    on_batch()
+        finally:
+            if clock_task is not None:
+                clock_task.cancel()
+            self.finished = True
+
+    async def _clock_loop(self) -> None:
+        """Wall-clock stale check for live feeds (a silent websocket sends no ticks to check on)."""
+        while True:
+            await asyncio.sleep(1.0)
+            self.guardian.on_clock(time.time_ns() // 1_000_000)
+
+    def stop(self) -> None:
+        self.feed.stop()
+
+    # ------------------------------------------------------------------ commands (operator)
+    def force_trigger(self, reason: str, actor: Actor = Actor.OPERATOR) -> bool:
+        return self.breaker.trigger(reason, {"requested_by": actor.value}, self.guardian.snapshot(), actor=actor,
+                                    time_ms=self.now_ms(), trigger_type=actor.value)
+
+    def clear_breaker(self, reason: str, override: bool = False, actor: Actor = Actor.OPERATOR) -> tuple[bool, str]:
+        """Operator clear. Refused while a deep episode's recovery conditions are unmet,
+        unless `override` is given."""
+        assessment = self.guardian.assess_recovery()
+        if assessment.get("deep") and not assessment.get("recovery_conditions_met") and not override:
+            return False, (f"refused: the drop reached {assessment['max_drop_percent']:.1f}% (deep level "
+                           f"{assessment['deep_level_percent']:g}%) and the recovery conditions are not met")
+        done = self.breaker.clear(reason=reason, actor=actor, time_ms=self.now_ms(),
+                                  details={"override": override, "recovery": assessment})
+        return done, "cleared" if done else "already SAFE"
+
+    def now_ms(self) -> int:
+        """The engine's notion of now: event time of the last tick (wall time for live feeds)."""
+        if self.feed.realtime or not self.guardian.last_time_ms:
+            return time.time_ns() // 1_000_000
+        return self.guardian.last_time_ms

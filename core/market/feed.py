@@ -1,0 +1,144 @@
+"""The one async interface every market feed implements.
+
+A feed yields batches of market events in event-time order. Batching amortises the
+per-event cost of the async machinery; pacing maps event time onto wall time for a
+given speed ("max" means no pacing at all, so a replay at max speed computes exactly
+what real time would, only sooner).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass, field
+
+from core.events import FeedProblem, MarketEvent
+
+MAX_SPEED = 0.0  # sentinel: no pacing
+
+
+def parse_speed(text: str | float | int) -> float:
+    """'max' -> MAX_SPEED, '30' / '30x' / 0.5 -> factor of real time. Raises ValueError."""
+    if isinstance(text, (int, float)):
+        value = float(text)
+    else:
+        raw = text.strip().lower()
+        if raw == "max":
+            return MAX_SPEED
+        try:
+            value = float(raw.removesuffix("x"))
+        except ValueError:
+            raise ValueError(f"speed must be 'max' or a positive number, got {text!r}") from None
+    if not (value > 0) or value == float("inf"):
+        raise ValueError(f"speed must be 'max' or a positive number, got {text!r}")
+    return value
+
+
+@dataclass
+class FeedStats:
+    events: int = 0
+    bad_rows: int = 0
+    problems: list[FeedProblem] = field(default_factory=list)
+    last_event_ms: int | None = None
+    max_problems_kept: int = 200
+
+    def record_problem(self, problem: FeedProblem) -> None:
+        self.bad_rows += 1
+        if len(self.problems) < self.max_problems_kept:
+            self.problems.append(problem)
+
+
+class Feed:
+    """Base class: subclasses implement `_events()`, a sync iterator in event-time order.
+
+    Attributes:
+        name: short feed name shown in the UI ("sim", "replay", "binance").
+        realtime: True when event time is wall time (a live exchange feed).
+        symbols: the symbols this feed provides, when known in advance.
+        cadence_ms: the feed's natural spacing between a symbol's updates (a replay of
+            5-minute candles has a coarse cadence); the guardian's stale rule scales with it.
+    """
+
+    name = "feed"
+    realtime = False
+
+    def __init__(self, speed: float = MAX_SPEED, batch_size: int = 512, batch_span_ms: int = 250) -> None:
+        self.speed = speed
+        self.batch_size = batch_size
+        self.batch_span_ms = batch_span_ms
+        self.stats = FeedStats()
+        self.symbols: tuple[str, ...] = ()
+        self.cadence_ms: int = 1000
+        self._resumed = asyncio.Event()
+        self._resumed.set()
+        self._stopped = False
+
+    # -- control -------------------------------------------------------------------
+    @property
+    def paused(self) -> bool:
+        return not self._resumed.is_set()
+
+    def pause(self) -> None:
+        self._resumed.clear()
+
+    def resume(self) -> None:
+        self._resumed.set()
+
+    def stop(self) -> None:
+        self._stopped = True
+        self._resumed.set()
+
+    # -- to implement ----------------------------------------------------------------
+    def _events(self) -> Iterator[MarketEvent]:
+        raise NotImplementedError  # abstract
+
+    # -- the async interface ------------------------------------------------------------
+    async def batches(self) -> AsyncIterator[list[MarketEvent]]:
+        """Yield lists of events. At max speed batches are `batch_size` long; when paced,
+        a batch spans at most `batch_span_ms` of event time and is released on time."""
+        stats = self.stats
+        batch: list[MarketEvent] = []
+        batch_start_ms: int | None = None
+        anchor_event_ms: int | None = None
+        anchor_wall = 0.0
+        paced = self.speed != MAX_SPEED
+        for event in self._events():
+            if self._stopped:
+                break
+            t = event.time_ms
+            if paced:
+                if batch_start_ms is None:
+                    batch_start_ms = t
+                if t - batch_start_ms >= self.batch_span_ms * self.speed and batch:
+                    yield batch
+                    batch = []
+                    batch_start_ms = t
+                if anchor_event_ms is None:
+                    anchor_event_ms, anchor_wall = t, time.monotonic()
+                due = anchor_wall + (t - anchor_event_ms) / 1000.0 / self.speed
+                delay = due - time.monotonic()
+                if delay > 0.002:
+                    if batch:
+                        yield batch
+                        batch = []
+                        batch_start_ms = t
+                    await asyncio.sleep(delay)
+            if not self._resumed.is_set():
+                if batch:
+                    yield batch
+                    batch = []
+                paused_at = time.monotonic()
+                await self._resumed.wait()
+                anchor_wall += time.monotonic() - paused_at  # a pause does not make us "late"
+            batch.append(event)
+            stats.events += 1
+            stats.last_event_ms = t
+            if len(batch) >= self.batch_size:
+                yield batch
+                batch = []
+                batch_start_ms = None
+                if not paced:
+                    await asyncio.sleep(0)  # let the loop breathe at max speed
+        if batch:
+            yield batch

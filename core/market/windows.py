@@ -1,0 +1,269 @@
+"""Rolling per-symbol statistics in O(1) amortised work per tick.
+
+One tick history per symbol serves every timeframe: the windows are nested (1m inside
+5m inside 15m inside 60m), so each window is a head index into the same arrays, and
+each head only moves forward. The same trick serves the monotonic deques that give a
+window's maximum and minimum: the 60-minute deque holds every candidate, and a shorter
+window's extreme is the first candidate younger than its cutoff.
+
+A window of length w at time t covers ticks with time in (t - w, t], the same convention
+as the independent crash labeller, so the guardian's drop is exact, not bucketed.
+Volatility and volume baselines are EWMAs of one-minute samples, updated when a minute
+closes, so they cost nothing on most ticks.
+"""
+
+from __future__ import annotations
+
+import math
+from array import array
+
+MINUTE_MS = 60_000
+TIMEFRAMES_MIN: tuple[int, ...] = (1, 5, 15, 60)
+_COMPACT_AT = 4096  # compact arrays once this many expired entries sit at the front
+SPARK_MINUTES = 60
+
+
+class SymbolWindows:
+    """Rolling windows for one symbol. `update()` is the hot path; read the rest freely."""
+
+    __slots__ = (
+        "symbol", "windows_ms", "n", "last_price", "last_time", "first_time", "ticks",
+        "_t", "_p", "_q", "_h", "_sum_q", "_sum_pq",
+        "_mx_t", "_mx_p", "_mx_h", "_mn_t", "_mn_p", "_mn_h",
+        "_minute", "_minute_close", "_prev_close", "_minute_vol",
+        "_var_alpha", "_vol_alpha", "ret_var", "ret_samples", "vol_baseline", "vol_samples",
+        "closes",
+    )
+
+    def __init__(
+        self,
+        symbol: str,
+        timeframes_min: tuple[int, ...] = TIMEFRAMES_MIN,
+        volatility_halflife_min: float = 30.0,
+        volume_halflife_min: float = 60.0,
+    ) -> None:
+        if list(timeframes_min) != sorted(set(timeframes_min)) or not timeframes_min or timeframes_min[0] <= 0:
+            raise ValueError(f"timeframes must be increasing positive minutes, got {timeframes_min!r}")
+        self.symbol = symbol
+        self.windows_ms = tuple(m * MINUTE_MS for m in timeframes_min)
+        self.n = len(self.windows_ms)
+        self.last_price = math.nan
+        self.last_time = -1
+        self.first_time = -1
+        self.ticks = 0
+        # tick history: times, prices, quantities; _h[k] = first index inside window k
+        self._t = array("q")
+        self._p = array("d")
+        self._q = array("d")
+        self._h = [0] * self.n
+        self._sum_q = [0.0] * self.n
+        self._sum_pq = [0.0] * self.n
+        # monotonic deques over the longest window (max: decreasing prices, min: increasing)
+        self._mx_t = array("q")
+        self._mx_p = array("d")
+        self._mx_h = [0] * self.n
+        self._mn_t = array("q")
+        self._mn_p = array("d")
+        self._mn_h = [0] * self.n
+        # one-minute sampling for EWMA volatility and volume baseline
+        self._minute = -1
+        self._minute_close = math.nan
+        self._prev_close = math.nan
+        self._minute_vol = 0.0
+        self._var_alpha = 1.0 - 0.5 ** (1.0 / volatility_halflife_min)
+        self._vol_alpha = 1.0 - 0.5 ** (1.0 / volume_halflife_min)
+        self.ret_var = 0.0  # EWMA of squared one-minute log returns
+        self.ret_samples = 0
+        self.vol_baseline = 0.0  # EWMA of one-minute volume
+        self.vol_samples = 0
+        self.closes: list[float] = []  # last SPARK_MINUTES one-minute closes, for sparklines
+
+    # ------------------------------------------------------------------ hot path
+    def update(self, price: float, qty: float, t: int) -> None:
+        """Add one tick. Ticks must arrive in non-decreasing time (the feed guarantees it)."""
+        if t < self.last_time:
+            raise ValueError(f"{self.symbol}: tick at {t} is older than the last tick at {self.last_time}")
+        minute = t // MINUTE_MS
+        if minute != self._minute:
+            self._close_minutes(minute)
+        self._minute_close = price
+        self._minute_vol += qty
+        self.last_price = price
+        self.last_time = t
+        if self.ticks == 0:
+            self.first_time = t
+        self.ticks += 1
+
+        n = self.n
+        wins = self.windows_ms
+        # tick history and window sums
+        ts, ps, qs, heads, sq, spq = self._t, self._p, self._q, self._h, self._sum_q, self._sum_pq
+        ts.append(t)
+        ps.append(price)
+        qs.append(qty)
+        pq = price * qty
+        for k in range(n):
+            h = heads[k]
+            cutoff = t - wins[k]
+            s_q = sq[k] + qty
+            s_pq = spq[k] + pq
+            while ts[h] <= cutoff:
+                s_q -= qs[h]
+                s_pq -= ps[h] * qs[h]
+                h += 1
+            heads[k] = h
+            sq[k] = s_q
+            spq[k] = s_pq
+
+        # max deque
+        mt, mp, mh = self._mx_t, self._mx_p, self._mx_h
+        size = len(mp)
+        while size and mp[size - 1] <= price:
+            size -= 1
+        if size < len(mp):
+            del mt[size:]
+            del mp[size:]
+            for k in range(n):
+                if mh[k] > size:
+                    mh[k] = size
+        mt.append(t)
+        mp.append(price)
+        for k in range(n):
+            h = mh[k]
+            cutoff = t - wins[k]
+            while mt[h] <= cutoff:
+                h += 1
+            mh[k] = h
+
+        # min deque
+        mt, mp, mh = self._mn_t, self._mn_p, self._mn_h
+        size = len(mp)
+        while size and mp[size - 1] >= price:
+            size -= 1
+        if size < len(mp):
+            del mt[size:]
+            del mp[size:]
+            for k in range(n):
+                if mh[k] > size:
+                    mh[k] = size
+        mt.append(t)
+        mp.append(price)
+        for k in range(n):
+            h = mh[k]
+            cutoff = t - wins[k]
+            while mt[h] <= cutoff:
+                h += 1
+            mh[k] = h
+
+        if heads[n - 1] >= _COMPACT_AT:
+            self._compact()
+
+    def _close_minutes(self, minute: int) -> None:
+        """Sample one-minute return and volume for the EWMAs when a minute boundary passes."""
+        prev_minute = self._minute
+        if prev_minute >= 0:
+            close = self._minute_close
+            gap = minute - prev_minute  # minutes since the last sampled minute (>1 for sparse feeds)
+            if self._prev_close == self._prev_close and self._prev_close > 0 and close > 0:
+                r = math.log(close / self._prev_close)
+                # a return over `gap` minutes carries gap minutes of variance
+                sample = r * r / gap if gap > 1 else r * r
+                a = self._var_alpha
+                self.ret_var = sample if self.ret_samples == 0 else (1 - a) * self.ret_var + a * sample
+                self.ret_samples += 1
+            self._prev_close = close
+            vol_sample = self._minute_vol / gap if gap > 1 else self._minute_vol
+            a = self._vol_alpha
+            self.vol_baseline = vol_sample if self.vol_samples == 0 else (1 - a) * self.vol_baseline + a * vol_sample
+            self.vol_samples += 1
+            closes = self.closes
+            for _ in range(min(gap, SPARK_MINUTES)):
+                closes.append(close)
+            if len(closes) > SPARK_MINUTES:
+                del closes[: len(closes) - SPARK_MINUTES]
+        self._minute = minute
+        self._minute_vol = 0.0
+
+    def _compact(self) -> None:
+        """Drop history older than the longest window; resynchronise the running sums."""
+        cut = self._h[self.n - 1]
+        del self._t[:cut]
+        del self._p[:cut]
+        del self._q[:cut]
+        qs, ps = self._q, self._p
+        for k in range(self.n):
+            h = self._h[k] - cut
+            self._h[k] = h
+            # exact resync bounds floating-point drift of the running sums
+            self._sum_q[k] = math.fsum(qs[h:])
+            self._sum_pq[k] = math.fsum(p * q for p, q in zip(ps[h:], qs[h:]))
+        for times, prices, heads in ((self._mx_t, self._mx_p, self._mx_h), (self._mn_t, self._mn_p, self._mn_h)):
+            cut = heads[self.n - 1]
+            if cut:
+                del times[:cut]
+                del prices[:cut]
+                for k in range(self.n):
+                    heads[k] -= cut
+
+    # ------------------------------------------------------------------ reads
+    def index_of(self, minutes: int) -> int:
+        try:
+            return self.windows_ms.index(minutes * MINUTE_MS)
+        except ValueError:
+            raise KeyError(f"no {minutes}-minute window (have {[w // MINUTE_MS for w in self.windows_ms]})") from None
+
+    def high(self, k: int) -> float:
+        """Highest price in window k (by index), including the current tick."""
+        return self._mx_p[self._mx_h[k]]
+
+    def low(self, k: int) -> float:
+        return self._mn_p[self._mn_h[k]]
+
+    def high_time(self, k: int) -> int:
+        return self._mx_t[self._mx_h[k]]
+
+    def low_time(self, k: int) -> int:
+        return self._mn_t[self._mn_h[k]]
+
+    def drop_pct(self, k: int) -> float:
+        """Percent below the window's high (>= 0)."""
+        hi = self._mx_p[self._mx_h[k]]
+        return (hi - self.last_price) / hi * 100.0
+
+    def rise_pct(self, k: int) -> float:
+        """Percent above the window's low (>= 0)."""
+        lo = self._mn_p[self._mn_h[k]]
+        return (self.last_price - lo) / lo * 100.0
+
+    def volume(self, k: int) -> float:
+        return self._sum_q[k]
+
+    def vwap(self, k: int) -> float:
+        s = self._sum_q[k]
+        return self._sum_pq[k] / s if s > 0 else self.last_price
+
+    def count(self, k: int) -> int:
+        return len(self._t) - self._h[k]
+
+    def first_price(self, k: int) -> float:
+        """The oldest price still inside window k (the price roughly one window ago)."""
+        return self._p[self._h[k]]
+
+    def change_pct(self, k: int) -> float:
+        first = self._p[self._h[k]]
+        return (self.last_price / first - 1.0) * 100.0
+
+    def span_ms(self) -> int:
+        """How much event time this symbol's history covers."""
+        return self.last_time - self.first_time if self.ticks else 0
+
+    def sigma_1m(self) -> float:
+        """EWMA standard deviation of one-minute log returns (0 before two minutes of data)."""
+        return math.sqrt(self.ret_var) if self.ret_samples else 0.0
+
+    def volume_multiple(self, k: int) -> float:
+        """Window volume over the baseline for the same span (0 while there is no baseline)."""
+        base = self.vol_baseline
+        if base <= 0.0:
+            return 0.0
+        return self._sum_q[k] / (base * (self.windows_ms[k] / MINUTE_MS))

@@ -1,0 +1,285 @@
+"""Typed settings: the schema of config/*.yaml.
+
+Every model forbids unknown keys, so a typo is an error that names the key instead of a
+silently ignored setting. Loading and precedence live in core.config.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
+
+Percent = float
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+# ---------------------------------------------------------------------------- breaker
+class ReferenceThresholds(Strict):
+    """Per reference symbol (BTC, ETH): percent drops from the trailing high."""
+
+    dump_1h_percent: Percent = Field(15.0, gt=0, lt=100)
+    warning_1h_percent: Percent = Field(10.0, gt=0, lt=100)
+    warning_5m_percent: Percent = Field(5.0, gt=0, lt=100)
+    trigger_type: str = "reference_dump"
+
+    @model_validator(mode="after")
+    def _ordered(self) -> "ReferenceThresholds":
+        if self.warning_1h_percent >= self.dump_1h_percent:
+            raise ValueError(
+                f"warning_1h_percent ({self.warning_1h_percent}) must be below dump_1h_percent ({self.dump_1h_percent})"
+            )
+        return self
+
+
+class MarketWide(Strict):
+    enabled: bool = True
+    min_symbols: int = Field(5, ge=2)
+    breadth_fraction: float = Field(0.6, gt=0, le=1)
+    dump_1h_percent: Percent = Field(8.0, gt=0, lt=100)
+    warning_dump_1h_percent: Percent = Field(5.0, gt=0, lt=100)
+
+    @model_validator(mode="after")
+    def _ordered(self) -> "MarketWide":
+        if self.warning_dump_1h_percent >= self.dump_1h_percent:
+            raise ValueError("warning_dump_1h_percent must be below dump_1h_percent")
+        return self
+
+
+class Recovery(Strict):
+    no_new_low_minutes: float = Field(15.0, gt=0)
+    rebound_percent: Percent = Field(3.0, gt=0, lt=100)
+    cooldown_minutes: float = Field(30.0, gt=0)
+
+
+class WarningClear(Strict):
+    """Hysteresis: a WARNING clears only when every drop has stayed below `ratio` of its
+    warning level for `minutes` of event time."""
+
+    ratio: float = Field(0.7, gt=0, lt=1)
+    minutes: float = Field(10.0, ge=0)
+
+
+class StaleData(Strict):
+    enabled: bool = True
+    seconds: float = Field(30.0, gt=0)
+    cadence_multiple: float = Field(3.0, ge=1)
+
+
+class CircuitBreakerSettings(Strict):
+    enabled: bool = True
+    backend: Literal["memory", "redis"] = "memory"
+    auto_resume: bool = True
+    deep_level_percent: Percent = Field(20.0, gt=0, lt=100)
+    references: dict[str, ReferenceThresholds] = Field(
+        default_factory=lambda: {
+            "BTCUSDT": ReferenceThresholds(trigger_type="btc_dump"),
+            "ETHUSDT": ReferenceThresholds(trigger_type="eth_dump"),
+        }
+    )
+    market_wide: MarketWide = MarketWide()
+    recovery: Recovery = Recovery()
+    warning_clear: WarningClear = WarningClear()
+    stale_data: StaleData = StaleData()
+
+    @field_validator("references")
+    @classmethod
+    def _symbols_upper(cls, value: dict[str, ReferenceThresholds]) -> dict[str, ReferenceThresholds]:
+        for symbol in value:
+            if not symbol.isalnum() or symbol.upper() != symbol:
+                raise ValueError(f"reference symbol {symbol!r} must be an upper-case Binance symbol like BTCUSDT")
+        return value
+
+
+# ---------------------------------------------------------------------------- spikes
+class MoveThresholds(Strict):
+    """Percent move (from the window's low for pumps, from its high for dumps) per timeframe."""
+
+    m1: Percent = Field(3.0, gt=0)
+    m5: Percent = Field(5.0, gt=0)
+    m15: Percent = Field(7.0, gt=0)
+    m60: Percent = Field(10.0, gt=0)
+
+    def by_minutes(self) -> dict[int, float]:
+        return {1: self.m1, 5: self.m5, 15: self.m15, 60: self.m60}
+
+
+class PairThresholds(Strict):
+    move_percent: MoveThresholds = MoveThresholds()
+    zscore: float = Field(8.0, gt=0)
+    # a z-score alert still needs this fraction of the percent threshold: in calm markets
+    # a tiny sigma makes z-scores of noise large
+    zscore_min_move_fraction: float = Field(0.6, gt=0, le=1)
+    volume_multiple: float = Field(8.0, gt=1)
+
+
+class VolumeExplosion(Strict):
+    enabled: bool = True
+    timeframe_minutes: int = 5
+    # a volume burst alone is not a spike: it must come with a price move of at least this
+    # fraction of the pair's 5-minute move threshold
+    min_move_fraction: float = Field(0.5, ge=0, le=1)
+    warmup_minutes: float = Field(60.0, ge=0)
+
+
+class FuturesDivergence(Strict):
+    enabled: bool = True
+    threshold_percent: Percent = Field(1.0, gt=0)
+    max_age_seconds: float = Field(10.0, gt=0)
+
+
+class LiquidationCascade(Strict):
+    enabled: bool = True
+    window_minutes: float = Field(5.0, gt=0)
+    min_notional_usd: float = Field(5_000_000.0, gt=0)
+    min_count: int = Field(20, ge=1)
+
+
+class SpikeTypes(Strict):
+    spot_price_spike: bool = True
+    volume_explosion: VolumeExplosion = VolumeExplosion()
+    futures_spot_divergence: FuturesDivergence = FuturesDivergence()
+    liquidation_cascade: LiquidationCascade = LiquidationCascade()
+
+
+class SpikeDetectionSettings(Strict):
+    enabled: bool = True
+    check_circuit_breaker: bool = True
+    cooldown_minutes: float = Field(15.0, ge=0)
+    warmup_minutes: float = Field(10.0, ge=0)
+    zscore_warmup_minutes: float = Field(60.0, ge=0)
+    default_thresholds: PairThresholds = PairThresholds()
+    pairs: dict[str, PairThresholds] = Field(default_factory=dict)
+    spike_types: SpikeTypes = SpikeTypes()
+
+    def thresholds_for(self, symbol: str) -> PairThresholds:
+        return self.pairs.get(symbol, self.default_thresholds)
+
+
+# ---------------------------------------------------------------------------- agents
+class AgentSettings(Strict):
+    enabled: bool = True
+    role: str
+    goal: str
+    backstory: str = ""
+    llm: str | None = None  # None: the crew's model
+    max_iterations: int = Field(6, ge=1, le=50)
+
+
+class AgentsSettings(Strict):
+    market_guardian: AgentSettings
+    market_scanner: AgentSettings
+    context_analyzer: AgentSettings
+    risk_assessment: AgentSettings
+    strategy_executor: AgentSettings
+
+
+class CrewSettings(Strict):
+    enabled: bool = True
+    process: Literal["sequential"] = "sequential"
+    llm_provider: str = "rules"
+    llm_model: str = "rules"
+    llm_base_url: str | None = None
+    max_concurrent_runs: int = Field(2, ge=1, le=16)
+    max_runs_per_minute: int = Field(6, ge=1)
+    token_budget_per_proposal: int = Field(20_000, ge=100)
+    cost_budget_usd_per_proposal: float = Field(0.05, ge=0)
+    guardian_interval_seconds: float = Field(60.0, gt=0)
+    news_feeds: list[str] = Field(default_factory=list)
+
+
+# ---------------------------------------------------------------------------- trading
+class RiskSettings(Strict):
+    account_equity_usd: float = Field(10_000.0, gt=0)
+    risk_per_trade_percent: Percent = Field(0.5, gt=0, le=10)
+    max_order_notional_usd: float = Field(1_000.0, gt=0)
+    max_order_quantity: dict[str, float] = Field(default_factory=lambda: {"BTCUSDT": 0.05, "ETHUSDT": 1.0})
+    max_position_notional_usd: float = Field(2_500.0, gt=0)
+    max_open_positions: int = Field(3, ge=1)
+    price_collar_percent: Percent = Field(2.0, gt=0, lt=50)
+    max_orders_per_minute: int = Field(10, ge=1)
+    daily_loss_limit_usd: float = Field(200.0, gt=0)
+    weekly_loss_limit_usd: float = Field(500.0, gt=0)
+    warning_size_factor: float = Field(0.5, gt=0, le=1)
+    recovering_size_factor: float = Field(0.25, gt=0, le=1)
+    stop_loss_percent: Percent = Field(2.0, gt=0, lt=50)
+    take_profit_percent: Percent = Field(4.0, gt=0, lt=500)
+
+
+class PaperSettings(Strict):
+    starting_balance_usd: float = Field(10_000.0, gt=0)
+    taker_fee: float = Field(0.001, ge=0, lt=0.05)
+    maker_fee: float = Field(0.001, ge=0, lt=0.05)
+    spread_bps: float = Field(2.0, ge=0)
+    slippage_bps_per_10k_usd: float = Field(1.0, ge=0)
+
+
+class ExecutionSettings(Strict):
+    mode: Literal["paper", "testnet", "live"] = "paper"
+    default_order_type: Literal["market", "limit", "post_only"] = "limit"
+    proposal_ttl_seconds: float = Field(120.0, gt=0)
+    auto_approve_paper: bool = False
+    paper: PaperSettings = PaperSettings()
+
+
+# ---------------------------------------------------------------------------- ops
+class MonitoringSettings(Strict):
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    log_max_bytes: int = Field(5_000_000, ge=10_000)
+    log_backups: int = Field(5, ge=0)
+    terminal_bell: bool = True
+    webhook_url: str | None = None
+    webhook_style: Literal["slack", "telegram", "ntfy", "json"] = "json"
+
+
+class PerformanceSettings(Strict):
+    max_symbols: int = Field(200, ge=1)
+    ui_fps: int = Field(20, ge=1, le=60)
+    max_spike_queue_rows: int = Field(200, ge=10)
+    decision_latency_sample: int = Field(1_000_000, ge=1000)
+
+
+class SimSettings(Strict):
+    scenario: str = "flash-crash"
+    seed: int = 7
+    speed: float = Field(30.0, gt=0)
+    tick_interval_ms: int = Field(500, ge=10)
+
+
+class TestingSettings(Strict):
+    __test__ = False  # not a pytest class
+    feed: Literal["sim", "replay", "binance"] = "sim"
+    sim: SimSettings = SimSettings()
+
+
+class RedisSettings(Strict):
+    enabled: bool = False
+    host: str = "localhost"
+    port: int = Field(6379, ge=1, le=65535)
+    db: int = Field(0, ge=0)
+    key_prefix: str = "spikeguard"
+
+
+class Secrets(Strict):
+    """Secrets come only from the environment or .env, never from YAML, and never print."""
+
+    binance_api_key: SecretStr | None = None
+    binance_secret_key: SecretStr | None = None
+    openai_api_key: SecretStr | None = None
+
+
+class Settings(Strict):
+    circuit_breaker: CircuitBreakerSettings = CircuitBreakerSettings()
+    spike_detection: SpikeDetectionSettings = SpikeDetectionSettings()
+    agents: AgentsSettings
+    crew: CrewSettings = CrewSettings()
+    risk_management: RiskSettings = RiskSettings()
+    execution: ExecutionSettings = ExecutionSettings()
+    monitoring: MonitoringSettings = MonitoringSettings()
+    performance: PerformanceSettings = PerformanceSettings()
+    testing: TestingSettings = TestingSettings()
+    redis: RedisSettings = RedisSettings()
+    secrets: Secrets = Secrets()
