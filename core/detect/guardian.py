@@ -19,7 +19,9 @@ Rules (all thresholds from config, all times event times):
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 from core.breaker.state import CircuitBreakerState
@@ -27,6 +29,8 @@ from core.events import Actor, BreakerChanged, BreakerStatus
 from core.market.state import MarketState
 from core.market.windows import MINUTE_MS, SymbolWindows
 from core.settings import CircuitBreakerSettings
+
+_RECHECK_MS = 1_000  # time-based rules (stale data, timers) are re-checked this often on other ticks
 
 SAFE, WARNING, TRIGGERED, RECOVERING = (
     BreakerStatus.SAFE, BreakerStatus.WARNING, BreakerStatus.TRIGGERED, BreakerStatus.RECOVERING,
@@ -109,6 +113,7 @@ class Guardian:
         self.episode: Episode | None = None
         self._recover_calm_since: int | None = None
         self.last_time_ms = 0
+        self._next_check_ms = 0
         breaker.subscribe(self._on_breaker_change)
 
     # ------------------------------------------------------------------ feed hooks
@@ -117,12 +122,14 @@ class Guardian:
         if not self.enabled:
             return
         self.last_time_ms = t
-        if self._mw_enabled:
-            self._update_breadth(w)
+        breadth_moved = self._update_breadth(w) if self._mw_enabled else False
         ref = self.refs.get(w.symbol)
         if ref is not None:
             self._track_cadence(ref, w)
-        self._evaluate(t, w.symbol)
+        elif not breadth_moved and t < self._next_check_ms:
+            return  # nothing this tick can change: the references' conditions did not move
+        self._next_check_ms = t + _RECHECK_MS
+        self._evaluate(t)
 
     def on_symbol_ended(self, symbol: str) -> None:
         ref = self.refs.get(symbol)
@@ -133,7 +140,7 @@ class Guardian:
     def on_clock(self, now_ms: int) -> None:
         """Periodic check against a clock (wall time for live feeds) for the stale rule."""
         if self.enabled:
-            self._evaluate(now_ms, None)
+            self._evaluate(now_ms)
 
     # ------------------------------------------------------------------ conditions
     def _track_cadence(self, ref: _Reference, w: SymbolWindows) -> None:
@@ -148,12 +155,12 @@ class Guardian:
         cadence = max(self.feed_cadence_ms, ref.gap_ewma_ms)
         return max(self._stale_floor_ms, self._stale_mult * cadence)
 
-    def _update_breadth(self, w: SymbolWindows) -> None:
+    def _update_breadth(self, w: SymbolWindows) -> bool:
         drop = w.drop_pct(self._k60)
         level = 2 if drop >= self._mw_trigger else 1 if drop >= self._mw_warn else 0
         old = self._mw_down.get(w.symbol, -1)
         if level == old:
-            return
+            return False
         if old >= 1:
             self._mw_count_warn -= 1
         if old == 2:
@@ -163,6 +170,7 @@ class Guardian:
         if level == 2:
             self._mw_count_trigger += 1
         self._mw_down[w.symbol] = level
+        return True
 
     def _breadth(self) -> tuple[int, bool, bool]:
         n = len(self._mw_down)
@@ -172,11 +180,12 @@ class Guardian:
         return n, self._mw_count_trigger >= mw.breadth_fraction * n, self._mw_count_warn >= mw.breadth_fraction * n
 
     # ------------------------------------------------------------------ the rules
-    def _evaluate(self, t: int, symbol: str | None) -> None:
+    def _evaluate(self, t: int) -> None:
         status = self.breaker.status
         market = self.market.symbols
-        trigger: tuple[str, _Reference | None] | None = None
-        warn: tuple[str, str, str | None] | None = None  # reason, trigger_type, symbol
+        # reasons are callables: formatting text on every tick would cost more than the rules
+        trigger: tuple[Callable[[], str], _Reference | None] | None = None
+        warn: tuple[Callable[[], str], str, str | None] | None = None  # reason, trigger_type, symbol
         calm = True
         stale_enabled = self.settings.stale_data.enabled
         for ref in self.refs.values():
@@ -189,37 +198,37 @@ class Guardian:
                 if ref.stale:
                     calm = False
                     if warn is None:
-                        warn = (f"{ref.symbol} data is stale: no tick for {age / 1000:.0f}s", "stale_data", ref.symbol)
+                        warn = (partial(_stale_reason, ref.symbol, age), "stale_data", ref.symbol)
             d60 = w.drop_pct(ref.k60)
             d5 = w.drop_pct(ref.k5)
             if d60 >= ref.trigger:
                 if ref.armed and trigger is None:
-                    trigger = (self._drop_reason(ref.symbol, w, ref.k60, d60, 60), ref)
+                    trigger = (partial(self._drop_reason, ref.symbol, w, ref.k60, d60, 60), ref)
             elif not ref.armed and d60 < ref.clear_1h:
                 ref.armed = True
             if d60 >= ref.warn_1h and warn is None:
-                warn = (self._drop_reason(ref.symbol, w, ref.k60, d60, 60), ref.trigger_type, ref.symbol)
+                warn = (partial(self._drop_reason, ref.symbol, w, ref.k60, d60, 60), ref.trigger_type, ref.symbol)
             elif d5 >= ref.warn_5m and warn is None:
-                warn = (self._drop_reason(ref.symbol, w, ref.k5, d5, 5), ref.trigger_type, ref.symbol)
+                warn = (partial(self._drop_reason, ref.symbol, w, ref.k5, d5, 5), ref.trigger_type, ref.symbol)
             if d60 >= ref.clear_1h or d5 >= ref.clear_5m:
                 calm = False
         n, mw_trigger, mw_warn = self._breadth()
         if mw_trigger:
             if self._mw_armed and trigger is None:
-                trigger = (self._breadth_reason(n, self._mw_count_trigger, self._mw_trigger), None)
+                trigger = (partial(self._breadth_reason, n, self._mw_count_trigger, self._mw_trigger), None)
         elif not self._mw_armed and not mw_warn:
             self._mw_armed = True
         if mw_warn:
             calm = False
             if warn is None:
-                warn = (self._breadth_reason(n, self._mw_count_warn, self._mw_warn), "market_wide", None)
+                warn = (partial(self._breadth_reason, n, self._mw_count_warn, self._mw_warn), "market_wide", None)
 
         if status is SAFE or status is WARNING:
             if trigger is not None:
                 self._trigger(t, trigger)
             elif status is SAFE:
                 if warn is not None:
-                    self.breaker.set_warning(warn[0], self._details(warn[2]), time_ms=t, symbol=warn[2],
+                    self.breaker.set_warning(warn[0](), self._details(warn[2]), time_ms=t, symbol=warn[2],
                                              trigger_type=warn[1], market_snapshot=self.snapshot())
                     self._calm_since = None
             else:  # WARNING: clear with hysteresis
@@ -249,7 +258,7 @@ class Guardian:
                     f"{new_low} made a new low while recovering", self._details(new_low), self.snapshot(),
                     time_ms=t, symbol=new_low, trigger_type=ep.trigger_type if ep else "new_low",
                 )
-            elif trigger is not None and (trigger[1] is None or (ep and trigger[1].symbol not in ep.legs)):
+            elif trigger is not None and self._is_fresh(trigger[1], ep):
                 self._trigger(t, trigger)  # a fresh condition, not the one being recovered from
             elif ep is not None and self.settings.auto_resume and not ep.deep(self.settings.deep_level_percent):
                 if calm and warn is None:
@@ -261,8 +270,16 @@ class Guardian:
                 else:
                     self._recover_calm_since = None
 
-    def _trigger(self, t: int, trigger: tuple[str, _Reference | None]) -> None:
-        reason, ref = trigger
+    @staticmethod
+    def _is_fresh(ref: _Reference | None, ep: Episode | None) -> bool:
+        if ep is None:
+            return True
+        if ref is None:
+            return ep.trigger_type != "market_wide"
+        return ref.symbol not in ep.legs
+
+    def _trigger(self, t: int, trigger: tuple[Callable[[], str], _Reference | None]) -> None:
+        reason_of, ref = trigger
         if ref is not None:
             symbols = [ref.symbol]
             trigger_type, symbol = ref.trigger_type, ref.symbol
@@ -275,7 +292,7 @@ class Guardian:
             episode.legs.setdefault(s, _EpisodeLeg(w.last_price, t, w.high(self._k60)))
         self.episode = episode
         self._follow_episode(t)
-        self.breaker.trigger(reason, self._details(symbol), self.snapshot(), time_ms=t, symbol=symbol,
+        self.breaker.trigger(reason_of(), self._details(symbol), self.snapshot(), time_ms=t, symbol=symbol,
                              trigger_type=trigger_type)
 
     def _follow_episode(self, t: int) -> str | None:
@@ -380,6 +397,10 @@ class Guardian:
         n, _, _ = self._breadth()
         return {"references": refs, "symbols_monitored": n, "down_trigger_level": self._mw_count_trigger,
                 "down_warning_level": self._mw_count_warn}
+
+
+def _stale_reason(symbol: str, age_ms: int) -> str:
+    return f"{symbol} data is stale: no tick for {age_ms / 1000:.0f}s"
 
 
 def _fmt(price: float) -> str:

@@ -21,6 +21,7 @@ import re
 import zlib
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from core.events import Liquidation, MarketEvent, MarkPrice, Tick
 from core.market.feed import MAX_SPEED, Feed
@@ -70,6 +71,10 @@ SCENARIO_LENGTH_S: dict[str, float] = {
     "market-wide-crash": 7_200.0,
     "random": 28_800.0,
 }
+
+# pumps are the most common real-world event, so "random" shows them more often
+_RANDOM_KINDS = ("flash-crash", "slow-bleed", "pump-and-dump", "market-wide-crash")
+_RANDOM_WEIGHTS = (1.0, 1.0, 2.0, 1.0)
 
 _SYMBOL_RE = re.compile(r"^[A-Z0-9]+$")
 _SECONDS_PER_YEAR = 365.0 * 86_400.0  # crypto trades every day
@@ -178,7 +183,7 @@ def market_crash_knots(fall: float = 0.12) -> tuple[tuple[float, float], ...]:
     return tuple((m * 60.0, f * math.log(1.0 - fall)) for m, f in _MWC_SHAPE)
 
 
-def alt_extra_knots(extra: float = 0.03) -> tuple[tuple[float, float], ...]:
+def alt_extra_knots(extra: float = 0.02) -> tuple[tuple[float, float], ...]:
     """Extra log-drop for alts in a market-wide crash: alts fall harder than beta alone says."""
     return tuple((m * 60.0, -f * extra) for m, f in _MWC_SHAPE)
 
@@ -300,7 +305,7 @@ class SimFeed(Feed):
         alts = [s for s in self.symbols if s not in MARK_SYMBOLS] or list(self.symbols)
         t = self.start_ms + int(rng.uniform(10, 40) * minute)
         while True:
-            kind = rng.choice(("flash-crash", "slow-bleed", "pump-and-dump", "market-wide-crash", "pump-and-dump"))
+            kind = rng.choices(_RANDOM_KINDS, _RANDOM_WEIGHTS)[0]
             batch: list[Episode]
             if kind == "flash-crash":
                 knots = flash_crash_knots(rng.uniform(0.12, 0.22), rng.uniform(0.35, 0.65))
@@ -315,7 +320,7 @@ class SimFeed(Feed):
                 fall = rng.uniform(0.08, 0.14)
                 batch = [
                     Episode(kind, t, "market", market_crash_knots(fall)),
-                    Episode(kind, t, "alts", alt_extra_knots(rng.uniform(0.01, 0.05))),
+                    Episode(kind, t, "alts", alt_extra_knots(rng.uniform(0.0, 0.04))),
                 ]
             yield from batch
             t = max(ep.end_ms for ep in batch) + int(rng.uniform(20, 90) * minute)
@@ -327,13 +332,14 @@ class SimFeed(Feed):
             return [i for i, s in enumerate(self.symbols) if s != "BTCUSDT"]
         return [self.symbols.index(ep.target)] if ep.target in self.symbols else []
 
-    def _activate(self, ep: Episode, first_step_ms: int) -> list:
+    def _activate(self, ep: Episode, first_step_ms: int) -> list[Any]:
+        # [per-step deltas, next index, target symbol indices or None for the market factor]
         """Precompute the episode's per-step log increments so the hot loop only indexes."""
         dt_s = self.tick_interval_ms / 1000.0
         offset_s = (first_step_ms - ep.start_ms) / 1000.0
         n = max(1, math.ceil((ep.knots[-1][0] - offset_s) / dt_s))
         level = ep.level
-        prev = level(offset_s)
+        prev = level(0.0)  # a late first step takes the whole move so far, keeping the total exact
         deltas: list[float] = []
         for k in range(1, n + 1):
             cur = level(offset_s + k * dt_s)
@@ -402,7 +408,7 @@ class SimFeed(Feed):
         mpress = 0.0
         schedule = self._schedule()
         pending = next(schedule, None)
-        active: list[list] = []
+        active: list[list[Any]] = []
         step = 0
         start = self.start_ms
 
@@ -497,9 +503,9 @@ class SimFeed(Feed):
                 zr = (noise if noise >= 0.0 else -noise) * inv_tsd[i]
                 if zr > 6.0:
                     zr = 6.0
-                vm = 1.0 + 0.7 * amp
-                if vm > 20.0:
-                    vm = 20.0
+                vm = 1.0 + 0.5 * amp
+                if vm > 15.0:
+                    vm = 15.0
                 qty = qbase[i] * (0.55 + 0.45 * zr) * (0.5 + 0.5 * sv) * vm * exp(0.5 * gauss(0.0, 1.0))
                 if jmax:
                     tm += int(rand() * (jmax + 1))
@@ -510,15 +516,12 @@ class SimFeed(Feed):
                     lam = liq_calm + 0.006 * amp * amp * dt
                     if lam > liq_max:
                         lam = liq_max
-                    u = rand()
-                    if u < lam:
-                        # Poisson(lam) by Knuth, reached only when at least one event happens
-                        count = 1
-                        limit = exp(-lam)
-                        p = rand()
-                        while p > limit:
-                            count += 1
-                            p *= rand()
+                    # the rate is capped at one per second, so a step of up to 1 s holds at
+                    # most one (as Binance sends); coarser steps get the whole part plus a coin flip
+                    count = int(lam)
+                    if rand() < lam - count:
+                        count += 1
+                    if count:
                         for _ in range(count):
                             if pi < -1.0:
                                 sell = rand() < 0.92  # a dump liquidates longs

@@ -1,0 +1,245 @@
+"""The `spikeguard` command: the console by default, and the headless subcommands.
+
+Textual and CrewAI are imported only by the subcommands that need them, so `replay` and
+`--help` start fast. Every expected failure (bad config, bad arguments, missing file)
+is one line on stderr and exit code 2; never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+log = logging.getLogger("spikeguard.cli")
+
+
+class UsageError(Exception):
+    pass
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # one line, exit 2 (argparse prints the whole usage otherwise)
+        raise UsageError(f"{self.prog}: {message} (see {self.prog} --help)")
+
+
+def _speed(text: str) -> float:
+    from core.market.feed import parse_speed
+
+    try:
+        return parse_speed(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _positive_minutes(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected minutes as a number, got {text!r}") from None
+    if not (0 < value < 10_000_000):
+        raise argparse.ArgumentTypeError(f"minutes must be positive, got {text!r}")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    def common_options(suppress: bool) -> argparse.ArgumentParser:
+        # subcommands repeat the global options with SUPPRESS defaults, so an option given
+        # before the subcommand is not reset by the subcommand's own default
+        common = argparse.ArgumentParser(add_help=False)
+        dflt = (lambda v: argparse.SUPPRESS) if suppress else (lambda v: v)  # noqa: E731
+        common.add_argument("--config", metavar="FILE", default=dflt(None),
+                            help="a YAML file layered over config/default.yaml")
+        common.add_argument("--data-dir", metavar="DIR", default=dflt(None),
+                            help="keep the journal, logs and user config under DIR")
+        common.add_argument("--set", dest="overrides", action="append", default=dflt([]), metavar="KEY=VALUE",
+                            help="override one setting, e.g. --set circuit_breaker.auto_resume=false (repeatable)")
+        return common
+
+    common = common_options(suppress=True)
+    parser = _Parser(prog="spikeguard", parents=[common_options(suppress=False)],
+                     description="Terminal trading console for Binance: crash circuit breaker, spike scanner, "
+                                 "AI agent desk, one order gate. With no subcommand, opens the console.")
+    from core import __version__
+
+    parser.add_argument("--version", action="version", version=f"spikeguard {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+
+    p = sub.add_parser("console", parents=[common], help="open the Textual trading console (the default)")
+    p.add_argument("--feed", choices=("sim", "replay", "binance"), default=None, help="market feed (default: sim)")
+    p.add_argument("--scenario", default=None, help="sim scenario (default: flash-crash)")
+    p.add_argument("--seed", type=int, default=None, help="sim seed")
+    p.add_argument("--speed", type=_speed, default=None, help="market time per real time: a factor, or max")
+    p.add_argument("files", nargs="*", metavar="FILE", help="CSV files for --feed replay")
+
+    p = sub.add_parser("replay", parents=[common], help="run the engine headless over Binance CSV files")
+    p.add_argument("--speed", type=_speed, default=0.0, help="max (default) or a factor of real time")
+    p.add_argument("--json", action="store_true", help="print exactly one JSON object to stdout")
+    p.add_argument("files", nargs="+", metavar="FILE", help="Binance kline or aggTrades CSV files")
+
+    p = sub.add_parser("simulate", parents=[common], help="run the engine headless over a sim scenario")
+    p.add_argument("--scenario", default="flash-crash", help="calm, flash-crash, slow-bleed, pump-and-dump, "
+                                                             "market-wide-crash or random")
+    p.add_argument("--seed", type=int, default=7)
+    p.add_argument("--minutes", type=_positive_minutes, default=None, help="event time to simulate "
+                                                                         "(default: the scenario's length)")
+    p.add_argument("--json", action="store_true", help="print exactly one JSON object to stdout")
+
+    p = sub.add_parser("config", parents=[common], help="check or show the effective configuration")
+    p.add_argument("action", choices=("check", "show", "paths"), help="check: validate; show: print the merged "
+                                                                      "settings (secrets masked); paths: files used")
+    return parser
+
+
+def _load(args: argparse.Namespace) -> tuple[Any, Any]:
+    from core.config import load_config
+    from core.paths import AppPaths
+
+    paths = AppPaths.resolve(args.data_dir)
+    loaded = load_config(
+        args.config, user_config=paths.user_config_file, overrides=args.overrides,
+        dotenv_paths=[Path.cwd() / ".env", paths.user_dotenv],
+    )
+    return loaded, paths
+
+
+def _setup_logs(loaded: Any, paths: Any) -> None:
+    from core.logs import setup_logging
+
+    s = loaded.settings
+    secrets = [v.get_secret_value() for v in s.secrets.model_dump().values() if v is not None]
+    setup_logging(paths.log_file, s.monitoring.log_level, s.monitoring.log_max_bytes, s.monitoring.log_backups,
+                  secrets)
+
+
+def main(argv: list[str] | None = None) -> None:
+    sys.exit(run(argv))
+
+
+def run(argv: list[str] | None = None) -> int:
+    from core.config import ConfigError
+
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+        if args.command is None:
+            args = parser.parse_args([*argv, "console"])
+        loaded, paths = _load(args)
+        _setup_logs(loaded, paths)
+        handler = _COMMANDS[args.command]
+        return handler(args, loaded, paths)
+    except UsageError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except ConfigError as exc:
+        print(f"config error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:
+        return EXIT_FAILED
+    except Exception as exc:  # the last line of defence: one line here, the traceback in the log
+        log.exception("unexpected error")
+        print(f"error: {type(exc).__name__}: {exc} (details in the log file)", file=sys.stderr)
+        return EXIT_FAILED
+
+
+# ---------------------------------------------------------------------------- subcommands
+def cmd_config(args: argparse.Namespace, loaded: Any, paths: Any) -> int:
+    import yaml
+
+    from core.config import redacted_dump
+
+    if args.action == "check":
+        print(f"config ok: {' + '.join(loaded.sources)}")
+    elif args.action == "show":
+        print(yaml.safe_dump(redacted_dump(loaded.settings), sort_keys=False), end="")
+    else:
+        print(f"data dir:    {paths.data_dir}\nconfig dir:  {paths.config_dir}\nuser config: "
+              f"{paths.user_config_file}\nlog file:    {paths.log_file}\njournal:     {paths.journal}")
+    return EXIT_OK
+
+
+def cmd_replay(args: argparse.Namespace, loaded: Any, paths: Any) -> int:
+    from core.market.replay import ReplayFeed, ReplayInputError
+
+    try:
+        feed = ReplayFeed(args.files, speed=args.speed)
+    except ReplayInputError as exc:
+        raise UsageError(str(exc)) from None
+    return _run_headless(args, loaded, feed, title=", ".join(Path(f).name for f in args.files))
+
+
+def cmd_simulate(args: argparse.Namespace, loaded: Any, paths: Any) -> int:
+    from core.market.sim import SimFeed
+
+    try:
+        feed = SimFeed(scenario=args.scenario, seed=args.seed)
+        if args.minutes is not None:
+            feed = SimFeed(scenario=args.scenario, seed=args.seed, duration_s=args.minutes * 60)
+        elif feed.scenario_length_s is None:
+            raise UsageError(f"scenario {args.scenario!r} is endless: give --minutes")
+        else:
+            feed = SimFeed(scenario=args.scenario, seed=args.seed, duration_s=feed.scenario_length_s)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+    return _run_headless(args, loaded, feed, title=f"sim {args.scenario} seed {args.seed}")
+
+
+def _run_headless(args: argparse.Namespace, loaded: Any, feed: Any, title: str) -> int:
+    from core.headless import run_headless
+
+    progress_cb, finish = _progress(feed) if sys.stderr.isatty() and not getattr(args, "json", False) else (None, None)
+    try:
+        _engine, report = asyncio.run(run_headless(loaded.settings, feed, progress=progress_cb))
+    finally:
+        if finish:
+            finish()
+    if args.json:
+        import orjson
+
+        sys.stdout.buffer.write(orjson.dumps(report) + b"\n")
+        sys.stdout.flush()
+    else:
+        from console.report import print_report
+
+        print_report(report, title)
+    return EXIT_OK
+
+
+def _progress(feed: Any):
+    from rich.console import Console
+    from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+    from core.events import iso_utc
+
+    progress = Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(),
+                        console=Console(stderr=True), transient=True)
+    task = progress.add_task("replaying", total=None)
+    progress.start()
+
+    def update(engine: Any) -> None:
+        progress.update(task, description=f"{engine.ticks:,} ticks  market time {iso_utc(feed.stats.last_event_ms)}"
+                                          f"  breaker {engine.breaker.status.value}")
+
+    return update, progress.stop
+
+
+def cmd_console(args: argparse.Namespace, loaded: Any, paths: Any) -> int:
+    from console.launch import launch_console
+
+    return launch_console(args, loaded, paths)
+
+
+_COMMANDS = {"config": cmd_config, "replay": cmd_replay, "simulate": cmd_simulate, "console": cmd_console}
+
+
+if __name__ == "__main__":
+    main()

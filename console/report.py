@@ -1,0 +1,61 @@
+"""The readable replay report (the --json object, laid out for a person)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+_STATE_STYLE = {"SAFE": "green", "WARNING": "yellow", "TRIGGERED": "bold red", "RECOVERING": "blue"}
+
+
+def print_report(report: dict[str, Any], title: str, console: Console | None = None) -> None:
+    console = console or Console()
+    stats = report["stats"]
+    console.print(f"[bold]spikeguard replay[/bold]  {title}")
+    table = Table(title="Circuit breaker", show_lines=False, expand=False)
+    for col in ("time (UTC)", "from", "to", "epoch", "reason"):
+        table.add_column(col)
+    for row in report["breaker"]:
+        table.add_row(_short(row["time"]), _state(row["from"]), _state(row["to"]), str(row["epoch"]), row["reason"])
+    if report["breaker"]:
+        console.print(table)
+    else:
+        console.print("Circuit breaker: SAFE throughout")
+    spikes = report["spikes"]
+    if spikes:
+        t = Table(title=f"Spikes ({len(spikes)})")
+        for col in ("time (UTC)", "symbol", "type", "dir", "move %", "tf", "conf", "vol x"):
+            t.add_column(col, justify="right" if col in ("move %", "tf", "conf", "vol x") else "left")
+        for s in spikes[:200]:
+            t.add_row(_short(s["time"]), s["symbol"], s["type"].replace("_", " "), s["direction"], f"{s['magnitude_pct']:.2f}",
+                      f"{s['timeframe_minutes']}m", f"{s['confidence']:.2f}", f"{s['volume_multiple']:.1f}")
+        console.print(t)
+        if len(spikes) > 200:
+            console.print(f"... and {len(spikes) - 200} more (use --json for all)")
+    else:
+        console.print("Spikes: none")
+    lat = stats["decision_latency_us"]
+    console.print(
+        f"{stats['ticks']:,} ticks in {stats['wall_seconds']:.2f}s ({stats['ticks_per_second']:,.0f} ticks/s); "
+        f"decision latency p50 {lat['p50']:.1f}us p99 {lat['p99']:.1f}us max {lat['max']:.1f}us; "
+        f"final state {_state(stats['final_state'])}"
+    )
+    if stats["bad_rows"]:
+        console.print(f"[yellow]{stats['bad_rows']} bad rows skipped[/yellow]")
+        for ex in stats["bad_row_examples"][:10]:
+            where = f"{ex['file']}:{ex['line']}" if ex["line"] is not None else ex["file"]
+            console.print(f"  {where}: {ex['error']}")
+    if "protection" in report:
+        p = report["protection"]
+        console.print(f"protection: capital saved {p.get('capital_saved')}")
+
+
+def _short(iso: str) -> str:
+    """2020-03-12T10:37:30.000Z -> 2020-03-12 10:37:30"""
+    return iso[:19].replace("T", " ")
+
+
+def _state(name: str) -> str:
+    return f"[{_STATE_STYLE.get(name, 'white')}]{name}[/]"
