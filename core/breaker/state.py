@@ -251,15 +251,16 @@ class CircuitBreakerState:
                 market_snapshot=new.market_snapshot, wall_ns=time.perf_counter_ns(),
             )
             self.history.append(change)
-            log.info(
-                "breaker %s -> %s epoch=%d actor=%s symbol=%s reason=%s",
-                current.status.value, target.value, new.epoch, actor.value, new.symbol, reason,
-            )
+            # subscribers first (the order gate halts here), the log line after
             for fn in list(self._subscribers):
                 try:
                     fn(change)
                 except Exception:  # a faulty subscriber must not stop the halt reaching the others
                     log.exception("breaker subscriber %r failed", fn)
+            log.info(
+                "breaker %s -> %s epoch=%d actor=%s symbol=%s reason=%s",
+                current.status.value, target.value, new.epoch, actor.value, new.symbol, reason,
+            )
             return change
 
     def adopt(self, record: BreakerRecord) -> None:

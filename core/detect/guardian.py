@@ -48,7 +48,8 @@ class _Reference:
     clear_5m: float
     k5: int
     k60: int
-    armed: bool = True  # may fire a trigger (re-armed once its drop resets)
+    armed: bool = True  # may fire a trigger (re-armed once its drop resets, or on a new low)
+    disarmed_low: float = 0.0  # the low when a clear disarmed it
     stale: bool = False
     ended: bool = False
     gap_ewma_ms: float = 0.0
@@ -70,6 +71,7 @@ class Episode:
     started_ms: int
     legs: dict[str, _EpisodeLeg] = field(default_factory=dict)
     max_drop_pct: float = 0.0
+    market_wide: bool = False  # the breadth rule is part of this halt
 
     def deep(self, level: float) -> bool:
         return self.max_drop_pct >= level
@@ -201,11 +203,11 @@ class Guardian:
                         warn = (partial(_stale_reason, ref.symbol, age), "stale_data", ref.symbol)
             d60 = w.drop_pct(ref.k60)
             d5 = w.drop_pct(ref.k5)
+            if not ref.armed and (d60 < ref.clear_1h or w.last_price < ref.disarmed_low):
+                ref.armed = True
             if d60 >= ref.trigger:
                 if ref.armed and trigger is None:
                     trigger = (partial(self._drop_reason, ref.symbol, w, ref.k60, d60, 60), ref)
-            elif not ref.armed and d60 < ref.clear_1h:
-                ref.armed = True
             if d60 >= ref.warn_1h and warn is None:
                 warn = (partial(self._drop_reason, ref.symbol, w, ref.k60, d60, 60), ref.trigger_type, ref.symbol)
             elif d5 >= ref.warn_5m and warn is None:
@@ -241,6 +243,8 @@ class Guardian:
                 else:
                     self._calm_since = None
         elif status is TRIGGERED:
+            if trigger is not None and self.episode is not None and self._is_fresh(trigger[1], self.episode):
+                self._join_episode(t, trigger[1])  # a second market falling joins the halt it is in
             self._follow_episode(t)
             ep = self.episode
             if ep is not None and self._recovery_met(t, ep):
@@ -275,21 +279,30 @@ class Guardian:
         if ep is None:
             return True
         if ref is None:
-            return ep.trigger_type != "market_wide"
+            return not ep.market_wide
         return ref.symbol not in ep.legs
+
+    def _episode_symbols(self, ref: _Reference | None) -> list[str]:
+        return [ref.symbol] if ref is not None else [s for s, lvl in self._mw_down.items() if lvl == 2]
+
+    def _join_episode(self, t: int, ref: _Reference | None) -> None:
+        ep = self.episode
+        assert ep is not None
+        for s in self._episode_symbols(ref):
+            w = self.market.symbols[s]
+            ep.legs.setdefault(s, _EpisodeLeg(w.last_price, t, w.high(self._k60)))
+        if ref is None:
+            ep.market_wide = True
 
     def _trigger(self, t: int, trigger: tuple[Callable[[], str], _Reference | None]) -> None:
         reason_of, ref = trigger
-        if ref is not None:
-            symbols = [ref.symbol]
-            trigger_type, symbol = ref.trigger_type, ref.symbol
-        else:
-            symbols = [s for s, lvl in self._mw_down.items() if lvl == 2]
-            trigger_type, symbol = "market_wide", None
+        symbols = self._episode_symbols(ref)
+        trigger_type, symbol = (ref.trigger_type, ref.symbol) if ref is not None else ("market_wide", None)
         episode = self.episode if self.breaker.status is RECOVERING and self.episode else Episode(trigger_type, t)
         for s in symbols:
             w = self.market.symbols[s]
             episode.legs.setdefault(s, _EpisodeLeg(w.last_price, t, w.high(self._k60)))
+        episode.market_wide = episode.market_wide or ref is None
         self.episode = episode
         self._follow_episode(t)
         self.breaker.trigger(reason_of(), self._details(symbol), self.snapshot(), time_ms=t, symbol=symbol,
@@ -362,6 +375,7 @@ class Guardian:
                 w = self.market.symbols.get(ref.symbol)
                 if w is not None and w.ticks and w.drop_pct(ref.k60) >= ref.clear_1h:
                     ref.armed = False
+                    ref.disarmed_low = w.low(ref.k60)
             if self._breadth()[2]:
                 self._mw_armed = False
         elif change.status is TRIGGERED and change.actor is not Actor.RULE:

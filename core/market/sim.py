@@ -391,6 +391,8 @@ class SimFeed(Feed):
         liq_notional = [0.4 * p.notional_per_s for p in profiles]
         lp = [math.log(p.price) for p in profiles]
         var = [1.0] * n
+        # "press": EWMA of the scenario drift in units of normal per-minute sigma. A fast
+        # forced move is what raises volume, noise, liquidations and the futures discount.
         press = [0.0] * n
         zeros = [0.0] * n
         own = zeros

@@ -1,0 +1,100 @@
+"""bench/pipeline: throughput and tick-to-halt latency of the engine's hot path.
+
+Prints figures; asserts nothing (timing goals are measured here, not in unit tests).
+- ticks per second through market state, guardian and scanner, 50 symbols, one core
+  (the sim's calm market pre-generated, so the feed's cost is not counted);
+- tick-to-halt: from receiving the crossing tick until the breaker is TRIGGERED and every
+  subscriber (an order-gate stand-in, the event bus) has been notified;
+- peak RSS.
+Run: make bench   (or .venv/bin/python bench/pipeline.py [--quick])
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import resource
+import statistics
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from core.config import load_config  # noqa: E402
+from core.engine import Engine  # noqa: E402
+from core.events import BreakerStatus, Tick  # noqa: E402
+from core.market.sim import SimFeed  # noqa: E402
+
+SYMBOLS = 50
+
+
+def fifty_symbols() -> list[str]:
+    base = ["BTCUSDT", "ETHUSDT", "SOLUSDT", "BNBUSDT", "XRPUSDT", "DOGEUSDT", "ADAUSDT", "AVAXUSDT"]
+    return base + [f"ALT{i:02d}USDT" for i in range(SYMBOLS - len(base))]
+
+
+class _NullFeed:
+    name, realtime, cadence_ms = "bench", False, 100
+
+
+def throughput(settings, scenario: str, minutes: float, runs: int) -> list[float]:
+    feed = SimFeed(scenario=scenario, seed=3, symbols=fifty_symbols(), tick_interval_ms=100,
+                   duration_s=minutes * 60)
+    events = [e for e in feed._events() if type(e) is Tick]
+    batches = [events[i:i + 512] for i in range(0, len(events), 512)]
+    rates = []
+    for _ in range(runs):
+        engine = Engine(settings, _NullFeed())
+        gc.collect()
+        started = time.perf_counter()
+        for batch in batches:
+            engine.process(batch)
+        rates.append(len(events) / (time.perf_counter() - started))
+    return rates
+
+
+def tick_to_halt(settings, trials: int) -> list[float]:
+    out = []
+    history = [Tick("BTCUSDT", 100.0, 1.0, 1_700_000_000_000 + i * 1000) for i in range(300)]
+    crossing = Tick("BTCUSDT", 84.0, 1.0, 1_700_000_000_000 + 300 * 1000)
+    for _ in range(trials):
+        engine = Engine(settings, _NullFeed())
+        halted = []
+        engine.breaker.subscribe(lambda change: halted.append(time.perf_counter_ns()))  # the gate's place
+        queue = engine.bus.subscribe()
+        engine.process(history)
+        t0 = time.perf_counter_ns()
+        engine.process([crossing])
+        assert engine.breaker.status is BreakerStatus.TRIGGERED and halted and queue.qsize() == 1
+        out.append((halted[0] - t0) / 1000.0)
+    return out
+
+
+def pct(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))]
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--quick", action="store_true", help="smaller run (for CI smoke)")
+    args = ap.parse_args()
+    settings = load_config(env={}, dotenv_paths=[]).settings
+    minutes, runs, trials = (12, 1, 300) if args.quick else (30, 3, 2000)
+
+    # the scanner starts after 10 minutes of warm-up: most of each run is past it
+    for scenario in ("calm", "market-wide-crash"):
+        rates = throughput(settings, scenario, minutes, runs)
+        print(f"pipeline throughput, {SYMBOLS} symbols at 10 Hz, {minutes} min of {scenario}, {runs} runs:")
+        print(f"  median {statistics.median(rates):,.0f} ticks/s   (min {min(rates):,.0f}, max {max(rates):,.0f}; "
+              f"goal >= 200,000)")
+    lat = tick_to_halt(settings, trials)
+    print(f"tick-to-halt latency over {trials} trials (crossing tick -> TRIGGERED -> subscribers notified):")
+    print(f"  p50 {pct(lat, 0.5):.1f} us   p99 {pct(lat, 0.99):.1f} us   max {max(lat):.1f} us   (goal p99 <= 1000 us)")
+    rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(f"peak RSS {rss_mb:.0f} MB")
+
+
+if __name__ == "__main__":
+    main()
