@@ -257,7 +257,7 @@ def test_long_stream_compacts_and_stays_bounded():
         if i % 700 == 0:
             mode = rng.choice(["walk", "flat", "up", "down", "walk"])
         r = rng.random()
-        if r < 0.002:
+        if r < 0.0002:
             gap = rng.randint(60 * MINUTE_MS, 2 * 60 * MINUTE_MS)  # longer than every window
         elif r < 0.01:
             gap = rng.randint(MINUTE_MS, 10 * MINUTE_MS)
