@@ -123,3 +123,35 @@ class FeedProblem:
     source: str  # file path or stream name
     line: int | None
     error: str
+
+
+@dataclass(frozen=True, slots=True)
+class ProposalUpdate:
+    """A proposal entered the queue or changed status (pending, approved, rejected, ...)."""
+
+    proposal: Any  # core.desk.proposal.TradeProposal
+    status: str
+    note: str = ""
+    actor: str = "rule"
+
+
+@dataclass(frozen=True, slots=True)
+class SpikeStatus:
+    """The desk moved a spike along detected -> analysing -> proposed -> approved/rejected/expired/skipped."""
+
+    spike: SpikeDetected
+    status: str
+    note: str = ""
+    proposal_id: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ReasoningLine:
+    """One line of the decision trail: guardian and scanner reasons, agents' tool calls and thoughts."""
+
+    role: str  # "guardian", "scanner", "Market Scanner", ...
+    kind: str  # "reason", "tool_call", "tool_result", "thought", "answer", "error"
+    text: str
+    time_ms: int
+    run_id: str | None = None
+    sequence: int = 0

@@ -229,7 +229,8 @@ class CircuitBreakerState:
                 new.symbol = current.symbol
                 new.trigger_type = current.trigger_type
             elif target is BreakerStatus.SAFE:
-                if current.status in (BreakerStatus.TRIGGERED, BreakerStatus.RECOVERING) and current.triggered_at_ms:
+                if current.status in (BreakerStatus.TRIGGERED, BreakerStatus.RECOVERING) and \
+                        current.triggered_at_ms is not None:
                     new.total_downtime_ms += max(0, when - current.triggered_at_ms)
                 new.clears += 1
                 new.capital_saved_total += float(capital_saved or 0.0)

@@ -32,7 +32,7 @@ class SymbolWindows:
         "_mx_t", "_mx_p", "_mx_h", "_mn_t", "_mn_p", "_mn_h",
         "_minute", "_minute_close", "_prev_close", "_minute_vol",
         "_var_alpha", "_vol_alpha", "ret_var", "ret_samples", "vol_baseline", "vol_samples",
-        "closes",
+        "closes", "_q_total",
     )
 
     def __init__(
@@ -77,6 +77,7 @@ class SymbolWindows:
         self.vol_baseline = 0.0  # EWMA of one-minute volume
         self.vol_samples = 0
         self.closes: list[float] = []  # last SPARK_MINUTES one-minute closes, for sparklines
+        self._q_total = 0.0  # all volume ever added: the scale of the running sums' rounding error
 
     # ------------------------------------------------------------------ hot path
     def update(self, price: float, qty: float, t: int) -> None:
@@ -102,6 +103,7 @@ class SymbolWindows:
         ps.append(price)
         qs.append(qty)
         pq = price * qty
+        self._q_total += qty
         for k in range(n):
             h = heads[k]
             cutoff = t - wins[k]
@@ -235,12 +237,20 @@ class SymbolWindows:
         lo = self._mn_p[self._mn_h[k]]
         return (self.last_price - lo) / lo * 100.0
 
+    def _no_volume(self, s: float) -> bool:
+        # running sums leave rounding residue (0.1 + 0.2 - 0.1 - 0.2 != 0): far below any real tick
+        return s <= 1e-12 * self._q_total
+
     def volume(self, k: int) -> float:
-        return self._sum_q[k]
+        s = self._sum_q[k]
+        return 0.0 if self._no_volume(s) else s
 
     def vwap(self, k: int) -> float:
         s = self._sum_q[k]
-        return self._sum_pq[k] / s if s > 0 else self.last_price
+        if self._no_volume(s):
+            return self.last_price
+        # clamp: residue in a tiny sum must never move the average outside the window's range
+        return min(max(self._sum_pq[k] / s, self.low(k)), self.high(k))
 
     def count(self, k: int) -> int:
         return len(self._t) - self._h[k]

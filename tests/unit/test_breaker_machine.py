@@ -435,3 +435,14 @@ def test_state_adopts_newer_record_when_backend_moved():
         other.clear(reason="stale operator", actor=Actor.OPERATOR, time_ms=8_000)
     assert other.status is R and other.epoch == 2
     assert backend.load().status is R
+
+
+def test_downtime_counts_a_trigger_at_event_time_zero():
+    """Event times are epoch ms and a replay/sim may start at 0 (SimFeed accepts start_ms=0).
+    A trigger at time 0 cleared at 5,000 ms was down for 5 s; the code tests the trigger time
+    for truthiness (`and current.triggered_at_ms`) and so adds nothing."""
+    state = CircuitBreakerState()
+    assert state.trigger("dump at t=0", time_ms=0) is True
+    assert state.get_trigger_info()["triggered_at_ms"] == 0
+    assert state.clear(time_ms=5_000) is True
+    assert state.get_stats()["total_downtime_seconds"] == 5.0

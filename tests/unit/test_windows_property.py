@@ -158,20 +158,19 @@ def test_custom_windows_match_naive(timeframes, start, ticks):
 
 # -- regression examples ------------------------------------------------------------------
 def test_vwap_of_zero_volume_window_is_last_price():
-    """Volume 0.1 and 0.2 leave the 1-minute window; only zero-quantity ticks remain.
-
-    The running sum is 0.1 + 0.2 - 0.1 - 0.2 = 2.8e-17 (not 0), so vwap() must not divide
-    by that residue: with no volume in the window it is documented to be the last price.
+    """Hypothesis' minimal example. Quantities 0.1 and 0.2 leave the 1-minute window; only a
+    zero-quantity tick at 1.0 remains. The running sums are left with the residues
+    0.1 + 0.2 - 0.1 - 0.2 = 2.8e-17 and 1.4e-17 (not 0), so vwap() divides residue by
+    residue. With no volume in the window it is documented to be the last price.
     """
     w = SymbolWindows("TEST")
-    w.update(100.0, 0.1, 0)
-    w.update(100.0, 0.2, 1_000)
-    w.update(123.0, 0.0, 70_000)
-    w.update(77.0, 0.0, 70_001)
+    w.update(0.5, 0.1, 0)
+    w.update(0.5, 0.2, 0)
+    w.update(1.0, 0.0, MINUTE_MS)
     k = w.index_of(1)
-    assert w.count(k) == 2
+    assert w.count(k) == 1 and w.low(k) == w.high(k) == 1.0
     assert w.volume(k) == pytest.approx(0.0, abs=1e-12)
-    assert w.vwap(k) == 77.0  # the code returns 0.0 here (0 / 2.8e-17)
+    assert w.vwap(k) == 1.0  # the code returns 0.5, a price outside the window
 
 
 def test_vwap_of_zero_volume_window_after_large_ticks_expire():

@@ -1,0 +1,1 @@
+"""The desk: spikes become trade proposals; the operator approves or rejects them."""
