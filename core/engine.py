@@ -53,6 +53,8 @@ class Engine:
         self.started_wall: float | None = None
         self.finished = False
         self._spike_listeners: list[Callable[[SpikeDetected], None]] = []
+        # called for every accepted tick after the detectors (the paper book's fills, take-profit watch)
+        self.tick_listeners: list[Callable[[Tick], None]] = []
         self.breaker.subscribe(self._on_breaker_change)
 
     # ------------------------------------------------------------------ wiring
@@ -83,6 +85,7 @@ class Engine:
         scanner = self.scanner
         scanner_tick = scanner.on_tick
         record = self.latency.record
+        listeners = self.tick_listeners
         clock = time.perf_counter_ns
         isfinite = math.isfinite
         for ev in batch:
@@ -109,6 +112,9 @@ class Engine:
                 scanner_tick(w, t)
                 self.ticks += 1
                 record(clock() - t0)
+                if listeners:
+                    for fn in listeners:
+                        fn(ev)
             elif type(ev) is MarkPrice:
                 self.scanner.on_mark_price(ev)
             elif type(ev) is Liquidation:

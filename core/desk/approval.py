@@ -18,7 +18,7 @@ from typing import Any
 from core.breaker.state import CircuitBreakerState
 from core.bus import EventBus
 from core.desk.proposal import ProposalStatus, TradeProposal
-from core.events import Actor, ProposalUpdate
+from core.events import Actor, BreakerChanged, BreakerStatus, ProposalUpdate
 from core.market.state import MarketState
 from core.trading.gate import OrderGate
 from core.trading.orders import Fill, Order, OrderStatus, OrderType, Origin, Side
@@ -91,6 +91,7 @@ class ApprovalQueue:
         self.on_status: list[Callable[[TradeProposal, ProposalStatus, str], None]] = []
         gate.listeners.append(self._on_order)
         gate.fill_listeners.append(self._on_fill)
+        breaker.subscribe(self._on_breaker_change)
 
     # ------------------------------------------------------------------ queue
     def pending(self) -> list[TradeProposal]:
@@ -110,6 +111,13 @@ class ApprovalQueue:
         for p in expired:
             self._set(p, ProposalStatus.EXPIRED, "time to live ran out", Actor.RULE)
         return expired
+
+    def _on_breaker_change(self, change: BreakerChanged) -> None:
+        # a halt voids what was proposed before it: the market those proposals read is gone
+        if change.status is BreakerStatus.TRIGGERED:
+            for p in self.pending():
+                self._set(p, ProposalStatus.SKIPPED, f"breaker TRIGGERED (epoch {change.epoch}) before approval",
+                          Actor.RULE)
 
     # ------------------------------------------------------------------ operator decisions
     def preview(self, proposal_id: str) -> ApprovalPreview:

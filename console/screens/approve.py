@@ -1,0 +1,56 @@
+"""The approval modal: the proposal, what changed since it was made, and the gate's verdict
+now. y approves (the gate checks again on submit), n or Escape goes back."""
+
+from __future__ import annotations
+
+from rich.table import Table
+from rich.text import Text
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Vertical
+from textual.screen import ModalScreen
+from textual.widgets import Label, Static
+
+from core.desk.approval import ApprovalPreview
+
+
+class ApproveScreen(ModalScreen[bool]):
+    BINDINGS = [Binding("y,enter", "approve", "Approve"), Binding("n,escape", "back", "Back")]
+    DEFAULT_CSS = """
+    ApproveScreen { align: center middle; }
+    ApproveScreen > Vertical { width: 84; max-width: 98%; height: auto; max-height: 95%; border: thick $success; padding: 0 1; background: $surface; }
+    ApproveScreen .title { text-style: bold; }
+    """
+
+    def __init__(self, preview: ApprovalPreview) -> None:
+        super().__init__()
+        self.preview = preview
+
+    def compose(self) -> ComposeResult:
+        pv = self.preview
+        p = pv.proposal
+        with Vertical():
+            yield Label(f"Approve proposal {p.proposal_id}?", classes="title")
+            grid = Table.grid(padding=(0, 1))
+            grid.add_column(style="grey70")
+            grid.add_column()
+            grid.add_row("trade", Text(f"{p.side} {p.quantity:g} {p.symbol}", style="bold"))
+            entry = "market" if p.entry_type == "market" else f"{p.entry_type} @ {p.entry_price:g}"
+            grid.add_row("entry / stop / target", f"{entry} / {p.stop_loss:g} / {p.take_profit:g}")
+            grid.add_row("risk", f"{p.risk_usd:,.2f} USD · notional {p.notional_usd:,.2f} USD · R:R {p.reward_risk:.2f}")
+            grid.add_row("source", f"{p.source} · confidence {p.confidence:.2f} · expires in {pv.ttl_seconds:.0f}s")
+            grid.add_row("hash", p.content_hash[:16] + ("" if pv.intact else "  (MISMATCH)"))
+            changes = pv.changes or ["nothing material"]
+            grid.add_row("changed since", Text("\n".join(changes), style="yellow" if pv.changes else "green"))
+            verdict = Text(f"allowed: {pv.reason}", style="bold green") if pv.allowed else \
+                Text(f"DENIED: {pv.reason}", style="bold red")
+            grid.add_row("gate now", verdict)
+            grid.add_row("why", p.rationale)
+            yield Static(grid)
+            yield Static(Text("y / Enter approve · n / Escape back", style="bold"))
+
+    def action_approve(self) -> None:
+        self.dismiss(True)
+
+    def action_back(self) -> None:
+        self.dismiss(False)

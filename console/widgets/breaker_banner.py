@@ -1,0 +1,51 @@
+"""The breaker banner: the state in its colour, the reason, the epoch, time in state,
+what the state blocks, and who set it. The state is always spelled out, never colour only."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from rich.text import Text
+from textual.widgets import Static
+
+from core.breaker.machine import STATE_POLICY
+from core.events import BreakerStatus
+
+STATE_CLASSES = {s: f"-{s.value.lower()}" for s in BreakerStatus}
+ICONS = {BreakerStatus.SAFE: "●", BreakerStatus.WARNING: "▲", BreakerStatus.TRIGGERED: "■",
+         BreakerStatus.RECOVERING: "◆"}
+
+
+@dataclass(frozen=True)
+class BannerState:
+    status: BreakerStatus
+    reason: str
+    epoch: int
+    seconds_in_state: float
+    actor: str
+
+
+def fmt_duration(seconds: float) -> str:
+    seconds = max(0, int(seconds))
+    h, rem = divmod(seconds, 3600)
+    m, s = divmod(rem, 60)
+    return f"{h}:{m:02d}:{s:02d}" if h else f"{m:02d}:{s:02d}"
+
+
+class BreakerBanner(Static):
+    DEFAULT_CSS = """
+    BreakerBanner { height: auto; min-height: 1; max-height: 3; padding: 0 1; text-wrap: nowrap; text-overflow: ellipsis; }
+    BreakerBanner.-safe { background: $success-darken-2; color: $text; }
+    BreakerBanner.-warning { background: #b58900; color: black; }
+    BreakerBanner.-triggered { background: $error; color: white; text-style: bold; }
+    BreakerBanner.-recovering { background: #1f6feb; color: white; }
+    """
+
+    def show(self, state: BannerState) -> None:
+        for status, cls in STATE_CLASSES.items():
+            self.set_class(status is state.status, cls)
+        text = Text()
+        text.append(f"{ICONS[state.status]} {state.status.value}", style="bold")
+        text.append(f" │ {state.reason} │ epoch {state.epoch} │ {fmt_duration(state.seconds_in_state)} in state"
+                    f" │ {STATE_POLICY[state.status]} │ by {state.actor}")
+        self.update(text)

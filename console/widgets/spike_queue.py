@@ -1,0 +1,70 @@
+"""The spike queue: a DataTable with a cap on its rows; status moves detected -> analysing
+-> proposed -> approved, rejected, expired or skipped."""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+
+from rich.text import Text
+from textual.widgets import DataTable
+
+from core.events import SpikeDetected
+
+STATUS_STYLES = {"detected": "white", "analysing": "cyan", "proposed": "bold yellow", "approved": "bold green",
+                 "executed": "bold green", "rejected": "red", "expired": "grey50", "skipped": "grey62",
+                 "blocked": "bold red", "failed": "bold red"}
+COLUMNS = ("time", "symbol", "dir", "move%", "status", "type", "conf")
+TYPE_LABELS = {"spot_price_spike": "price", "volume_explosion": "volume", "futures_spot_divergence": "basis",
+               "liquidation_cascade": "liqs"}
+
+
+def spike_key(spike: SpikeDetected) -> str:
+    return f"{spike.symbol}:{spike.spike_type.value}:{spike.direction}:{spike.time_ms}"
+
+
+class SpikeQueue(DataTable):
+    DEFAULT_CSS = """
+    SpikeQueue { height: 1fr; }
+    """
+
+    def __init__(self, max_rows: int = 200, **kwargs) -> None:
+        super().__init__(cursor_type="row", zebra_stripes=True, **kwargs)
+        self.max_rows = max_rows
+        self.proposal_by_row: dict[str, str] = {}
+
+    def on_mount(self) -> None:
+        for name in COLUMNS:
+            self.add_column(name, key=name)
+
+    def add_spike(self, spike: SpikeDetected, status: str) -> None:
+        key = spike_key(spike)
+        if key in self.rows:
+            return
+        when = datetime.fromtimestamp(spike.time_ms / 1000, timezone.utc).strftime("%H:%M:%S")
+        arrow = Text("▲ pump", style="green") if spike.direction == "pump" else Text("▼ dump", style="red")
+        kind = TYPE_LABELS.get(spike.spike_type.value, spike.spike_type.value)
+        self.add_row(when, spike.symbol, arrow, f"{spike.magnitude_pct:.1f}",
+                     Text(status, style=STATUS_STYLES.get(status, "white")), kind, f"{spike.confidence:.2f}",
+                     key=key)
+        while self.row_count > self.max_rows:
+            oldest = next(iter(self.rows))
+            self.remove_row(oldest)
+            self.proposal_by_row.pop(oldest.value, None)
+        self.move_cursor(row=self.row_count - 1)
+
+    def set_status(self, spike: SpikeDetected, status: str, proposal_id: str | None = None) -> None:
+        key = spike_key(spike)
+        if key not in self.rows:
+            return
+        self.update_cell(key, "status", Text(status, style=STATUS_STYLES.get(status, "white")))
+        if proposal_id:
+            self.proposal_by_row[key] = proposal_id
+
+    def selected_proposal(self) -> str | None:
+        if self.row_count == 0:
+            return None
+        try:
+            key = self.coordinate_to_cell_key(self.cursor_coordinate).row_key.value
+        except Exception:
+            return None
+        return self.proposal_by_row.get(key)

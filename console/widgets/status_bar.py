@@ -1,0 +1,48 @@
+"""The status bar: trading mode (LIVE unmistakable), feed health, ticks/s, journal, clock."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from rich.text import Text
+from textual.widgets import Static
+
+MODE_STYLES = {"PAPER": "bold black on green", "TESTNET": "bold black on yellow",
+               "LIVE": "bold white on red blink"}
+
+
+@dataclass(frozen=True)
+class StatusInfo:
+    mode: str
+    feed: str
+    feed_ok: bool
+    latency_ms: float | None
+    ticks_per_second: float
+    speed: str
+    journal: str
+    clock: str
+    scanner_paused: bool = False
+    feed_paused: bool = False
+
+
+class StatusBar(Static):
+    DEFAULT_CSS = """
+    StatusBar { height: 1; background: $panel; color: $text; padding: 0 1; text-wrap: nowrap; text-overflow: ellipsis; }
+    """
+
+    def show(self, info: StatusInfo) -> None:
+        t = Text()
+        t.append(f" {info.mode} ", style=MODE_STYLES.get(info.mode, "bold"))
+        health = "ok" if info.feed_ok else "STALE"
+        t.append(f"  {info.feed} {info.speed} ", style="bold")
+        t.append(health, style="green" if info.feed_ok else "bold red")
+        if info.latency_ms is not None:
+            t.append(f" decide {info.latency_ms * 1000:.0f}µs")
+        t.append(f"  {info.ticks_per_second:,.0f} ticks/s")
+        if info.feed_paused:
+            t.append("  FEED PAUSED", style="bold yellow")
+        if info.scanner_paused:
+            t.append("  SCANNER PAUSED", style="bold yellow")
+        t.append(f"  journal {info.journal}", style="grey62")
+        t.append(f"  {info.clock}")
+        self.update(t)

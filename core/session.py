@@ -1,0 +1,228 @@
+"""A session: everything one run holds, wired along the product's one path for data.
+
+    feed -> market state -> guardian and scanner -> breaker and spike queue -> desk
+         -> approval -> order gate -> exchange -> journal
+
+The console and the headless commands both hold a Session and never reach inside its
+parts to trade: orders go through `gate.submit` only, operator commands through the
+methods below, and everything they show arrives as events on `bus`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from core.breaker.state import CircuitBreakerState
+from core.bus import EventBus
+from core.desk.approval import ApprovalQueue, ApprovalResult
+from core.desk.proposal import TradeProposal
+from core.desk.rules_proposer import RulesProposer, Skip
+from core.engine import Engine
+from core.events import (
+    Actor, BreakerChanged, BreakerStatus, ReasoningLine, SpikeDetected, SpikeStatus, Tick,
+)
+from core.market.feed import Feed
+from core.settings import Settings
+from core.trading.gate import OrderGate
+from core.trading.orders import Fill, Order, OrderStatus
+from core.trading.paper import PaperExchange
+from core.trading.portfolio import Portfolio
+
+log = logging.getLogger("spikeguard.session")
+
+MODES = {"paper": "PAPER", "testnet": "TESTNET", "live": "LIVE"}
+
+
+@dataclass
+class DeskDecisionMaker:
+    """Turns a spike into a proposal or a skip. The rules proposer now; the agent crew later."""
+
+    decide: Callable[[SpikeDetected, int | None], Any]
+    label: str = "rules"
+
+
+def describe_spike(spike: SpikeDetected) -> str:
+    kind = spike.spike_type.value
+    if kind == "futures_spot_divergence":
+        body = f"futures mark {spike.magnitude_pct:.2f}% {'above' if spike.direction == 'pump' else 'below'} spot"
+    elif kind == "liquidation_cascade":
+        body = (f"liquidations {spike.details.get('liquidated_notional_usd', 0):,.0f} USD in "
+                f"{spike.timeframe_minutes}m ({spike.details.get('count', 0)} orders)")
+    else:
+        body = (f"{spike.magnitude_pct:.2f}% over {spike.timeframe_minutes}m, vol x{spike.volume_multiple:.1f}"
+                + (f", z {spike.zscore:.1f}" if spike.zscore else ""))
+    return f"{spike.symbol} {spike.direction}: {body} ({kind}, conf {spike.confidence:.2f})"
+
+
+class Session:
+    def __init__(self, settings: Settings, feed: Feed, *, journal: Any = None, journal_path: Path | None = None,
+                 breaker: CircuitBreakerState | None = None, wall_clock: Callable[[], int] | None = None) -> None:
+        self.settings = settings
+        self.feed = feed
+        self.wall_clock = wall_clock or (lambda: time.time_ns() // 1_000_000)
+        self.bus = EventBus()
+        self.engine = Engine(settings, feed, breaker=breaker, bus=self.bus)
+        self.breaker = self.engine.breaker
+        self.journal = journal
+        self.journal_path = journal_path
+        self.mode = MODES[settings.execution.mode]
+        self.portfolio = Portfolio(settings.execution.paper.starting_balance_usd)
+        self.exchange = PaperExchange(settings.execution.paper, self.engine.market, self.engine.now_ms)
+        self.gate = OrderGate(settings.risk_management, self.breaker, self.engine.market, self.exchange,
+                              self.portfolio, journal=journal, clock=self.engine.now_ms)
+        self.approvals = ApprovalQueue(self.gate, self.breaker, self.engine.market, self.bus, journal=journal,
+                                       wall_clock=self.wall_clock)
+        self.proposer = RulesProposer(settings, self.engine.market, self.breaker, equity=self._equity,
+                                      holdings=self.gate._position_qty, wall_clock=self.wall_clock)
+        self.decision_maker = DeskDecisionMaker(self.proposer.decide, "rules")
+        self.desk_enabled = True
+        self.spike_ids: dict[int, int] = {}  # id(spike) -> journal row id
+        self._tasks: list[asyncio.Task] = []
+        self._closed = False
+        self.gate.listeners.append(self.bus.publish)
+        self.gate.fill_listeners.append(self.bus.publish)
+        self.engine.tick_listeners.append(self._on_tick)
+        self.engine.on_spike(self._on_spike)
+        self.breaker.subscribe(self._on_breaker_change)
+
+    # ------------------------------------------------------------------ the hot-path hooks
+    def _on_tick(self, tick: Tick) -> None:
+        if tick.symbol in self.exchange.watched_symbols:
+            self.exchange.on_tick(tick)
+        self.approvals.on_price(tick.symbol, tick.price)
+
+    def _on_breaker_change(self, change: BreakerChanged) -> None:
+        self.reason("guardian", "reason", f"{change.previous.value} -> {change.status.value}: {change.reason}"
+                    f" (epoch {change.epoch}, by {change.actor.value})", change.time_ms)
+        if self.journal is not None:
+            self.journal.submit_breaker_change(change, self.breaker.snapshot().to_dict())
+
+    def _on_spike(self, spike: SpikeDetected) -> None:
+        text = describe_spike(spike)
+        self.reason("scanner", "reason", text, spike.time_ms)
+        blocked = spike.details.get("blocked_by_breaker")
+        status = "blocked" if blocked else "detected"
+        self.bus.publish(SpikeStatus(spike, status, f"breaker {blocked}" if blocked else ""))
+        if self.journal is not None:
+            fut = self.journal.submit_spike(spike, status="skipped" if blocked else "detected")
+            if fut is not None:
+                fut.add_done_callback(lambda f, s=spike: self._remember_spike_id(s, f))
+        if not blocked and self.desk_enabled and self.settings.crew.enabled:
+            self.bus.publish(SpikeStatus(spike, "analysing"))
+            self._decide(spike)
+
+    def _remember_spike_id(self, spike: SpikeDetected, fut: Any) -> None:
+        if not fut.cancelled() and fut.exception() is None:
+            self.spike_ids[id(spike)] = fut.result()
+
+    def _decide(self, spike: SpikeDetected) -> None:
+        decision = self.decision_maker.decide(spike, self.spike_ids.get(id(spike)))
+        if isinstance(decision, Skip):
+            self.reason("desk", "reason", f"skip {spike.symbol} {spike.direction}: {decision.reason}", spike.time_ms)
+            self.bus.publish(SpikeStatus(spike, "skipped", decision.reason))
+            return
+        if isinstance(decision, TradeProposal):
+            self.approvals.add(decision)
+            self.reason("desk", "answer", f"proposal {decision.proposal_id}: {decision.side} {decision.quantity:g} "
+                        f"{decision.symbol} {decision.entry_type} (stop {decision.stop_loss:g}, target "
+                        f"{decision.take_profit:g}) [{decision.source}]", spike.time_ms)
+            self.bus.publish(SpikeStatus(spike, "proposed", "", decision.proposal_id))
+
+    def reason(self, role: str, kind: str, text: str, time_ms: int | None = None) -> None:
+        self.bus.publish(ReasoningLine(role, kind, text, time_ms if time_ms is not None else self.engine.now_ms()))
+
+    def _equity(self) -> float:
+        return self.portfolio.equity(self.engine.market.last_prices())
+
+    # ------------------------------------------------------------------ running
+    async def run(self) -> None:
+        loop = asyncio.get_running_loop()
+        self.bus.bind_loop(loop)
+        self._tasks.append(loop.create_task(self._housekeeping()))
+        await self.engine.run()
+
+    async def _housekeeping(self) -> None:
+        while True:
+            await asyncio.sleep(1.0)
+            self.approvals.expire_due()
+
+    async def close(self) -> None:
+        """Cancel open entry orders (protective stops stay with the exchange), flush the journal."""
+        if self._closed:
+            return
+        self._closed = True
+        self.engine.stop()
+        for task in self._tasks:
+            task.cancel()
+        for order in self.gate.open_orders():
+            if not order.reduce_only:
+                try:
+                    await self.gate.cancel(order.client_order_id)
+                except Exception:
+                    log.exception("cancel on close failed for %s", order.client_order_id)
+        if self.journal is not None:
+            await self.journal.close()
+
+    # ------------------------------------------------------------------ operator commands
+    def force_trigger(self, reason: str) -> bool:
+        done = self.engine.force_trigger(reason)
+        self._operator_action("force_trigger", reason, {"done": done, "epoch": self.breaker.epoch})
+        return done
+
+    def clear_needs_override(self) -> str | None:
+        """A sentence explaining why a clear needs a typed override, or None."""
+        a = self.engine.guardian.assess_recovery()
+        if a.get("deep") and not a.get("recovery_conditions_met"):
+            return (f"The drop reached {a['max_drop_percent']:.1f}% (deep level {a['deep_level_percent']:g}%) and "
+                    f"the recovery conditions are not met.")
+        return None
+
+    def clear_breaker(self, reason: str, override: bool = False) -> tuple[bool, str]:
+        ok, message = self.engine.clear_breaker(reason, override=override)
+        self._operator_action("clear_breaker", reason, {"ok": ok, "override": override, "message": message})
+        return ok, message
+
+    def pause_scanner(self, paused: bool) -> None:
+        self.engine.scanner.paused = paused
+        self._operator_action("pause_scanner" if paused else "resume_scanner", "", {})
+
+    def pause_feed(self, paused: bool) -> None:
+        (self.feed.pause if paused else self.feed.resume)()
+        self._operator_action("pause_feed" if paused else "resume_feed", "", {})
+
+    async def approve(self, proposal_id: str, seen_hash: str) -> ApprovalResult:
+        result = await self.approvals.approve(proposal_id, seen_hash)
+        self._operator_action("approve", result.message, {"proposal_id": proposal_id, "ok": result.ok})
+        return result
+
+    def reject(self, proposal_id: str, reason: str) -> bool:
+        done = self.approvals.reject(proposal_id, reason)
+        self._operator_action("reject", reason, {"proposal_id": proposal_id, "done": done})
+        return done
+
+    def _operator_action(self, action: str, reason: str, details: dict[str, Any]) -> None:
+        self.reason("operator", "reason", f"{action}{': ' + reason if reason else ''}")
+        if self.journal is not None:
+            self.journal.submit_operator_action(action, reason, details)
+
+    # ------------------------------------------------------------------ views for the console
+    def open_positions(self) -> list[tuple[str, float, float, float, float]]:
+        prices = self.engine.market.last_prices()
+        rows = []
+        for symbol, pos in sorted(self.portfolio.positions().items()):
+            if pos.quantity > 0:
+                last = prices.get(symbol, pos.average_price)
+                rows.append((symbol, pos.quantity, pos.average_price, last, (last - pos.average_price) * pos.quantity))
+        return rows
+
+    def has_exposure(self) -> bool:
+        return bool(self.open_positions()) or bool(self.gate.open_orders())
+
+
+__all__ = ["Session", "MODES", "Fill", "Order", "OrderStatus", "BreakerStatus", "Actor"]
