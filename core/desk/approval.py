@@ -155,11 +155,14 @@ class ApprovalQueue:
         if not preview.allowed:
             return ApprovalResult(False, f"refused by the order gate: {preview.reason}")
         self._set(p, ProposalStatus.APPROVED, note or "approved", actor)
-        order = await self.gate.submit(self._entry_order(p), epoch_read=preview.epoch_now)
+        entry = self._entry_order(p)
+        # registered before sending: a marketable entry fills inside the exchange's answer
+        self._brackets[entry.client_order_id] = _Bracket(p, entry.client_order_id)
+        order = await self.gate.submit(entry, epoch_read=preview.epoch_now)
         if order.status in (OrderStatus.DENIED, OrderStatus.REJECTED):
+            self._brackets.pop(entry.client_order_id, None)
             self._set(p, ProposalStatus.FAILED, order.reason or order.status.value, Actor.RULE)
             return ApprovalResult(False, f"order {order.status.value.lower()}: {order.reason}", order)
-        self._brackets[order.client_order_id] = _Bracket(p, order.client_order_id)
         self._set(p, ProposalStatus.EXECUTED, f"entry {order.status.value.lower()} ({order.client_order_id})",
                   Actor.RULE)
         changes = "; ".join(preview.changes)

@@ -1,0 +1,240 @@
+"""Pilot tests: every key and flow, driven like an operator would."""
+
+from __future__ import annotations
+
+from core.desk.proposal import ProposalStatus
+from core.events import Actor, BreakerStatus
+from core.trading.orders import OrderStatus
+from tests.console.conftest import dump_spike, make_app, orders_for, screen_text
+from tests.helpers import T0, path
+
+SIZE = (120, 40)
+
+
+async def _ready(app, pilot) -> None:
+    await pilot.pause()
+    app.frame()
+    await pilot.pause()
+
+
+def _pending(session):
+    return session.approvals.pending()
+
+
+async def test_approve_flow(session, clock):
+    dump_spike(session)
+    [proposal] = _pending(session)
+    app = make_app(session, clock)
+    async with app.run_test(size=SIZE) as pilot:
+        await _ready(app, pilot)
+        assert "BUY" in screen_text(app) and "SOLUSDT" in screen_text(app)
+        await pilot.press("a")
+        assert type(app.screen).__name__ == "ApproveScreen"
+        await pilot.press("y")
+        await app.workers.wait_for_complete()
+        await pilot.pause()
+    assert session.approvals.status[proposal.proposal_id] is ProposalStatus.EXECUTED
+    [order] = [o for o in orders_for(session, proposal.proposal_id) if o.side.value == "BUY"]
+    assert order.status is OrderStatus.FILLED and order.price == proposal.entry_price
+    assert order.quantity == proposal.quantity
+    # the entry filled: a protective stop went out for the filled quantity
+    stops = [o for o in orders_for(session, proposal.proposal_id) if o.type.value == "STOP"]
+    assert stops and stops[0].stop_price == proposal.stop_loss and stops[0].reduce_only
+
+
+async def test_approve_rechecks_when_the_breaker_moved(session, clock):
+    dump_spike(session)
+    [proposal] = _pending(session)
+    app = make_app(session, clock)
+    async with app.run_test(size=SIZE) as pilot:
+        await _ready(app, pilot)
+        await pilot.press("a")
+        session.breaker.set_warning("moved under the operator's feet", time_ms=T0)
+        # the modal was built before: approving now re-checks against the current state
+        await pilot.press("y")
+        await app.workers.wait_for_complete()
+    # WARNING halves the size; the approval went out at the reduced size with the change shown
+    orders = [o for o in orders_for(session, proposal.proposal_id) if o.side.value == "BUY"]
+    assert orders and orders[0].quantity == proposal.quantity * session.settings.risk_management.warning_size_factor
+
+
+async def test_reject_with_reason(session, clock):
+    dump_spike(session)
+    [proposal] = _pending(session)
+    app = make_app(session, clock)
+    async with app.run_test(size=SIZE) as pilot:
+        await _ready(app, pilot)
+        await pilot.press("r")
+        assert type(app.screen).__name__ == "ReasonScreen"
+        await pilot.press(*"too thin")
+        await pilot.press("enter")
+        await pilot.pause()
+    assert session.approvals.status[proposal.proposal_id] is ProposalStatus.REJECTED
+    assert session.approvals.notes[proposal.proposal_id] == "too thin"
+
+
+async def test_expiry_then_approve_is_refused(session, clock):
+    dump_spike(session)
+    [proposal] = _pending(session)
+    app = make_app(session, clock)
+    async with app.run_test(size=SIZE) as pilot:
+        await _ready(app, pilot)
+        await pilot.press("a")
+        clock.t += session.settings.execution.proposal_ttl_seconds + 1
+        await pilot.press("y")
+        await app.workers.wait_for_complete()
+        await pilot.pause()
+    assert session.approvals.status[proposal.proposal_id] is ProposalStatus.EXPIRED
+    assert not session.gate.open_orders()
+
+
+async def test_changed_proposal_is_refused(session, clock):
+    import asyncio
+
+    dump_spike(session)
+    [proposal] = _pending(session)
+    tampered = proposal.model_copy(update={"quantity": proposal.quantity * 10})
+    session.approvals.proposals[proposal.proposal_id] = tampered
+    result = await session.approve(proposal.proposal_id, proposal.content_hash)
+    assert not result.ok and "hash" in result.message
+    await asyncio.sleep(0)
+
+
+async def test_trigger_and_clear_with_confirmation(session, clock):
+    session.engine.process(path("BTCUSDT", [(0, 100_000.0), (5, 100_000.0)]))
+    app = make_app(session, clock)
+    async with app.run_test(size=SIZE) as pilot:
+        await _ready(app, pilot)
+        await pilot.press("T")
+        assert type(app.screen).__name__ == "BreakerConfirmScreen"
+        await pilot.press("enter")  # no reason: refused, the dialog stays
+        assert type(app.screen).__name__ == "BreakerConfirmScreen"
+        await pilot.press(*"drill")
+        await pilot.press("enter")
+        await pilot.pause()
+        assert session.breaker.status is BreakerStatus.TRIGGERED
+        assert "TRIGGERED" in str(app.screen.query_one("#banner").render())
+        await pilot.press("C")
+        await pilot.press(*"drill over")
+        await pilot.press("enter")
+        await pilot.pause()
+        app.frame()
+        assert session.breaker.status is BreakerStatus.SAFE
+        assert "SAFE" in str(app.screen.query_one("#banner").render())
+    history = list(session.breaker.history)
+    assert [c.actor for c in history] == [Actor.OPERATOR, Actor.OPERATOR]
+
+
+async def test_escape_cancels_the_breaker_dialog(session, clock):
+    session.engine.process(path("BTCUSDT", [(0, 100_000.0), (5, 100_000.0)]))
+    app = make_app(session, clock)
+    async with app.run_test(size=SIZE) as pilot:
+        await _ready(app, pilot)
+        await pilot.press("T")
+        await pilot.press(*"oops")
+        await pilot.press("escape")
+        await pilot.pause()
+    assert session.breaker.status is BreakerStatus.SAFE
+
+
+async def test_deep_clear_needs_the_typed_override(session, clock):
+    session.engine.process(path("BTCUSDT", [(0, 100.0), (15, 100.0), (35, 75.0)]))
+    assert session.breaker.status is BreakerStatus.TRIGGERED
+    app = make_app(session, clock)
+    async with app.run_test(size=SIZE) as pilot:
+        await _ready(app, pilot)
+        await pilot.press("C")
+        screen = app.screen
+        assert screen.override_note and "deep level" in screen.override_note
+        await pilot.press(*"looks fine")
+        await pilot.press("enter")  # moves to the override field
+        await pilot.press(*"override")  # wrong case: refused
+        await pilot.press("enter")
+        await pilot.pause()
+        assert session.breaker.status is BreakerStatus.TRIGGERED
+        override = screen.query_one("#override")
+        override.value = ""
+        await pilot.press(*"OVERRIDE")
+        await pilot.press("enter")
+        await pilot.pause()
+    assert session.breaker.status is BreakerStatus.SAFE
+    assert session.breaker.history[-1].details["override"] is True
+
+
+async def test_breaker_keys_work_while_the_approval_modal_is_open(session, clock):
+    dump_spike(session)
+    app = make_app(session, clock)
+    async with app.run_test(size=SIZE) as pilot:
+        await _ready(app, pilot)
+        await pilot.press("a")
+        assert type(app.screen).__name__ == "ApproveScreen"
+        await pilot.press("T")
+        assert type(app.screen).__name__ == "BreakerConfirmScreen"
+        await pilot.press(*"halt now")
+        await pilot.press("enter")
+        await pilot.pause()
+        assert session.breaker.status is BreakerStatus.TRIGGERED
+        # the trip voided the pending proposal; approving it now is refused
+        assert type(app.screen).__name__ == "ApproveScreen"
+        await pilot.press("y")
+        await app.workers.wait_for_complete()
+    assert not session.gate.open_orders()
+    assert all(s is not ProposalStatus.EXECUTED for s in session.approvals.status.values())
+
+
+async def test_pause_scanner_and_feed(session, clock):
+    app = make_app(session, clock)
+    async with app.run_test(size=SIZE) as pilot:
+        await _ready(app, pilot)
+        await pilot.press("p")
+        assert session.engine.scanner.paused
+        await pilot.press("space")
+        assert session.feed.paused
+        app.frame()
+        status = str(app.screen.query_one("#status").render())
+        assert "SCANNER PAUSED" in status and "FEED PAUSED" in status
+        await pilot.press("p", "space")
+        assert not session.engine.scanner.paused and not session.feed.paused
+
+
+async def test_help_and_quit(session, clock):
+    app = make_app(session, clock)
+    async with app.run_test(size=SIZE) as pilot:
+        await _ready(app, pilot)
+        await pilot.press("question_mark")
+        assert type(app.screen).__name__ == "HelpScreen"
+        await pilot.press("escape")
+        await pilot.press("q")
+        await app.workers.wait_for_complete()
+        await pilot.pause()
+    assert app.return_value == 0
+
+
+async def test_quit_asks_when_positions_are_open(session, clock):
+    dump_spike(session)
+    [proposal] = _pending(session)
+    result = await session.approve(proposal.proposal_id, proposal.content_hash)
+    assert result.ok
+    app = make_app(session, clock)
+    async with app.run_test(size=SIZE) as pilot:
+        await _ready(app, pilot)
+        await pilot.press("q")
+        assert type(app.screen).__name__ == "QuitScreen"
+        await pilot.press("n")
+        assert type(app.screen).__name__ != "QuitScreen"
+        await pilot.press("q", "y")
+        await app.workers.wait_for_complete()
+        await pilot.pause()
+    # quitting cancelled the open entry order
+    assert not [o for o in session.gate.open_orders() if not o.reduce_only]
+
+
+async def test_compact_layout_at_80x24(session, clock):
+    dump_spike(session)
+    app = make_app(session, clock)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await _ready(app, pilot)
+        assert not app.screen.wide
+        app.screen.query_one("#tabs")
+        await pilot.press("a")
+        assert type(app.screen).__name__ == "ApproveScreen"
