@@ -42,7 +42,7 @@ class ApproveScreen(ModalScreen[bool]):
             grid.add_row("hash", p.content_hash[:16] + ("" if pv.intact else "  (MISMATCH)"))
             changes = pv.changes or ["nothing material"]
             grid.add_row("changed since", Text("\n".join(changes), style="yellow" if pv.changes else "green"))
-            verdict = Text(f"allowed: {pv.reason}", style="bold green") if pv.allowed else \
+            verdict = Text(pv.reason, style="bold green") if pv.allowed else \
                 Text(f"DENIED: {pv.reason}", style="bold red")
             grid.add_row("gate now", verdict)
             grid.add_row("why", p.rationale)

@@ -34,7 +34,7 @@ def fmt_duration(seconds: float) -> str:
 
 class BreakerBanner(Static):
     DEFAULT_CSS = """
-    BreakerBanner { height: auto; min-height: 1; max-height: 3; padding: 0 1; text-wrap: nowrap; text-overflow: ellipsis; }
+    BreakerBanner { height: auto; min-height: 1; max-height: 2; padding: 0 1; text-overflow: ellipsis; }
     BreakerBanner.-safe { background: $success-darken-2; color: $text; }
     BreakerBanner.-warning { background: #b58900; color: black; }
     BreakerBanner.-triggered { background: $error; color: white; text-style: bold; }

@@ -46,7 +46,7 @@ class OrdersLog(RichLog):
     """
 
     def __init__(self, **kwargs) -> None:
-        super().__init__(max_lines=500, wrap=True, markup=False, **kwargs)
+        super().__init__(max_lines=500, wrap=True, markup=False, min_width=20, **kwargs)
 
     def add_order(self, order: Order, time_ms: int) -> None:
         when = datetime.fromtimestamp(time_ms / 1000, timezone.utc).strftime("%H:%M:%S")

@@ -110,22 +110,24 @@ class PriceBoard(ScrollView, can_focus=True):
         self.refresh()
 
     # ------------------------------------------------------------------ layout
+    # symbol, last, three changes, volume multiple, drop/trigger
+    _FIXED = 10 + 12 + 7 * 3 + 6 + 12
+
     def _columns(self, width: int) -> tuple[int, bool]:
-        fixed = 10 + 13 + 7 * 3 + 6 + 13 + 7  # symbol, last, 3 changes, vol, drop/trigger, gaps
-        spark = max(0, width - fixed)
-        return min(spark, 60), spark >= 6
+        spark = width - self._FIXED
+        return min(max(spark, 0), 60), spark >= 8
 
     def _rebuild(self, now: float) -> None:
         width = self.size.width or 80
         self._width = width
         spark_w, show_spark = self._columns(width)
         header = [
-            ("SYMBOL".ljust(10), S_HEADER), ("LAST".rjust(13), S_HEADER), ("  1m%".rjust(7), S_HEADER),
+            ("SYMBOL".ljust(10), S_HEADER), ("LAST".rjust(12), S_HEADER), ("  1m%".rjust(7), S_HEADER),
             ("  5m%".rjust(7), S_HEADER), ("  1h%".rjust(7), S_HEADER),
         ]
         if show_spark:
             header.append((" " + "1h".center(spark_w - 1), S_HEADER))
-        header += [(" VOLx".rjust(6), S_HEADER), (" DROP/TRIG".rjust(13), S_HEADER)]
+        header += [(" VOLx".rjust(6), S_HEADER), ("DROP/TRIG".rjust(12), S_HEADER)]
         strips = [self._strip(header, width, S_HEADER)]
         for row in self._rows:
             cells: list[tuple[str, Style]] = [(row.symbol.ljust(10)[:10], S_REF if row.reference else S_SYMBOL)]
@@ -133,7 +135,7 @@ class PriceBoard(ScrollView, can_focus=True):
             last_style = S_SYMBOL
             if flash and flash[0] > now:
                 last_style = S_FLASH_UP if flash[1] else S_FLASH_DOWN
-            cells.append((fmt_price(row.last).rjust(12) + " ", last_style))
+            cells.append((fmt_price(row.last).rjust(12), last_style))
             for value in (row.change_1m, row.change_5m, row.change_1h):
                 text, style = _pct(value)
                 cells.append((text.rjust(7), style))
@@ -143,7 +145,7 @@ class PriceBoard(ScrollView, can_focus=True):
             cells.append((f"{vm:5.1f}x" if vm > 0 else "    - ", S_WARN if vm >= 3 else S_FLAT))
             ratio = row.drop_60m / row.trigger_level if row.trigger_level > 0 else 0.0
             drop_style = S_DANGER if ratio >= 1 else S_WARN if ratio >= 0.66 else S_FLAT
-            cells.append((f"{row.drop_60m:5.1f}/{row.trigger_level:g}%".rjust(13), drop_style))
+            cells.append((f"{row.drop_60m:5.1f}/{row.trigger_level:g}%".rjust(12), drop_style))
             strips.append(self._strip(cells, width, Style()))
         self._strips = strips
 

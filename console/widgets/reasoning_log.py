@@ -21,7 +21,7 @@ class ReasoningLog(RichLog):
     """
 
     def __init__(self, **kwargs) -> None:
-        super().__init__(max_lines=2000, wrap=True, markup=False, highlight=False, **kwargs)
+        super().__init__(max_lines=2000, wrap=True, markup=False, highlight=False, min_width=20, **kwargs)
 
     def add_line(self, line: ReasoningLine) -> None:
         when = datetime.fromtimestamp(line.time_ms / 1000, timezone.utc).strftime("%H:%M:%S")

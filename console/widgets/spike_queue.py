@@ -13,7 +13,7 @@ from core.events import SpikeDetected
 STATUS_STYLES = {"detected": "white", "analysing": "cyan", "proposed": "bold yellow", "approved": "bold green",
                  "executed": "bold green", "rejected": "red", "expired": "grey50", "skipped": "grey62",
                  "blocked": "bold red", "failed": "bold red"}
-COLUMNS = ("time", "symbol", "dir", "move%", "status", "type", "conf")
+COLUMNS = ("time", "symbol", "move%", "type", "status")
 TYPE_LABELS = {"spot_price_spike": "price", "volume_explosion": "volume", "futures_spot_divergence": "basis",
                "liquidation_cascade": "liqs"}
 
@@ -41,10 +41,10 @@ class SpikeQueue(DataTable):
         if key in self.rows:
             return
         when = datetime.fromtimestamp(spike.time_ms / 1000, timezone.utc).strftime("%H:%M:%S")
-        arrow = Text("▲ pump", style="green") if spike.direction == "pump" else Text("▼ dump", style="red")
+        up = spike.direction == "pump"
+        move = Text(f"{'▲' if up else '▼'}{spike.magnitude_pct:5.1f}", style="green" if up else "red")
         kind = TYPE_LABELS.get(spike.spike_type.value, spike.spike_type.value)
-        self.add_row(when, spike.symbol, arrow, f"{spike.magnitude_pct:.1f}",
-                     Text(status, style=STATUS_STYLES.get(status, "white")), kind, f"{spike.confidence:.2f}",
+        self.add_row(when, spike.symbol, move, kind, Text(status, style=STATUS_STYLES.get(status, "white")),
                      key=key)
         while self.row_count > self.max_rows:
             oldest = next(iter(self.rows))
