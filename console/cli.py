@@ -76,10 +76,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=None, help="sim seed")
     p.add_argument("--speed", type=_speed, default=None, help="market time per real time: a factor, or max")
     p.add_argument("files", nargs="*", metavar="FILE", help="CSV files for --feed replay")
+    p.add_argument("--db", metavar="FILE", help="the journal (default: journal.db in the data directory)")
 
     p = sub.add_parser("replay", parents=[common], help="run the engine headless over Binance CSV files")
     p.add_argument("--speed", type=_speed, default=0.0, help="max (default) or a factor of real time")
     p.add_argument("--json", action="store_true", help="print exactly one JSON object to stdout")
+    p.add_argument("--db", metavar="FILE", help="journal to FILE (default: a temporary database, removed after)")
     p.add_argument("files", nargs="+", metavar="FILE", help="Binance kline or aggTrades CSV files")
 
     p = sub.add_parser("simulate", parents=[common], help="run the engine headless over a sim scenario")
@@ -89,6 +91,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--minutes", type=_positive_minutes, default=None, help="event time to simulate "
                                                                          "(default: the scenario's length)")
     p.add_argument("--json", action="store_true", help="print exactly one JSON object to stdout")
+
+    p = sub.add_parser("db", parents=[common], help="the journal database")
+    p.add_argument("action", choices=("init", "stats"), help="init: create (or migrate) the journal; stats: "
+                                                             "rows per table")
+    p.add_argument("--db", metavar="FILE", help="the journal (default: journal.db in the data directory)")
+
+    p = sub.add_parser("audit", parents=[common], help="tamper evidence of the journal")
+    p.add_argument("action", choices=("verify",), help="verify: walk the hash chain, name the first bad row")
+    p.add_argument("--db", metavar="FILE", help="the journal (default: journal.db in the data directory)")
 
     p = sub.add_parser("config", parents=[common], help="check or show the effective configuration")
     p.add_argument("action", choices=("check", "show", "paths"), help="check: validate; show: print the merged "
@@ -167,6 +178,55 @@ def cmd_config(args: argparse.Namespace, loaded: Any, paths: Any) -> int:
     return EXIT_OK
 
 
+def _db_path(args: argparse.Namespace, paths: Any) -> Path:
+    if getattr(args, "db", None):
+        return Path(args.db).expanduser()
+    paths.ensure()
+    return paths.journal
+
+
+def cmd_db(args: argparse.Namespace, loaded: Any, paths: Any) -> int:
+    from core.journal import SCHEMA_VERSION, Journal, JournalError
+
+    path = _db_path(args, paths)
+    if args.action == "stats" and not path.exists():
+        raise UsageError(f"{path}: no journal here (create one with: spikeguard db init --db {path})")
+
+    async def go() -> dict[str, int]:
+        journal = await Journal.open(path)
+        try:
+            return await journal.counts()
+        finally:
+            await journal.close()
+
+    try:
+        counts = asyncio.run(go())
+    except JournalError as exc:
+        raise UsageError(str(exc)) from None
+    if args.action == "init":
+        print(f"journal ready: {path} (schema version {SCHEMA_VERSION}, {sum(counts.values())} rows)")
+    else:
+        for table, n in counts.items():
+            print(f"{table:<24} {n}")
+    return EXIT_OK
+
+
+def cmd_audit(args: argparse.Namespace, loaded: Any, paths: Any) -> int:
+    from core.journal import verify
+
+    path = _db_path(args, paths)
+    if not path.exists():
+        raise UsageError(f"{path}: no journal here")
+    result = verify(path)
+    if result.ok:
+        print(f"audit ok: {path}: {result.rows_checked} rows, hash chain intact, integrity_check ok")
+        return EXIT_OK
+    bad = result.first_bad or {}
+    print(f"audit FAILED: {path}: first bad row: table {bad.get('table')} id {bad.get('id')} "
+          f"chain_seq {bad.get('chain_seq')}: {bad.get('problem')}")
+    return EXIT_FAILED
+
+
 def cmd_replay(args: argparse.Namespace, loaded: Any, paths: Any) -> int:
     from core.market.replay import ReplayFeed, ReplayInputError
 
@@ -174,7 +234,8 @@ def cmd_replay(args: argparse.Namespace, loaded: Any, paths: Any) -> int:
         feed = ReplayFeed(args.files, speed=args.speed)
     except ReplayInputError as exc:
         raise UsageError(str(exc)) from None
-    return _run_headless(args, loaded, feed, title=", ".join(Path(f).name for f in args.files))
+    db = Path(args.db).expanduser() if args.db else None
+    return _run_headless(args, loaded, feed, title=", ".join(Path(f).name for f in args.files), db=db)
 
 
 def cmd_simulate(args: argparse.Namespace, loaded: Any, paths: Any) -> int:
@@ -193,12 +254,15 @@ def cmd_simulate(args: argparse.Namespace, loaded: Any, paths: Any) -> int:
     return _run_headless(args, loaded, feed, title=f"sim {args.scenario} seed {args.seed}")
 
 
-def _run_headless(args: argparse.Namespace, loaded: Any, feed: Any, title: str) -> int:
+def _run_headless(args: argparse.Namespace, loaded: Any, feed: Any, title: str, db: Path | None = None) -> int:
     from core.headless import run_headless
+    from core.journal import JournalError
 
     progress_cb, finish = _progress(feed) if sys.stderr.isatty() and not getattr(args, "json", False) else (None, None)
     try:
-        _engine, report = asyncio.run(run_headless(loaded.settings, feed, progress=progress_cb))
+        _session, report = asyncio.run(run_headless(loaded.settings, feed, progress=progress_cb, db_path=db))
+    except JournalError as exc:
+        raise UsageError(str(exc)) from None
     finally:
         if finish:
             finish()
@@ -238,7 +302,8 @@ def cmd_console(args: argparse.Namespace, loaded: Any, paths: Any) -> int:
     return launch_console(args, loaded, paths)
 
 
-_COMMANDS = {"config": cmd_config, "replay": cmd_replay, "simulate": cmd_simulate, "console": cmd_console}
+_COMMANDS = {"config": cmd_config, "replay": cmd_replay, "simulate": cmd_simulate, "console": cmd_console,
+             "db": cmd_db, "audit": cmd_audit}
 
 
 if __name__ == "__main__":

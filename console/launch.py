@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-import asyncio
 import sys
+from pathlib import Path
 from typing import Any
 
 from core.market.feed import MAX_SPEED
@@ -62,18 +62,16 @@ def launch_console(args: Any, loaded: Any, paths: Any) -> int:
     from core.session import Session
 
     paths.ensure()
-    journal, journal_label = _open_journal(paths)
-    session = Session(settings, feed, journal=journal, journal_path=paths.journal if journal else None)
-    if journal is not None:
-        asyncio.run(_restore(session))
-    app = SpikeguardApp(session, feed_label=label, speed_label=speed_label, journal_label=journal_label)
+    journal_path = Path(args.db).expanduser() if getattr(args, "db", None) else paths.journal
+    session = Session(settings, feed, journal_path=journal_path)
+    app = SpikeguardApp(session, feed_label=label, speed_label=speed_label, journal_label=_short(journal_path))
     code = app.run()
     return int(code or 0)
 
 
-def _open_journal(paths: Any):
-    return None, "memory (journal arrives with the trading issue)"
-
-
-async def _restore(session: Any) -> None:
-    return None
+def _short(path: Path) -> str:
+    home = Path.home()
+    try:
+        return "~/" + str(path.resolve().relative_to(home))
+    except ValueError:
+        return str(path)

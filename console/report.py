@@ -49,7 +49,20 @@ def print_report(report: dict[str, Any], title: str, console: Console | None = N
             console.print(f"  {where}: {ex['error']}")
     if "protection" in report:
         p = report["protection"]
-        console.print(f"protection: capital saved {p.get('capital_saved')}")
+        t = Table(title="Capital protection (two long paper books, after fees and slippage)")
+        t.add_column("")
+        t.add_column("with breaker", justify="right")
+        t.add_column("without", justify="right")
+        t.add_row("max drawdown", f"{p['max_drawdown_with_breaker_pct']:.2f}%", f"{p['max_drawdown_without_pct']:.2f}%")
+        t.add_row("equity at end", f"{p['equity_with_breaker_end']:,.2f}", f"{p['equity_without_end']:,.2f}")
+        t.add_row("fees", f"{p['fees_with_breaker']:,.2f}", f"{p['fees_without']:,.2f}")
+        console.print(t)
+        console.print(f"capital saved at the unprotected book's lowest point ({_short(p['lowest_point_time'] or '-')}): "
+                      f"{p['capital_saved']:+,.2f} USD; equity difference at the end: "
+                      f"{p['equity_difference_at_end']:+,.2f} USD"
+                      + (" (the protected book missed the rebound)" if p["equity_difference_at_end"] < 0 else ""))
+    if stats.get("journal"):
+        console.print(f"journal: {stats['journal']}")
 
 
 def _short(iso: str) -> str:

@@ -1,18 +1,22 @@
-"""Headless runs (replay, simulate): the engine over a finite feed, summarised as data.
+"""Headless runs (replay, simulate): a session over a finite feed, summarised as data.
 
-The JSON object is a contract other tools rely on: keys are only ever added.
+The JSON object is a contract other tools rely on: keys are only ever added. The run
+journals to a temporary database unless a path is given.
 """
 
 from __future__ import annotations
 
+import shutil
+import tempfile
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
-from core.breaker.state import CircuitBreakerState
-from core.engine import Engine
 from core.events import BreakerChanged, SpikeDetected, iso_utc
 from core.market.feed import Feed
+from core.protection import ProtectionStudy
+from core.session import Session
 from core.settings import Settings
 
 
@@ -37,17 +41,41 @@ def spike_row(spike: SpikeDetected) -> dict[str, Any]:
 async def run_headless(
     settings: Settings,
     feed: Feed,
-    progress: Callable[[Engine], None] | None = None,
-    breaker: CircuitBreakerState | None = None,
-) -> tuple[Engine, dict[str, Any]]:
-    engine = Engine(settings, feed, breaker=breaker)
+    progress: Callable[[Any], None] | None = None,
+    db_path: Path | None = None,
+    protection: bool = True,
+    journal: bool = True,
+) -> tuple[Session, dict[str, Any]]:
+    tmpdir = None
+    if journal and db_path is None:
+        tmpdir = Path(tempfile.mkdtemp(prefix="spikeguard-replay-"))
+    path = db_path if db_path is not None else (tmpdir / "journal.db" if tmpdir else None)
+    session = Session(settings, feed, journal_path=path)
+    session.desk_enabled = False  # a plain replay measures the engine; the agent desk joins with --agents
+    engine = session.engine
     changes: list[BreakerChanged] = []
     engine.breaker.subscribe(changes.append)
     spikes: list[SpikeDetected] = []
     engine.on_spike(spikes.append)
+    study = None
+    if protection:
+        study = ProtectionStudy(settings, engine.market, engine.breaker, feed.symbols, engine.now_ms)
+        engine.tick_listeners.append(study.on_tick)
     started = time.perf_counter()
-    await engine.run(on_batch=(lambda: progress(engine)) if progress else None)
-    wall = time.perf_counter() - started
+    try:
+        if progress is not None:
+            engine_run = engine.run
+            engine.run = lambda on_batch=None: engine_run(on_batch=lambda: progress(engine))  # type: ignore
+        await session.run()
+        wall = time.perf_counter() - started
+        counts = {}
+        if session.journal is not None:
+            await session.journal.flush()
+            counts = await session.journal.counts()
+    finally:
+        await session.close()
+        if tmpdir is not None:
+            shutil.rmtree(tmpdir, ignore_errors=True)
     stats = feed.stats
     report: dict[str, Any] = {
         "breaker": [breaker_row(c) for c in changes],
@@ -63,6 +91,10 @@ async def run_headless(
             ],
             "symbols": sorted(engine.market.symbols),
             "final_state": engine.breaker.status.value,
+            "journal": str(db_path) if db_path is not None else None,
+            "journal_rows": counts,
         },
     }
-    return engine, report
+    if study is not None:
+        report["protection"] = study.report()
+    return session, report

@@ -83,6 +83,7 @@ class Session:
         self.decision_maker = DeskDecisionMaker(self.proposer.decide, "rules")
         self.desk_enabled = True
         self.spike_ids: dict[int, int] = {}  # id(spike) -> journal row id
+        self._breaker_rows: dict[int, Any] = {}  # epoch -> future of its circuit_breaker_events row id
         self._tasks: list[asyncio.Task] = []
         self._closed = False
         self.gate.listeners.append(self.bus.publish)
@@ -101,7 +102,8 @@ class Session:
         self.reason("guardian", "reason", f"{change.previous.value} -> {change.status.value}: {change.reason}"
                     f" (epoch {change.epoch}, by {change.actor.value})", change.time_ms)
         if self.journal is not None:
-            self.journal.submit_breaker_change(change, self.breaker.snapshot().to_dict())
+            self._breaker_rows[change.epoch] = self.journal.enqueue_breaker_change(
+                change, self.breaker.snapshot().to_dict())
 
     def _on_spike(self, spike: SpikeDetected) -> None:
         text = describe_spike(spike)
@@ -110,7 +112,7 @@ class Session:
         status = "blocked" if blocked else "detected"
         self.bus.publish(SpikeStatus(spike, status, f"breaker {blocked}" if blocked else ""))
         if self.journal is not None:
-            fut = self.journal.submit_spike(spike, status="skipped" if blocked else "detected")
+            fut = self.journal.enqueue_spike(spike, status="skipped" if blocked else "detected")
             if fut is not None:
                 fut.add_done_callback(lambda f, s=spike: self._remember_spike_id(s, f))
         if not blocked and self.desk_enabled and self.settings.crew.enabled:
@@ -140,12 +142,80 @@ class Session:
     def _equity(self) -> float:
         return self.portfolio.equity(self.engine.market.last_prices())
 
+    # ------------------------------------------------------------------ the journal
+    async def open_journal(self, path: Path) -> None:
+        """Open (or create) the journal on this loop and restore the last session's state."""
+        from core.journal import Journal
+
+        self.attach_journal(await Journal.open(path), path)
+        await self.restore()
+
+    def attach_journal(self, journal: Any, path: Path | None) -> None:
+        self.journal = journal
+        self.journal_path = path
+        self.gate.journal = journal
+        self.approvals.journal = journal
+
+    async def restore(self) -> dict[str, Any]:
+        """A TRIGGERED breaker stays TRIGGERED across a restart or a crash; the paper book
+        (positions from fills, open orders) comes back as it was."""
+        from core.breaker.machine import BreakerRecord
+        from core.trading.paper import QUOTE, base_asset
+
+        journal = self.journal
+        restored: dict[str, Any] = {"breaker": None, "fills": 0, "open_orders": 0, "cancelled": 0}
+        record = await journal.last_breaker_record()
+        if record:
+            self.breaker.adopt(BreakerRecord.from_dict(record))
+            restored["breaker"] = self.breaker.status.value
+        fills = await journal.fills()
+        for fill in fills:
+            self.portfolio.apply(fill)
+        restored["fills"] = len(fills)
+        if fills or record:
+            balances: dict[str, float] = {QUOTE: self.portfolio.cash}
+            for symbol, pos in self.portfolio.positions().items():
+                asset = base_asset(symbol)
+                if asset and pos.quantity > 0:
+                    balances[asset] = balances.get(asset, 0.0) + pos.quantity
+            open_orders = await journal.open_orders()
+            cancelled = self.exchange.restore(balances, open_orders)
+            restored["open_orders"] = len(open_orders) - len(cancelled)
+            restored["cancelled"] = len(cancelled)
+        if any((restored["breaker"], restored["fills"], restored["open_orders"])):
+            self.reason("operator", "reason", f"restored from the journal: breaker {restored['breaker'] or 'SAFE'}, "
+                        f"{restored['fills']} fills, {restored['open_orders']} open orders")
+        log.info("restored %s", restored)
+        return restored
+
     # ------------------------------------------------------------------ running
     async def run(self) -> None:
         loop = asyncio.get_running_loop()
         self.bus.bind_loop(loop)
+        if self.journal is None and self.journal_path is not None:
+            await self.open_journal(self.journal_path)
         self._tasks.append(loop.create_task(self._housekeeping()))
+        url = self.settings.monitoring.webhook_url
+        if url:
+            self._tasks.append(loop.create_task(self._alerts(url)))
         await self.engine.run()
+
+    async def _alerts(self, url: str) -> None:
+        """Post WARNING and TRIGGERED transitions to the webhook; journal the delivery."""
+        from core.notify import WebhookNotifier
+
+        notifier = WebhookNotifier(url, self.settings.monitoring.webhook_style, on_delivered=self._notified)
+        self.notifier = notifier
+        queue = self.bus.subscribe()
+        while True:
+            event = await queue.get()
+            if isinstance(event, BreakerChanged):
+                await notifier.notify(event)
+
+    async def _notified(self, change: BreakerChanged) -> None:
+        row = self._breaker_rows.get(change.epoch)
+        if self.journal is not None and row is not None:
+            await self.journal.mark_user_notified(await asyncio.wrap_future(row))
 
     async def _housekeeping(self) -> None:
         while True:
@@ -209,7 +279,7 @@ class Session:
     def _operator_action(self, action: str, reason: str, details: dict[str, Any]) -> None:
         self.reason("operator", "reason", f"{action}{': ' + reason if reason else ''}")
         if self.journal is not None:
-            self.journal.submit_operator_action(action, reason, details)
+            self.journal.enqueue_operator_action(action, reason, details)
 
     # ------------------------------------------------------------------ views for the console
     def open_positions(self) -> list[tuple[str, float, float, float, float]]:

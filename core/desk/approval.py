@@ -103,7 +103,7 @@ class ApprovalQueue:
         self.proposals[proposal.proposal_id] = proposal
         self._set(proposal, ProposalStatus.PENDING, "awaiting the operator", Actor.RULE)
         if self.journal is not None:
-            self.journal.submit_proposal(proposal)
+            self.journal.submit("proposal", proposal=proposal, status=ProposalStatus.PENDING.value)
 
     def expire_due(self) -> list[TradeProposal]:
         now = self.wall_clock()
@@ -241,7 +241,8 @@ class ApprovalQueue:
         self.notes[p.proposal_id] = note
         log.info("proposal %s %s %s: %s (%s)", p.proposal_id, p.symbol, status.value, note, actor.value)
         if self.journal is not None and status is not ProposalStatus.PENDING:
-            self.journal.submit_proposal_update(p.proposal_id, status.value, actor.value, note)
+            self.journal.submit("proposal_update", proposal_id=p.proposal_id, status=status.value,
+                                decided_by=actor.value, decision_reason=note)
         self.bus.publish(ProposalUpdate(p, status.value, note, actor.value))
         for fn in self.on_status:
             fn(p, status, note)

@@ -38,6 +38,7 @@ class RulesProposer:
         self.equity = equity
         self.holdings = holdings
         self.wall_clock = wall_clock or (lambda: time.time_ns() // 1_000_000)
+        self._seq = 0
 
     def decide(self, spike: SpikeDetected, spike_event_id: int | None = None) -> Decision:
         status = self.breaker.status
@@ -69,8 +70,10 @@ class RulesProposer:
         if sizing.quantity <= 0:
             return Skip("position size rounds to zero")
         now = self.wall_clock()
+        self._seq += 1
         capped = f"; capped by {sizing.capped_by}" if sizing.capped_by else ""
         proposal = TradeProposal(
+            proposal_id=f"r{now:x}-{self._seq}",  # readable, unique per clock tick, deterministic in tests
             created_ms=now, expires_ms=now + int(self.settings.execution.proposal_ttl_seconds * 1000),
             symbol=spike.symbol, side="BUY", quantity=sizing.quantity, entry_type=entry_type,
             entry_price=None if entry_type == "market" else round(entry, 8), stop_loss=round(sizing.stop_loss, 8),

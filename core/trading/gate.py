@@ -21,10 +21,10 @@ import logging
 import math
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import Any
+from typing import Any, Protocol
 
 from core.breaker.state import CircuitBreakerState
 from core.events import BreakerChanged, BreakerStatus
@@ -52,12 +52,12 @@ class GateDecision:
     checks: dict[str, Any] = field(default_factory=dict)
 
 
-class OrderJournal:
+class OrderJournal(Protocol):
     """What the gate needs from the journal (core.journal.Journal provides it)."""
 
-    async def record_order(self, order: Order, event_time_ms: int) -> int: ...  # durable
-    def submit_order(self, order: Order, event_time_ms: int) -> Any: ...  # non-blocking
-    def submit_fill(self, fill: Fill) -> Any: ...
+    async def record_order(self, order: Order, event_time_ms: int | None = None) -> int: ...  # durable
+    def enqueue_order(self, order: Order, event_time_ms: int | None = None) -> Any: ...  # non-blocking
+    def enqueue_fill(self, fill: Fill) -> Any: ...
 
 
 class OrderGate:
@@ -213,6 +213,22 @@ class OrderGate:
             self._record(result)
         return result
 
+    def submit_now(self, order: Order) -> Order:
+        """The synchronous submit, for unjournaled paper books (the replay's protection study):
+        the same check, then the paper exchange's synchronous placement."""
+        place_now = getattr(self._exchange, "place_now", None)
+        if self.journal is not None or place_now is None:
+            raise RuntimeError("submit_now is only for unjournaled paper books")
+        now = self.clock()
+        order = order.with_(created_ms=order.created_ms or now)
+        decision = self.check(order)
+        if not decision.allowed:
+            self.denials += 1
+            return order.with_(status=OrderStatus.DENIED, reason=decision.reason)
+        self._sent_times.append(now)
+        self.sent += 1
+        return place_now(order.with_(quantity=decision.quantity, status=OrderStatus.INTENT, reason=decision.reason))
+
     async def cancel(self, client_order_id: str) -> Order:
         """Cancels are always allowed, in every breaker state."""
         return await self._exchange.cancel(client_order_id)
@@ -251,13 +267,13 @@ class OrderGate:
     def _on_fill(self, fill: Fill) -> None:
         self.portfolio.apply(fill)
         if self.journal is not None:
-            self.journal.submit_fill(fill)
+            self.journal.enqueue_fill(fill)
         for fn in self.fill_listeners:
             fn(fill)
 
     def _record(self, order: Order) -> None:
         if self.journal is not None:
-            self.journal.submit_order(order, self.clock())
+            self.journal.enqueue_order(order, self.clock())
 
     # ------------------------------------------------------------------ book helpers
     def _position_qty(self, symbol: str) -> float:
@@ -286,4 +302,4 @@ def _finite_positive(x: Any) -> bool:
     return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x) and x > 0
 
 
-__all__ = ["GateDecision", "OrderGate", "OrderJournal", "Awaitable"]
+__all__ = ["GateDecision", "OrderGate", "OrderJournal"]

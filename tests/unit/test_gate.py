@@ -37,17 +37,17 @@ class RecordingJournal:
         self.events: list[tuple[str, str, str | None]] = []
         self.on_record = None
 
-    async def record_order(self, order: Order, event_time_ms: int) -> int:
+    async def record_order(self, order: Order, event_time_ms: int | None = None) -> int:
         self.events.append(("durable", order.status.value, order.reason))
         if self.on_record:
             self.on_record(order)
         await asyncio.sleep(0)
         return len(self.events)
 
-    def submit_order(self, order: Order, event_time_ms: int):
+    def enqueue_order(self, order: Order, event_time_ms: int | None = None):
         self.events.append(("queued", order.status.value, order.reason))
 
-    def submit_fill(self, fill):
+    def enqueue_fill(self, fill):
         self.events.append(("fill", fill.client_order_id, None))
 
 
