@@ -172,13 +172,13 @@ class Session:
         for fill in fills:
             self.portfolio.apply(fill)
         restored["fills"] = len(fills)
-        if fills or record:
+        open_orders = await journal.open_orders()
+        if fills or open_orders:
             balances: dict[str, float] = {QUOTE: self.portfolio.cash}
             for symbol, pos in self.portfolio.positions().items():
                 asset = base_asset(symbol)
                 if asset and pos.quantity > 0:
                     balances[asset] = balances.get(asset, 0.0) + pos.quantity
-            open_orders = await journal.open_orders()
             cancelled = self.exchange.restore(balances, open_orders)
             restored["open_orders"] = len(open_orders) - len(cancelled)
             restored["cancelled"] = len(cancelled)

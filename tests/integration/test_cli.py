@@ -9,7 +9,7 @@ import pytest
 
 from tests.conftest import run_cli
 
-SUBCOMMANDS = ("console", "replay", "simulate", "config")
+SUBCOMMANDS = ("console", "replay", "simulate", "config", "db", "audit")
 
 
 def test_help_lists_every_subcommand():

@@ -1,0 +1,108 @@
+"""CrewAI, offline and lazy.
+
+CrewAI phones home three ways unless told not to (telemetry, tracing, a version check
+against the package index) and writes a kickoff database under the current directory's
+name. `configure()` sets the environment that stops all of that and points its storage
+at a directory we own; it must run before crewai is imported, and `load_crewai()` makes
+sure it has. Importing crewai costs seconds and ~170 MB, so nothing in core.agents imports
+it at module import time: call `await asyncio.to_thread(load_crewai)` (AgentDesk.start does)
+off the UI's path.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import os
+import sys
+import threading
+from pathlib import Path
+from types import ModuleType
+
+OFFLINE_ENV: dict[str, str] = {
+    "CREWAI_DISABLE_TELEMETRY": "true",
+    "OTEL_SDK_DISABLED": "true",
+    "CREWAI_TRACING_ENABLED": "false",
+    "CREWAI_DISABLE_VERSION_CHECK": "true",
+}
+
+_lock = threading.Lock()
+_crewai: ModuleType | None = None
+_storage_dir: Path | None = None
+_load_seconds: float | None = None
+
+
+def default_storage_dir() -> Path:
+    """<spikeguard data dir>/crewai (AppPaths), never ~/.local/share/<cwd name>."""
+    from core.paths import AppPaths
+
+    return AppPaths.resolve().data_dir / "crewai"
+
+
+def configure(storage_dir: str | Path | None = None) -> Path:
+    """Set the offline environment and CrewAI's storage folder. Safe to call repeatedly;
+    the storage folder can only be chosen before crewai is imported (later calls keep the
+    first folder and return it)."""
+    global _storage_dir
+    with _lock:
+        for key, value in OFFLINE_ENV.items():
+            os.environ[key] = value
+        if _storage_dir is not None and ("crewai" in sys.modules):
+            return _storage_dir
+        path = Path(storage_dir) if storage_dir is not None else default_storage_dir()
+        path = path.expanduser().resolve()
+        path.mkdir(parents=True, exist_ok=True)
+        # an absolute CREWAI_STORAGE_DIR makes appdirs return exactly this folder
+        os.environ["CREWAI_STORAGE_DIR"] = str(path)
+        _storage_dir = path
+        return path
+
+
+def is_loaded() -> bool:
+    return _crewai is not None
+
+
+def load_seconds() -> float | None:
+    """How long the one import of crewai took (None before it)."""
+    return _load_seconds
+
+
+class _QuietTokenEstimate(logging.Filter):
+    """CrewAI warns on every call that it estimates tokens as characters / 4; once is enough."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.seen = False
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if "approximate input token count" in record.getMessage():
+            if self.seen:
+                return False
+            self.seen = True
+        return True
+
+
+def load_crewai(storage_dir: str | Path | None = None) -> ModuleType:
+    """Import crewai once (blocking: call it through asyncio.to_thread), offline."""
+    global _crewai, _load_seconds
+    if _crewai is not None:
+        return _crewai
+    configure(storage_dir)
+    with _lock:
+        if _crewai is None:
+            import time
+
+            t0 = time.perf_counter()
+            module = importlib.import_module("crewai")
+            # the pieces the desk uses, imported here so the first run does not pay for them
+            importlib.import_module("crewai.events")
+            importlib.import_module("crewai.hooks.dispatch")
+            importlib.import_module("crewai.tools")
+            importlib.import_module("crewai.llms.base_llm")
+            logging.getLogger("crewai.llms.base_llm").addFilter(_QuietTokenEstimate())
+            _load_seconds = time.perf_counter() - t0
+            _crewai = module
+    return _crewai
+
+
+__all__ = ["OFFLINE_ENV", "configure", "load_crewai", "is_loaded", "load_seconds", "default_storage_dir"]
