@@ -77,6 +77,9 @@ def pct(values: list[float], q: float) -> float:
 
 
 def main() -> None:
+    import logging
+
+    logging.getLogger().addHandler(logging.NullHandler())  # figures only: no log lines on the terminal
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="smaller run (for CI smoke)")
     args = ap.parse_args()
