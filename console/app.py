@@ -421,7 +421,7 @@ class SpikeguardApp(App[int]):
 
     @work(group="shutdown", exclusive=True)
     async def _graceful_exit(self) -> None:
-        await self.session.close()
+        await self.session.close("terminal lost (hangup)" if self.exit_code == 129 else "operator quit")
         self.exit(self.exit_code)
 
     # ------------------------------------------------------------------ a dropped SSH session

@@ -222,20 +222,26 @@ class Session:
             await asyncio.sleep(1.0)
             self.approvals.expire_due()
 
-    async def close(self) -> None:
-        """Cancel open entry orders (protective stops stay with the exchange), flush the journal."""
+    async def close(self, reason: str = "") -> None:
+        """Cancel open entry orders (protective stops stay with the exchange), journal the end
+        of the session, flush the journal."""
         if self._closed:
             return
         self._closed = True
         self.engine.stop()
         for task in self._tasks:
             task.cancel()
+        cancelled = 0
         for order in self.gate.open_orders():
             if not order.reduce_only:
                 try:
                     await self.gate.cancel(order.client_order_id)
+                    cancelled += 1
                 except Exception:
                     log.exception("cancel on close failed for %s", order.client_order_id)
+        if reason:
+            self._operator_action("session_end", reason, {"entry_orders_cancelled": cancelled,
+                                                          "breaker": self.breaker.status.value})
         if self.journal is not None:
             await self.journal.close()
 
