@@ -47,6 +47,16 @@ def _positive_minutes(text: str) -> float:
     return value
 
 
+def _port(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"port must be a number, got {text!r}") from None
+    if not 1 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"port must be 1-65535, got {value}")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     def common_options(suppress: bool) -> argparse.ArgumentParser:
         # subcommands repeat the global options with SUPPRESS defaults, so an option given
@@ -77,6 +87,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--speed", type=_speed, default=None, help="market time per real time: a factor, or max")
     p.add_argument("files", nargs="*", metavar="FILE", help="CSV files for --feed replay")
     p.add_argument("--db", metavar="FILE", help="the journal (default: journal.db in the data directory)")
+    p.add_argument("--headless-ok", action="store_true", help=argparse.SUPPRESS)  # textual-serve has no tty
+
+    p = sub.add_parser("serve", parents=[common], help="serve the console to a browser (textual-serve)")
+    p.add_argument("--host", default="127.0.0.1", help="interface to listen on (default 127.0.0.1: local only)")
+    p.add_argument("--port", type=_port, default=8000, help="port (default 8000)")
+    p.add_argument("--scenario", default=None, help="sim scenario for the served console")
 
     p = sub.add_parser("replay", parents=[common], help="run the engine headless over Binance CSV files")
     p.add_argument("--speed", type=_speed, default=0.0, help="max (default) or a factor of real time")
@@ -296,6 +312,28 @@ def _progress(feed: Any):
     return update, progress.stop
 
 
+def cmd_serve(args: argparse.Namespace, loaded: Any, paths: Any) -> int:
+    """Each browser tab gets its own console process, with the same options as this command."""
+    import shlex
+
+    from textual_serve.server import Server
+
+    if args.host not in ("127.0.0.1", "localhost", "::1"):
+        print(f"warning: serving on {args.host}: anyone who can reach it controls the breaker", file=sys.stderr)
+    command = [sys.executable, "-m", "console.cli"]
+    if args.config:
+        command += ["--config", args.config]
+    if args.data_dir:
+        command += ["--data-dir", args.data_dir]
+    for item in args.overrides:
+        command += ["--set", item]
+    command += ["console", "--headless-ok"]
+    if args.scenario:
+        command += ["--scenario", args.scenario]
+    Server(shlex.join(command), host=args.host, port=args.port, title="spikeguard").serve()
+    return EXIT_OK
+
+
 def cmd_console(args: argparse.Namespace, loaded: Any, paths: Any) -> int:
     from console.launch import launch_console
 
@@ -303,7 +341,7 @@ def cmd_console(args: argparse.Namespace, loaded: Any, paths: Any) -> int:
 
 
 _COMMANDS = {"config": cmd_config, "replay": cmd_replay, "simulate": cmd_simulate, "console": cmd_console,
-             "db": cmd_db, "audit": cmd_audit}
+             "db": cmd_db, "audit": cmd_audit, "serve": cmd_serve}
 
 
 if __name__ == "__main__":

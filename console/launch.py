@@ -54,7 +54,7 @@ def launch_console(args: Any, loaded: Any, paths: Any) -> int:
     except LaunchError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    if not sys.stdout.isatty() and not getattr(args, "headless", False):
+    if not sys.stdout.isatty() and not getattr(args, "headless_ok", False):
         print("error: the console needs a terminal (use `spikeguard replay` or `simulate` headless)",
               file=sys.stderr)
         return 2
@@ -64,7 +64,9 @@ def launch_console(args: Any, loaded: Any, paths: Any) -> int:
     paths.ensure()
     journal_path = Path(args.db).expanduser() if getattr(args, "db", None) else paths.journal
     session = Session(settings, feed, journal_path=journal_path)
-    app = SpikeguardApp(session, feed_label=label, speed_label=speed_label, journal_label=_short(journal_path))
+    served = getattr(args, "headless_ok", False)  # under textual-serve: no tty for the watchdog to watch
+    app = SpikeguardApp(session, feed_label=label, speed_label=speed_label, journal_label=_short(journal_path),
+                        watchdog=not served)
     code = app.run()
     return int(code or 0)
 
