@@ -16,6 +16,7 @@ import time
 from collections import deque
 from collections.abc import Callable
 from datetime import datetime, timezone
+from pathlib import Path
 
 from textual import work
 from textual.actions import SkipAction
@@ -85,7 +86,7 @@ class MainScreen(Screen):
 
 
 class SpikeguardApp(App[int]):
-    CSS_PATH = "app.tcss"
+    CSS_PATH = Path(__file__).with_name("app.tcss")  # absolute: subclasses live elsewhere
     TITLE = "spikeguard"
     BINDINGS = [
         Binding("a", "approve", "Approve"),
@@ -117,6 +118,7 @@ class SpikeguardApp(App[int]):
         self._orders: deque[tuple[Order, int]] = deque(maxlen=300)
         self._wide: bool | None = None
         self._epoch_seen = -1
+        self._banner_record = None
         self._state_since = wall_clock()
         self._ticks_seen = 0
         self._rate = 0.0
@@ -126,6 +128,9 @@ class SpikeguardApp(App[int]):
         self._feed_paused = False
         self.first_frame_at: float | None = None
         self.exit_code = 0
+        self._board_ticks = -1
+        self._side_at = 0.0
+        self._shown: dict[str, object] = {}  # what each panel last showed: unchanged panels are not repainted
 
     # ------------------------------------------------------------------ lifecycle
     def on_mount(self) -> None:
@@ -178,6 +183,8 @@ class SpikeguardApp(App[int]):
         orders = screen.query_one("#orders", OrdersLog)
         for order, t in self._orders:
             orders.add_order(order, t)
+        self._shown.clear()
+        self._board_ticks = -1
         self.frame()
 
     def _main(self) -> MainScreen | None:
@@ -188,6 +195,7 @@ class SpikeguardApp(App[int]):
 
     # ------------------------------------------------------------------ the frame: batch everything
     def frame(self) -> None:
+        """Drain the bus, then repaint only what changed (each update costs a render)."""
         screen = self._main()
         if screen is None or not screen.is_mounted:
             return
@@ -201,12 +209,24 @@ class SpikeguardApp(App[int]):
             events.append(q.get_nowait())
         if events:
             self._apply(screen, events)
-        board.update_rows(self._board_rows())
+        ticks = self.session.engine.ticks
+        if ticks != self._board_ticks or board.flashing:
+            self._board_ticks = ticks
+            board.update_rows(self._board_rows())
         self._update_banner(screen)
-        self._update_side(screen)
+        now = self.wall_clock()
+        if events or now - self._side_at >= 0.5:
+            self._side_at = now
+            self._update_side(screen)
         self._update_status(screen)
         if self.first_frame_at is None:
             self.first_frame_at = time.perf_counter()
+
+    def _changed(self, key: str, value: object) -> bool:
+        if self._shown.get(key) == value:
+            return False
+        self._shown[key] = value
+        return True
 
     def _apply(self, screen: MainScreen, events: list) -> None:
         spikes = screen.query_one("#spikes", SpikeQueue)
@@ -264,7 +284,8 @@ class SpikeguardApp(App[int]):
             ref = refs.get(symbol)
             rows.append(BoardRow(
                 symbol=symbol, last=w.last_price, change_1m=w.change_pct(0), change_5m=w.change_pct(1),
-                change_1h=w.change_pct(3), closes=tuple(w.closes), volume_multiple=w.volume_multiple(0),
+                change_1h=w.change_pct(3), closes=w.closes, spark_version=w.vol_samples,
+                volume_multiple=w.volume_multiple(0),
                 drop_60m=w.drop_pct(3), trigger_level=ref.dump_1h_percent if ref else mw_level,
                 reference=ref is not None,
             ))
@@ -272,25 +293,35 @@ class SpikeguardApp(App[int]):
 
     def _update_banner(self, screen: MainScreen) -> None:
         breaker = self.session.breaker
-        record = breaker.snapshot()
-        if record.epoch != self._epoch_seen:
+        record = breaker.snapshot() if breaker.epoch != self._epoch_seen else None
+        if record is not None:
             self._epoch_seen = record.epoch
             self._state_since = self.wall_clock()
+            self._banner_record = record
+        record = self._banner_record
+        if record is None:
+            record = self._banner_record = breaker.snapshot()
         reason = record.reason if record.epoch else "no breaker condition"
-        screen.query_one("#banner", BreakerBanner).show(BannerState(
-            record.status, reason, record.epoch, self.wall_clock() - self._state_since, record.actor.value))
+        state = BannerState(record.status, reason, record.epoch, int(self.wall_clock() - self._state_since),
+                            record.actor.value)
+        if self._changed("banner", state):
+            screen.query_one("#banner", BreakerBanner).show(state)
 
     def _update_side(self, screen: MainScreen) -> None:
         pending = self.session.approvals.pending()
         proposal = self._selected_proposal()
-        panel = screen.query_one("#proposal", ProposalPanel)
         now_ms = int(self.wall_clock() * 1000)
-        panel.show(proposal, proposal.ttl_seconds(now_ms) if proposal else 0.0, len(pending))
+        ttl = int(proposal.ttl_seconds(now_ms)) if proposal else 0
+        if self._changed("proposal", (proposal.proposal_id if proposal else None, ttl, len(pending))):
+            screen.query_one("#proposal", ProposalPanel).show(proposal, ttl, len(pending))
         p = self.session.portfolio
         prices = self.session.engine.market.last_prices()
-        screen.query_one("#positions", PositionsPanel).show(
-            self.session.open_positions(), p.cash, p.equity(prices), p.realized_pnl, p.fees_paid,
-            len(self.session.gate.open_orders()))
+        rows = self.session.open_positions()
+        book = (tuple((r[0], r[1], round(r[4], 2)) for r in rows), round(p.cash, 2), round(p.equity(prices), 2),
+                round(p.realized_pnl, 2), round(p.fees_paid, 2), len(self.session.gate.open_orders()))
+        if self._changed("book", book):
+            screen.query_one("#positions", PositionsPanel).show(rows, p.cash, p.equity(prices), p.realized_pnl,
+                                                                p.fees_paid, book[-1])
 
     def _update_status(self, screen: MainScreen) -> None:
         engine = self.session.engine
@@ -304,11 +335,14 @@ class SpikeguardApp(App[int]):
         feed_ok = engine.finished or self._feed_paused or age_ms < STALE_FEED_MS or not self.live
         clock = datetime.fromtimestamp(now, timezone.utc).strftime("%H:%M:%S UTC")
         market_time = datetime.fromtimestamp(engine.now_ms() / 1000, timezone.utc).strftime("%H:%M:%S")
-        screen.query_one("#status", StatusBar).show(StatusInfo(
+        latency = engine.latency.percentile_ns(50) / 1e6 if engine.latency.count and self.live else None
+        info = StatusInfo(
             mode=self.session.mode, feed=f"{self.feed_label} @{market_time}", feed_ok=feed_ok,
-            latency_ms=engine.latency.percentile_ns(50) / 1e6 if engine.latency.count and self.live else None,
-            ticks_per_second=self._rate, speed=self.speed_label, journal=self.journal_label, clock=clock,
-            scanner_paused=self._scanner_paused, feed_paused=self._feed_paused))
+            latency_ms=round(latency, 3) if latency is not None else None, ticks_per_second=round(self._rate),
+            speed=self.speed_label, journal=self.journal_label, clock=clock,
+            scanner_paused=self._scanner_paused, feed_paused=self._feed_paused)
+        if self._changed("status", info):
+            screen.query_one("#status", StatusBar).show(info)
 
     def _selected_proposal(self):
         pending = self.session.approvals.pending()

@@ -237,7 +237,7 @@ class MonitoringSettings(Strict):
 
 class PerformanceSettings(Strict):
     max_symbols: int = Field(200, ge=1)
-    ui_fps: int = Field(20, ge=1, le=60)
+    ui_fps: int = Field(10, ge=1, le=60)
     max_spike_queue_rows: int = Field(200, ge=10)
     decision_latency_sample: int = Field(1_000_000, ge=1000)
 

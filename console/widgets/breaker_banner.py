@@ -48,4 +48,6 @@ class BreakerBanner(Static):
         text.append(f"{ICONS[state.status]} {state.status.value}", style="bold")
         text.append(f" │ {state.reason} │ epoch {state.epoch} │ {fmt_duration(state.seconds_in_state)} in state"
                     f" │ {STATE_POLICY[state.status]} │ by {state.actor}")
-        self.update(text)
+        lines = max(1, -(-len(text.plain) // max(1, self.size.width - 2)))
+        self.update(text, layout=lines != getattr(self, "_lines", 0))  # a layout only when the height changes
+        self._lines = lines

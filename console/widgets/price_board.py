@@ -28,7 +28,8 @@ class BoardRow:
     change_1m: float
     change_5m: float
     change_1h: float
-    closes: tuple[float, ...]
+    closes: list[float]  # one-minute closes of the last hour (the engine's own list: not copied)
+    spark_version: int  # changes when a minute closes: the sparkline is cached until then
     volume_multiple: float
     drop_60m: float
     trigger_level: float  # the drop that trips the breaker for this symbol (or market-wide)
@@ -91,6 +92,13 @@ class PriceBoard(ScrollView, can_focus=True):
         self._flash: dict[str, tuple[float, bool]] = {}  # symbol -> (until, up)
         self._clock = clock
         self._width = 0
+        self._sparks: dict[str, tuple[tuple[int, int], str]] = {}
+
+    @property
+    def flashing(self) -> bool:
+        """A flash is showing: keep repainting until it fades."""
+        now = self._clock()
+        return any(until > now for until, _ in self._flash.values())
 
     # ------------------------------------------------------------------ data in (once per frame)
     def update_rows(self, rows: list[BoardRow]) -> None:
@@ -102,7 +110,9 @@ class PriceBoard(ScrollView, can_focus=True):
             self._last_price[row.symbol] = row.last
         self._rows = rows
         self._rebuild(now)
-        self.virtual_size = Size(self._width, len(self._strips))
+        size = Size(self._width, len(self._strips))
+        if size != self.virtual_size:
+            self.virtual_size = size  # a layout only when the row count changes
         self.refresh()
 
     def on_resize(self) -> None:
@@ -140,7 +150,12 @@ class PriceBoard(ScrollView, can_focus=True):
                 text, style = _pct(value)
                 cells.append((text.rjust(7), style))
             if show_spark:
-                cells.append((" " + sparkline(row.closes + (row.last,), spark_w - 1), S_SPARK))
+                key = (row.spark_version, spark_w)
+                cached = self._sparks.get(row.symbol)
+                if cached is None or cached[0] != key:
+                    cached = (key, " " + sparkline(tuple(row.closes), spark_w - 1))
+                    self._sparks[row.symbol] = cached
+                cells.append((cached[1], S_SPARK))
             vm = row.volume_multiple
             cells.append((f"{vm:5.1f}x" if vm > 0 else "    - ", S_WARN if vm >= 3 else S_FLAT))
             ratio = row.drop_60m / row.trigger_level if row.trigger_level > 0 else 0.0

@@ -45,4 +45,4 @@ class StatusBar(Static):
             t.append("  SCANNER PAUSED", style="bold yellow")
         t.append(f"  journal {info.journal}", style="grey62")
         t.append(f"  {info.clock}")
-        self.update(t)
+        self.update(t, layout=False)  # one line, always
