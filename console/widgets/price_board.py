@@ -177,5 +177,5 @@ class PriceBoard(ScrollView, can_focus=True):
         if y == 0 and self._strips:
             return self._strips[0]  # the header stays put
         if index >= len(self._strips):
-            return Strip.blank(self.size.width)
+            return Strip.blank(self.size.width, self.rich_style)
         return self._strips[index].crop(scroll_x, scroll_x + self.size.width)

@@ -238,3 +238,39 @@ async def test_compact_layout_at_80x24(session, clock):
         app.screen.query_one("#tabs")
         await pilot.press("a")
         assert type(app.screen).__name__ == "ApproveScreen"
+
+
+async def test_warning_and_trigger_ring_the_bell(session, clock, monkeypatch):
+    app = make_app(session, clock)
+    rings = []
+    monkeypatch.setattr(app, "bell", lambda: rings.append(session.breaker.status.value))
+    async with app.run_test(size=SIZE) as pilot:
+        await _ready(app, pilot)
+        session.engine.process(path("BTCUSDT", [(0, 100.0), (15, 100.0), (35, 83.0)]))
+        app.frame()
+        await pilot.pause()
+    assert len(rings) == 2  # SAFE -> WARNING and WARNING -> TRIGGERED, once each
+
+
+async def test_no_color_is_honoured(session, clock, monkeypatch):
+    monkeypatch.setenv("NO_COLOR", "1")
+    app = make_app(session, clock)
+    async with app.run_test(size=SIZE) as pilot:
+        await _ready(app, pilot)
+        assert app.no_color
+        assert "SAFE" in screen_text(app)  # the state is spelled out, not colour only
+
+
+def test_binance_feed_is_not_available_yet():
+    from tests.conftest import run_cli
+
+    result = run_cli("console", "--feed", "binance")
+    assert result.returncode == 2
+    assert "not available yet" in result.stderr and len(result.stderr.strip().splitlines()) == 1
+
+
+def test_console_without_a_terminal_says_so():
+    from tests.conftest import run_cli
+
+    result = run_cli("console", "--scenario", "calm")
+    assert result.returncode == 2 and "needs a terminal" in result.stderr
