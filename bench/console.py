@@ -22,7 +22,10 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
 os.environ.setdefault("TEXTUAL_ANIMATIONS", "none")
+
+from common import fifty_symbols, quiet_logs  # noqa: E402
 
 FIRST_FRAME = """
 import sys, time, asyncio
@@ -44,11 +47,6 @@ print(f"{app.first_frame_at - t0:.4f} {'crewai' in sys.modules}")
 """
 
 
-def fifty() -> list[str]:
-    base = ["BTCUSDT", "ETHUSDT", "SOLUSDT", "BNBUSDT", "XRPUSDT", "DOGEUSDT", "ADAUSDT", "AVAXUSDT"]
-    return base + [f"ALT{i:02d}USDT" for i in range(42)]
-
-
 async def cpu_share(seconds: float) -> tuple[float, int, float]:
     from console.app import SpikeguardApp
     from core.config import load_config
@@ -56,7 +54,7 @@ async def cpu_share(seconds: float) -> tuple[float, int, float]:
     from core.session import Session
 
     settings = load_config(env={}, dotenv_paths=[]).settings
-    session = Session(settings, SimFeed(scenario="calm", seed=2, symbols=fifty(), tick_interval_ms=100, speed=1.0))
+    session = Session(settings, SimFeed(scenario="calm", seed=2, symbols=fifty_symbols(), tick_interval_ms=100, speed=1.0))
     app = SpikeguardApp(session, watchdog=False)
     async with app.run_test(size=(160, 60)) as pilot:
         await pilot.pause(3.0)  # warm-up
@@ -126,9 +124,7 @@ def cold_start(runs: int) -> list[tuple[float, float, bool]]:
 
 
 def main() -> None:
-    import logging
-
-    logging.getLogger().addHandler(logging.NullHandler())
+    quiet_logs()
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true")
     args = ap.parse_args()

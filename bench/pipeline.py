@@ -20,18 +20,15 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from common import fifty_symbols, pct, quiet_logs  # noqa: E402
 from core.config import load_config  # noqa: E402
 from core.engine import Engine  # noqa: E402
 from core.events import BreakerStatus, Tick  # noqa: E402
 from core.market.sim import SimFeed  # noqa: E402
 
 SYMBOLS = 50
-
-
-def fifty_symbols() -> list[str]:
-    base = ["BTCUSDT", "ETHUSDT", "SOLUSDT", "BNBUSDT", "XRPUSDT", "DOGEUSDT", "ADAUSDT", "AVAXUSDT"]
-    return base + [f"ALT{i:02d}USDT" for i in range(SYMBOLS - len(base))]
 
 
 class _NullFeed:
@@ -71,15 +68,9 @@ def tick_to_halt(settings, trials: int) -> list[float]:
     return out
 
 
-def pct(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))]
-
 
 def main() -> None:
-    import logging
-
-    logging.getLogger().addHandler(logging.NullHandler())  # figures only: no log lines on the terminal
+    quiet_logs()
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="smaller run (for CI smoke)")
     args = ap.parse_args()

@@ -19,7 +19,9 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from common import pct, quiet_logs  # noqa: E402
 from core.config import load_config  # noqa: E402
 from core.engine import Engine  # noqa: E402
 from core.events import BreakerStatus, Tick  # noqa: E402
@@ -87,15 +89,9 @@ async def journal_rows(n: int, batching: bool) -> float:
         return n / elapsed
 
 
-def pct(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))]
-
 
 def main() -> None:
-    import logging
-
-    logging.getLogger().addHandler(logging.NullHandler())  # figures only: no log lines on the terminal
+    quiet_logs()
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true")
     args = ap.parse_args()

@@ -23,6 +23,29 @@ _COMPACT_AT = 4096  # compact arrays once this many expired entries sit at the f
 SPARK_MINUTES = 60
 
 
+def _push_max(times: array, values: array, heads: list[int], t: int, value: float, wins: tuple[int, ...],
+              n: int) -> None:
+    """Add (t, value) to a monotonic (decreasing) deque shared by nested windows, and move
+    each window's head past the entries that left it. Amortised O(1) per call."""
+    size = len(values)
+    while size and values[size - 1] <= value:
+        size -= 1
+    if size < len(values):
+        del times[size:]
+        del values[size:]
+        for k in range(n):
+            if heads[k] > size:
+                heads[k] = size
+    times.append(t)
+    values.append(value)
+    for k in range(n):
+        h = heads[k]
+        cutoff = t - wins[k]
+        while times[h] <= cutoff:
+            h += 1
+        heads[k] = h
+
+
 class SymbolWindows:
     """Rolling windows for one symbol. `update()` is the hot path; read the rest freely."""
 
@@ -58,7 +81,7 @@ class SymbolWindows:
         self._h = [0] * self.n
         self._sum_q = [0.0] * self.n
         self._sum_pq = [0.0] * self.n
-        # monotonic deques over the longest window (max: decreasing prices, min: increasing)
+        # monotonic deques over the longest window: highs, and lows stored negated
         self._mx_t = array("q")
         self._mx_p = array("d")
         self._mx_h = [0] * self.n
@@ -117,45 +140,9 @@ class SymbolWindows:
             sq[k] = s_q
             spq[k] = s_pq
 
-        # max deque
-        mt, mp, mh = self._mx_t, self._mx_p, self._mx_h
-        size = len(mp)
-        while size and mp[size - 1] <= price:
-            size -= 1
-        if size < len(mp):
-            del mt[size:]
-            del mp[size:]
-            for k in range(n):
-                if mh[k] > size:
-                    mh[k] = size
-        mt.append(t)
-        mp.append(price)
-        for k in range(n):
-            h = mh[k]
-            cutoff = t - wins[k]
-            while mt[h] <= cutoff:
-                h += 1
-            mh[k] = h
-
-        # min deque
-        mt, mp, mh = self._mn_t, self._mn_p, self._mn_h
-        size = len(mp)
-        while size and mp[size - 1] >= price:
-            size -= 1
-        if size < len(mp):
-            del mt[size:]
-            del mp[size:]
-            for k in range(n):
-                if mh[k] > size:
-                    mh[k] = size
-        mt.append(t)
-        mp.append(price)
-        for k in range(n):
-            h = mh[k]
-            cutoff = t - wins[k]
-            while mt[h] <= cutoff:
-                h += 1
-            mh[k] = h
+        # one routine keeps both deques: the minimum is the maximum of negated prices
+        _push_max(self._mx_t, self._mx_p, self._mx_h, t, price, wins, n)
+        _push_max(self._mn_t, self._mn_p, self._mn_h, t, -price, wins, n)
 
         if heads[n - 1] >= _COMPACT_AT:
             self._compact()
@@ -219,7 +206,7 @@ class SymbolWindows:
         return self._mx_p[self._mx_h[k]]
 
     def low(self, k: int) -> float:
-        return self._mn_p[self._mn_h[k]]
+        return -self._mn_p[self._mn_h[k]]
 
     def high_time(self, k: int) -> int:
         return self._mx_t[self._mx_h[k]]
@@ -234,7 +221,7 @@ class SymbolWindows:
 
     def rise_pct(self, k: int) -> float:
         """Percent above the window's low (>= 0)."""
-        lo = self._mn_p[self._mn_h[k]]
+        lo = -self._mn_p[self._mn_h[k]]
         return (self.last_price - lo) / lo * 100.0
 
     def _no_volume(self, s: float) -> bool:

@@ -10,8 +10,7 @@ from __future__ import annotations
 import asyncio
 import csv
 from collections import Counter
-from datetime import datetime, timezone
-from pathlib import Path
+from datetime import datetime
 
 import pytest
 

@@ -8,7 +8,6 @@ so the shapes do not depend on the step.
 
 from __future__ import annotations
 
-import asyncio
 import math
 import statistics
 from itertools import islice
