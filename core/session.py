@@ -77,7 +77,8 @@ class Session:
         self.gate = OrderGate(settings.risk_management, self.breaker, self.engine.market, self.exchange,
                               self.portfolio, journal=journal, clock=self.engine.now_ms)
         self.approvals = ApprovalQueue(self.gate, self.breaker, self.engine.market, self.bus, journal=journal,
-                                       wall_clock=self.wall_clock)
+                                       wall_clock=self.wall_clock,
+                                       max_drift_pct=settings.execution.max_approval_drift_percent)
         self.proposer = RulesProposer(settings, self.engine.market, self.breaker, equity=self._equity,
                                       holdings=self.gate._position_qty, wall_clock=self.wall_clock)
         self.decision_maker = DeskDecisionMaker(self.proposer.decide, "rules")

@@ -221,8 +221,16 @@ class ExecutionSettings(Strict):
     mode: Literal["paper", "testnet", "live"] = "paper"
     default_order_type: Literal["market", "limit", "post_only"] = "limit"
     proposal_ttl_seconds: float = Field(120.0, gt=0)
+    # approving refuses a proposal whose price moved more than this since it was made
+    max_approval_drift_percent: float = Field(1.0, gt=0, lt=50)
     auto_approve_paper: bool = False
     paper: PaperSettings = PaperSettings()
+
+    @model_validator(mode="after")
+    def _auto_approve_only_on_paper(self) -> "ExecutionSettings":
+        if self.auto_approve_paper and self.mode != "paper":
+            raise ValueError(f"auto_approve_paper is allowed only with mode: paper (mode is {self.mode})")
+        return self
 
 
 # ---------------------------------------------------------------------------- ops
