@@ -9,6 +9,7 @@ terminal's size: compact (80x24 works) and wide (everything side by side).
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import signal
 import sys
@@ -101,7 +102,7 @@ class SpikeguardApp(App[int]):
 
     def __init__(self, session: Session, *, live: bool = True, feed_label: str = "sim", speed_label: str = "",
                  journal_label: str = "memory", wall_clock: Callable[[], float] = time.time,
-                 watchdog: bool = True) -> None:
+                 watchdog: bool = True, watch_tty: bool = True) -> None:
         super().__init__()
         self.session = session
         self.live = live
@@ -128,6 +129,9 @@ class SpikeguardApp(App[int]):
         self._feed_paused = False
         self.first_frame_at: float | None = None
         self.exit_code = 0
+        self.watch_tty = watch_tty
+        self._parent_pid = os.getppid()
+        self._hung_up = False
         self._board_ticks = -1
         self._side_at = 0.0
         self._shown: dict[str, object] = {}  # what each panel last showed: unchanged panels are not repainted
@@ -146,6 +150,12 @@ class SpikeguardApp(App[int]):
                 except (NotImplementedError, RuntimeError, ValueError):
                     pass
         self.call_after_refresh(self.frame)
+
+    async def on_unmount(self) -> None:
+        """Every way out (q, the palette's quit, a browser tab closing under textual-serve)
+        passes here: the session is closed, so the journal's thread cannot keep us alive."""
+        if not self._hung_up:
+            await self.session.close("console closed")
 
     async def _run_engine(self) -> None:
         try:
@@ -455,18 +465,34 @@ class SpikeguardApp(App[int]):
 
     @work(group="shutdown", exclusive=True)
     async def _graceful_exit(self) -> None:
-        await self.session.close("terminal lost (hangup)" if self.exit_code == 129 else "operator quit")
+        await self.session.close("operator quit")
         self.exit(self.exit_code)
 
     # ------------------------------------------------------------------ a dropped SSH session
     def _tty_watchdog(self) -> None:
+        """The terminal is gone (SSH dropped) or our parent died (textual-serve stopped)."""
         try:
-            alive = os.isatty(sys.__stdout__.fileno()) and os.getppid() != 1
+            orphaned = os.getppid() != self._parent_pid
+            alive = not orphaned and (not self.watch_tty or os.isatty(sys.__stdout__.fileno()))
         except (ValueError, OSError, AttributeError):
             alive = False
         if not alive:
             self._hangup()
 
     def _hangup(self) -> None:
+        if self._hung_up:
+            return
+        self._hung_up = True
         self.exit_code = 129
-        self._graceful_exit()
+        self._abandon()
+
+    @work(group="shutdown", exclusive=True)
+    async def _abandon(self) -> None:
+        """Leave without the terminal: manage the orders, journal the end, flush, and go.
+        Restoring a terminal that no longer exists can block forever in the output thread,
+        so the process ends here once the journal is safe."""
+        try:
+            await asyncio.wait_for(self.session.close("terminal lost (hangup)"), timeout=10)
+        finally:
+            logging.shutdown()
+            os._exit(129)

@@ -66,6 +66,25 @@ def _command(data_dir: Path) -> str:
     return f"{sys.executable} -m console.cli --data-dir {data_dir} console --scenario calm"
 
 
+def running(data_dir: Path) -> list[int]:
+    """PIDs of console processes (python itself, not the shell around it) on this data directory."""
+    import psutil
+
+    found = []
+    for proc in psutil.process_iter(["cmdline"]):
+        cmd = proc.info["cmdline"] or []
+        if cmd and "python" in Path(cmd[0]).name and "console.cli" in cmd and str(data_dir) in cmd:
+            found.append(proc.pid)
+    return found
+
+
+def wait_gone(data_dir: Path, timeout: float = TIMEOUT) -> None:
+    deadline = time.monotonic() + timeout
+    while running(data_dir) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert running(data_dir) == [], "the console outlived its terminal"
+
+
 def _journal_rows(db: Path, sql: str) -> list:
     with sqlite3.connect(f"file:{db}?mode=ro", uri=True) as con:
         return con.execute(sql).fetchall()
@@ -85,6 +104,7 @@ def test_trigger_confirm_clear_and_quit(term, tmp_path):
     term.wait_for("SAFE │ all clear")
     term.keys("q")
     term.wait_for("SPIKEGUARD-EXIT=0")
+    assert running(data) == []
     rows = _journal_rows(data / "journal.db", "SELECT action, reason, actor FROM operator_actions ORDER BY id")
     assert rows[:2] == [("force_trigger", "e2e drill", "operator"), ("clear_breaker", "all clear", "operator")]
     assert rows[-1][0] == "session_end" and rows[-1][1] == "operator quit"
@@ -96,6 +116,7 @@ def test_a_dropped_terminal_ends_the_session_cleanly(term, tmp_path):
     data = tmp_path / "sg"
     term.start(_command(data))
     term.wait_for("BTCUSDT", "SAFE")
+    assert running(data)
     term.kill()  # the SSH session drops: the terminal goes away
     deadline = time.monotonic() + TIMEOUT
     rows: list = []
@@ -107,6 +128,7 @@ def test_a_dropped_terminal_ends_the_session_cleanly(term, tmp_path):
                 break
         time.sleep(0.1)
     assert rows == [("session_end", "terminal lost (hangup)")]
+    wait_gone(data)  # and the process is gone, not stuck restoring a terminal that no longer exists
 
 
 def test_restart_keeps_a_triggered_breaker(term, tmp_path):
@@ -126,4 +148,5 @@ def test_restart_keeps_a_triggered_breaker(term, tmp_path):
         again.wait_for("BTCUSDT", "TRIGGERED │ before restart")
     finally:
         again.kill()
+    wait_gone(data)
     assert os.path.exists(data / "journal.db")

@@ -56,6 +56,17 @@ async def test_serve_runs_the_console_for_a_browser(tmp_path):
     finally:
         os.killpg(proc.pid, signal.SIGTERM)
         proc.wait(timeout=15)
+    # the console the server started notices its server is gone and ends
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline and _consoles(tmp_path):
+        await asyncio.sleep(0.1)
+    assert _consoles(tmp_path) == []
+
+
+def _consoles(data_dir) -> list[int]:
+    from tests.e2e.test_tmux import running
+
+    return running(data_dir)
 
 
 def test_serve_refuses_a_bad_port():
