@@ -9,6 +9,8 @@ Prints figures; asserts nothing.
 - event-loop lateness while crews run (a 60 Hz ticker: the console's frame clock stand-in;
   30 fps needs every gap under 33 ms);
 - RSS before and after loading CrewAI, and peak.
+The desk as the console runs it: crews in a worker thread (BENCH_KICKOFF=async compares
+`await crew.akickoff()`), the GIL switch interval at 1 ms and the post-import gc.freeze().
 Run: .venv/bin/python bench/agents.py [--runs 20] [--json]
 """
 
@@ -28,7 +30,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import pct, quiet_logs  # noqa: E402
+from common import pct, quiet_logs  # noqa: E402 - after the sys.path setup
 
 
 def rss_mb() -> float:
@@ -103,7 +105,8 @@ async def bench(runs: int) -> dict:
 
     from core.agents.desk import AgentDesk
 
-    desk = AgentDesk(session, settings, None, session.bus, storage, dedupe_seconds=0)
+    desk = AgentDesk(session, settings, None, session.bus, storage, dedupe_seconds=0,
+                     kickoff_mode=os.environ.get("BENCH_KICKOFF", "thread"))
     await desk.start()
     queue = session.bus.subscribe()
     first_line_ms: list[float] = []

@@ -97,6 +97,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--speed", type=_speed, default=0.0, help="max (default) or a factor of real time")
     p.add_argument("--json", action="store_true", help="print exactly one JSON object to stdout")
     p.add_argument("--db", metavar="FILE", help="journal to FILE (default: a temporary database, removed after)")
+    p.add_argument("--agents", action="store_true", help="run the agent desk (CrewAI) on every spike")
+    p.add_argument("--llm", default=None, metavar="MODEL", help="with --agents: rules (default, offline) or "
+                                                                  "provider/model, e.g. openai/gpt-4o-mini")
+    p.add_argument("--auto-approve-paper", action="store_true",
+                   help="with --agents: approve proposals on the paper exchange, to see what the desk would earn")
     p.add_argument("files", nargs="+", metavar="FILE", help="Binance kline or aggTrades CSV files")
 
     p = sub.add_parser("simulate", parents=[common], help="run the engine headless over a sim scenario")
@@ -250,6 +255,16 @@ def cmd_replay(args: argparse.Namespace, loaded: Any, paths: Any) -> int:
     except ReplayInputError as exc:
         raise UsageError(str(exc)) from None
     db = Path(args.db).expanduser() if args.db else None
+    if (args.llm or args.auto_approve_paper) and not args.agents:
+        raise UsageError("--llm and --auto-approve-paper need --agents")
+    if args.auto_approve_paper:
+        from core.config import ConfigError
+
+        if loaded.settings.execution.mode != "paper":
+            raise ConfigError(f"--auto-approve-paper: execution.mode is {loaded.settings.execution.mode}, "
+                              f"auto-approval is allowed only on paper")
+        loaded.settings = loaded.settings.model_copy(update={"execution": loaded.settings.execution.model_copy(
+            update={"auto_approve_paper": True})})
     return _run_headless(args, loaded, feed, title=", ".join(Path(f).name for f in args.files), db=db)
 
 
@@ -275,7 +290,9 @@ def _run_headless(args: argparse.Namespace, loaded: Any, feed: Any, title: str, 
 
     progress_cb, finish = _progress(feed) if sys.stderr.isatty() and not getattr(args, "json", False) else (None, None)
     try:
-        _session, report = asyncio.run(run_headless(loaded.settings, feed, progress=progress_cb, db_path=db))
+        _session, report = asyncio.run(run_headless(
+            loaded.settings, feed, progress=progress_cb, db_path=db, agents=getattr(args, "agents", False),
+            llm=getattr(args, "llm", None)))
     except JournalError as exc:
         raise UsageError(str(exc)) from None
     finally:

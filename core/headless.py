@@ -45,13 +45,15 @@ async def run_headless(
     db_path: Path | None = None,
     protection: bool = True,
     journal: bool = True,
+    agents: bool = False,
+    llm: str | None = None,
 ) -> tuple[Session, dict[str, Any]]:
-    tmpdir = None
-    if journal and db_path is None:
-        tmpdir = Path(tempfile.mkdtemp(prefix="spikeguard-replay-"))
-    path = db_path if db_path is not None else (tmpdir / "journal.db" if tmpdir else None)
+    """Run a finite feed through a whole session. With `agents`, the crew answers every
+    spike (the feed waits while a crew runs, so each crew reads the market at its spike)."""
+    tmpdir = Path(tempfile.mkdtemp(prefix="spikeguard-replay-"))
+    path = db_path if db_path is not None else (tmpdir / "journal.db" if journal else None)
     session = Session(settings, feed, journal_path=path)
-    session.desk_enabled = False  # a plain replay measures the engine; the agent desk joins with --agents
+    session.desk_enabled = agents  # a plain replay measures the engine
     engine = session.engine
     changes: list[BreakerChanged] = []
     engine.breaker.subscribe(changes.append)
@@ -61,21 +63,27 @@ async def run_headless(
     if protection:
         study = ProtectionStudy(settings, engine.market, engine.breaker, feed.symbols, engine.now_ms)
         engine.tick_listeners.append(study.on_tick)
+    desk = None
     started = time.perf_counter()
     try:
+        if agents:
+            if path is not None and session.journal is None:
+                await session.open_journal(path)  # the crew's decisions are journaled from the first spike
+            desk = await session.start_agent_desk(tmpdir / "crewai", llm=llm, hold_feed=True)
         if progress is not None:
             engine_run = engine.run
             engine.run = lambda on_batch=None: engine_run(on_batch=lambda: progress(engine))  # type: ignore
         await session.run()
+        await session.settle()
         wall = time.perf_counter() - started
         counts = {}
         if session.journal is not None:
             await session.journal.flush()
             counts = await session.journal.counts()
+        desk_rows = desk.report_rows(session.approvals) if desk is not None else None
     finally:
         await session.close()
-        if tmpdir is not None:
-            shutil.rmtree(tmpdir, ignore_errors=True)
+        shutil.rmtree(tmpdir, ignore_errors=True)
     stats = feed.stats
     report: dict[str, Any] = {
         "breaker": [breaker_row(c) for c in changes],
@@ -97,4 +105,15 @@ async def run_headless(
     }
     if study is not None:
         report["protection"] = study.report()
+    if desk_rows is not None:
+        report.update(desk_rows)
+        prices = engine.market.last_prices()
+        p = session.portfolio
+        report["desk_paper"] = {
+            "auto_approved": session.auto_approve, "llm": session.decision_maker.label,
+            "equity_end": round(p.equity(prices), 2), "realized_pnl": round(p.realized_pnl, 2),
+            "unrealized_pnl": round(p.unrealized_pnl(prices), 2), "fees": round(p.fees_paid, 2),
+            "net_pnl": round(p.equity(prices) - p.starting_cash, 2),
+            "open_positions": {s: q.quantity for s, q in p.positions().items() if q.quantity > 0},
+        }
     return session, report

@@ -11,6 +11,7 @@ methods below, and everything they show arrives as events on `bus`.
 from __future__ import annotations
 
 import asyncio
+import inspect
 import logging
 import time
 from collections.abc import Callable
@@ -83,8 +84,9 @@ class Session:
                                       holdings=self.gate._position_qty, wall_clock=self.wall_clock)
         self.decision_maker = DeskDecisionMaker(self.proposer.decide, "rules")
         self.desk_enabled = True
-        self.spike_ids: dict[int, int] = {}  # id(spike) -> journal row id
         self._breaker_rows: dict[int, Any] = {}  # epoch -> future of its circuit_breaker_events row id
+        self._decisions: set[asyncio.Task] = set()
+        self.agent_desk: Any = None
         self._tasks: list[asyncio.Task] = []
         self._closed = False
         self.gate.listeners.append(self.bus.publish)
@@ -112,20 +114,39 @@ class Session:
         blocked = spike.details.get("blocked_by_breaker")
         status = "blocked" if blocked else "detected"
         self.bus.publish(SpikeStatus(spike, status, f"breaker {blocked}" if blocked else ""))
+        row = None  # the future of the spike's journal row id: decisions link to it
         if self.journal is not None:
-            fut = self.journal.enqueue_spike(spike, status="skipped" if blocked else "detected")
-            if fut is not None:
-                fut.add_done_callback(lambda f, s=spike: self._remember_spike_id(s, f))
+            row = self.journal.enqueue_spike(spike, status="skipped" if blocked else "detected")
         if not blocked and self.desk_enabled and self.settings.crew.enabled:
             self.bus.publish(SpikeStatus(spike, "analysing"))
-            self._decide(spike)
+            self._decide(spike, row)
 
-    def _remember_spike_id(self, spike: SpikeDetected, fut: Any) -> None:
-        if not fut.cancelled() and fut.exception() is None:
-            self.spike_ids[id(spike)] = fut.result()
+    def _decide(self, spike: SpikeDetected, row: Any) -> None:
+        """`row` is the future of the spike's journal row id (None without a journal). The
+        decision maker is called now, inside the engine's spike hook: the crew's dedupe, rate
+        limit and (in a replay) feed hold take effect before the next event; its answer, an
+        awaitable for the crew, is applied when it lands."""
+        if self.agent_desk is None:
+            row = row.result() if row is not None and row.done() and not row.exception() else None
+        try:
+            decision = self.decision_maker.decide(spike, row)
+        except Exception as exc:  # a failing desk skips the spike; it never takes the engine down
+            log.exception("decision maker failed on %s", spike.symbol)
+            decision = Skip(f"desk failed: {type(exc).__name__}: {exc}")
+        if inspect.isawaitable(decision):
+            self._spawn(self._apply_later(spike, decision))
+        else:
+            self._apply_decision(spike, decision)
 
-    def _decide(self, spike: SpikeDetected) -> None:
-        decision = self.decision_maker.decide(spike, self.spike_ids.get(id(spike)))
+    async def _apply_later(self, spike: SpikeDetected, pending: Any) -> None:
+        try:
+            decision = await pending
+        except Exception as exc:
+            log.exception("agent desk failed on %s", spike.symbol)
+            decision = Skip(f"agent desk failed: {type(exc).__name__}: {exc}")
+        self._apply_decision(spike, decision)
+
+    def _apply_decision(self, spike: SpikeDetected, decision: Any) -> None:
         if isinstance(decision, Skip):
             self.reason("desk", "reason", f"skip {spike.symbol} {spike.direction}: {decision.reason}", spike.time_ms)
             self.bus.publish(SpikeStatus(spike, "skipped", decision.reason))
@@ -136,6 +157,42 @@ class Session:
                         f"{decision.symbol} {decision.entry_type} (stop {decision.stop_loss:g}, target "
                         f"{decision.take_profit:g}) [{decision.source}]", spike.time_ms)
             self.bus.publish(SpikeStatus(spike, "proposed", "", decision.proposal_id))
+            if self.auto_approve:
+                self._spawn(self.approvals.approve(decision.proposal_id, decision.content_hash, actor=Actor.RULE,
+                                                   note="auto-approved (paper mode)"))
+
+    @property
+    def auto_approve(self) -> bool:
+        """Only ever on paper, and only when configured (settings refuse it for other modes)."""
+        return self.settings.execution.auto_approve_paper and self.mode == "PAPER"
+
+    def _spawn(self, coro: Any) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._decisions.add(task)
+        task.add_done_callback(self._decisions.discard)
+
+    # ------------------------------------------------------------------ the agent desk
+    async def start_agent_desk(self, storage_dir: Path | None = None, llm: str | None = None,
+                               hold_feed: bool = False) -> Any:
+        """Load CrewAI (in a thread) and put the crew behind the desk. Until this returns, and
+        if it fails, the rules proposer answers spikes."""
+        from core.agents.desk import AgentDesk
+
+        desk = AgentDesk(self, self.settings, None, self.bus, storage_dir, llm=llm, hold_feed=hold_feed)
+        try:
+            await desk.start()
+        except Exception as exc:
+            self.reason("desk", "error", f"agent desk unavailable, the rules proposer stays: {exc}")
+            raise
+        self.agent_desk = desk
+        self.decision_maker = desk.decision_maker()
+        self.reason("desk", "reason", f"agent desk ready: {self.decision_maker.label}")
+        return desk
+
+    async def settle(self) -> None:
+        """Wait for the crews still deciding (a replay's end)."""
+        while self._decisions:
+            await asyncio.gather(*list(self._decisions), return_exceptions=True)
 
     def reason(self, role: str, kind: str, text: str, time_ms: int | None = None) -> None:
         self.bus.publish(ReasoningLine(role, kind, text, time_ms if time_ms is not None else self.engine.now_ms()))
@@ -230,6 +287,8 @@ class Session:
             return
         self._closed = True
         self.engine.stop()
+        if self.agent_desk is not None:
+            await self.agent_desk.close()
         for task in self._tasks:
             task.cancel()
         cancelled = 0

@@ -4,7 +4,7 @@ It answers `POST /v1/chat/completions` with either tool calls or a text answer, 
 a `responder(request_body) -> Reply` callable, in the plain JSON form or, when the request
 says `"stream": true`, as Server-Sent Events chunks (content deltas, tool-call deltas split
 across chunks, a finish chunk, a usage chunk, then `data: [DONE]`). Every request body is
-recorded in `requests`.
+recorded in `requests` (and its headers in `headers`).
 
 The server runs its own event loop in a daemon thread, so it serves clients that call it
 synchronously from any thread (CrewAI's OpenAI provider does) while the test's loop waits.
@@ -50,6 +50,7 @@ class OpenAIStub:
         self.model = model
         self.chunk_size = chunk_size
         self.requests: list[dict[str, Any]] = []
+        self.headers: list[dict[str, str]] = []
         self.errors: list[str] = []
         self.port = 0
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -120,6 +121,7 @@ class OpenAIStub:
     async def _completions(self, request: web.Request) -> web.StreamResponse:
         body = await request.json()
         self.requests.append(body)
+        self.headers.append(dict(request.headers))
         try:
             reply = self.responder(body)
         except Exception as exc:  # a broken responder is a test failure, reported as a 500

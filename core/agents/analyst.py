@@ -1,0 +1,585 @@
+"""The deterministic analyst behind `llm: rules` (pure Python: no crewai, no network).
+
+Given what a model would be given (the agent's role, the task, the conversation so far and
+the tools on offer), it answers like a model: a list of tool calls, or the final answer. It
+reads its inputs only from the messages: the task prompt carries the spike as `INPUT_JSON:`
+and earlier tasks' answers (`DECISION: {...}` lines) as context; tool results come back
+as `role: "tool"` messages. Each agent follows a short plan (check the breaker first, gather
+evidence, sometimes a second round) and then writes its reasoning from the tool results,
+ending with one `DECISION:` line of JSON. It never follows text found inside quoted,
+untrusted data: it only uses the sentiment score computed from it.
+
+The same module serves the tests' stub "real model" server, which wraps it in HTTP.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+INPUT_MARK = "INPUT_JSON:"
+DECISION_MARK = "DECISION:"
+TASK_MARK = re.compile(r"\[task:\s*([a-z_]+)\]")
+
+SPIKE_TASKS = ("spike_detection_task", "stability_check_task", "context_analysis_task", "risk_evaluation_task",
+               "execution_task")
+GUARDIAN_TASK = "market_monitoring_task"
+
+
+@dataclass
+class Reply:
+    tool_calls: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
+    text: str | None = None
+
+    @property
+    def is_final(self) -> bool:
+        return self.text is not None
+
+
+# ---------------------------------------------------------------------------- reading messages
+def content_text(content: Any) -> str:
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        return "".join(p.get("text", "") for p in content if isinstance(p, dict))
+    return "" if content is None else str(content)
+
+
+def find_json_after(text: str, mark: str) -> list[dict[str, Any]]:
+    """Every JSON object that follows `mark` in text, in order."""
+    out = []
+    dec = json.JSONDecoder()
+    start = 0
+    while True:
+        i = text.find(mark, start)
+        if i < 0:
+            return out
+        j = text.find("{", i + len(mark))
+        if j < 0:
+            return out
+        try:
+            obj, end = dec.raw_decode(text, j)
+        except ValueError:
+            start = i + len(mark)
+            continue
+        if isinstance(obj, dict):
+            out.append(obj)
+        start = end
+
+
+def last_json_object(text: str, required_key: str | None = None) -> dict[str, Any] | None:
+    """The last JSON object in text (optionally: having `required_key`)."""
+    dec = json.JSONDecoder()
+    best = None
+    for m in re.finditer(r"\{", text):
+        try:
+            obj, _ = dec.raw_decode(text, m.start())
+        except ValueError:
+            continue
+        if isinstance(obj, dict) and (required_key is None or required_key in obj):
+            best = obj
+    return best
+
+
+@dataclass
+class Conversation:
+    task: str
+    role: str
+    inputs: dict[str, Any]
+    context: dict[str, dict[str, Any]]  # earlier tasks' DECISION objects, by task name
+    results: dict[str, list[dict[str, Any]]]  # tool name -> parsed results, in order
+    rounds: int  # tool-call rounds made so far
+    offered: list[str]
+
+    def result(self, name: str, index: int = -1) -> dict[str, Any]:
+        got = self.results.get(name)
+        if not got:
+            return {"status": "missing"}
+        try:
+            return got[index]
+        except IndexError:
+            return {"status": "missing"}
+
+    def ok(self, name: str) -> dict[str, Any] | None:
+        r = self.result(name)
+        return r if r.get("status") == "ok" else None
+
+
+def read_conversation(messages: list[dict[str, Any]], role: str = "", task: str | None = None,
+                      offered: list[str] | None = None) -> Conversation:
+    users = [content_text(m.get("content")) for m in messages if m.get("role") == "user"]
+    systems = [content_text(m.get("content")) for m in messages if m.get("role") == "system"]
+    prompt = "\n".join(users)
+    if not task:
+        m = TASK_MARK.search(prompt)
+        task = m.group(1) if m else ""
+    if not role:
+        m = re.search(r"You are (.+?)\.", "\n".join(systems))
+        role = m.group(1) if m else ""
+    inputs_list = find_json_after(prompt, INPUT_MARK)
+    inputs = inputs_list[0] if inputs_list else {}
+    context = {}
+    for d in find_json_after(prompt, DECISION_MARK):
+        if isinstance(d.get("task"), str):
+            context[d["task"]] = d
+    names: dict[str, str] = {}
+    results: dict[str, list[dict[str, Any]]] = {}
+    rounds = 0
+    for m in messages:
+        if m.get("role") == "assistant" and m.get("tool_calls"):
+            rounds += 1
+            for call in m["tool_calls"]:
+                fn = call.get("function", {}) if isinstance(call, dict) else {}
+                names[str(call.get("id"))] = fn.get("name", "")
+        elif m.get("role") == "tool":
+            name = m.get("name") or names.get(str(m.get("tool_call_id")), "")
+            text = content_text(m.get("content"))
+            parsed = last_json_object(text) if not text.strip().startswith("{") else _loads(text)
+            if parsed is None:
+                parsed = {"status": "unparsed", "text": text[:500]}
+            results.setdefault(parsed.get("tool") or name, []).append(parsed)
+    return Conversation(task or "", role, inputs, context, results, rounds, list(offered or []))
+
+
+def _loads(text: str) -> dict[str, Any] | None:
+    try:
+        obj = json.loads(text)
+    except ValueError:
+        return last_json_object(text)
+    return obj if isinstance(obj, dict) else None
+
+
+# ---------------------------------------------------------------------------- the analyst
+def _fmt(x: Any, spec: str = ".2f") -> str:
+    if isinstance(x, (int, float)) and not isinstance(x, bool):
+        return format(x, spec)
+    return "n/a"
+
+
+def _calls(c: Conversation, wanted: list[tuple[str, dict[str, Any]]]) -> list[tuple[str, dict[str, Any]]]:
+    offered = set(c.offered) if c.offered else None
+    return [(n, a) for n, a in wanted if offered is None or n in offered]
+
+
+def _final(task: str, lines: list[str], decision: dict[str, Any]) -> Reply:
+    body = "\n".join(lines)
+    decision = {"task": task, **decision}
+    return Reply(text=f"{body}\n{DECISION_MARK} {json.dumps(decision, separators=(',', ':'))}")
+
+
+def _breaker_line(c: Conversation) -> tuple[str, str]:
+    b = c.result("check_circuit_breaker_status")
+    status = b.get("breaker_status", "UNKNOWN")
+    return status, f"Circuit breaker {status} (epoch {b.get('epoch', '?')}): {b.get('policy', 'unknown policy')}."
+
+
+class Analyst:
+    """Deterministic answers for the desk's six tasks."""
+
+    def respond(self, messages: list[dict[str, Any]], role: str = "", task: str | None = None,
+                offered: list[str] | None = None) -> Reply:
+        c = read_conversation(messages, role, task, offered)
+        handler = getattr(self, f"_{c.task}", None)
+        if handler is None:
+            return Reply(text=f"I have no procedure for task {c.task!r}.\n{DECISION_MARK} "
+                              + json.dumps({"task": c.task, "decision": "NO_OPINION", "confidence": 0.0}))
+        return handler(c)
+
+    # ------------------------------------------------------------------ scanner
+    def _spike_detection_task(self, c: Conversation) -> Reply:
+        s = c.inputs.get("spike", {})
+        sym = s.get("symbol", "")
+        tf = int(s.get("timeframe_minutes") or 5) or 5
+        if c.rounds == 0:
+            return Reply(_calls(c, [("check_circuit_breaker_status", {}), ("binance_websocket", {"symbol": sym}),
+                                    ("binance_order_book", {"symbol": sym}),
+                                    ("correlation_analysis", {"symbol": sym, "minutes": 30,
+                                                              "move_window_minutes": min(tf, 60)})]))
+        status, bline = _breaker_line(c)
+        lines = [bline]
+        ws = c.ok("binance_websocket")
+        if status == "TRIGGERED":
+            return _final(c.task, lines + ["Trading is halted: no spike analysis."],
+                          {"decision": "DISCARD", "confidence": 1.0, "reason": "breaker TRIGGERED"})
+        if ws is None:
+            return _final(c.task, lines + [f"No live data for {sym}: cannot confirm the spike."],
+                          {"decision": "DISCARD", "confidence": 0.9, "reason": "no market data"})
+        direction = s.get("direction", "pump")
+        price = ws.get("price")
+        ref = s.get("price_from") or price
+        magnitude = float(s.get("magnitude_pct") or 0.0)
+        if direction == "dump":
+            move_now = (ref - price) / ref * 100.0 if ref else 0.0
+        else:
+            move_now = (price - ref) / ref * 100.0 if ref else 0.0
+        kept = move_now / magnitude if magnitude > 0 else 1.0
+        frame = ws.get("windows", {}).get(f"{tf}m") or {}
+        vm = frame.get("volume_multiple")
+        z = ws.get("zscore_1m") if ws.get("zscore_1m") is not None else s.get("zscore")
+        age = ws.get("age_seconds") or 0.0
+        corr = c.result("correlation_analysis")
+        breadth = (corr.get("breadth") or {}) if corr.get("status") == "ok" else {}
+        cval = (corr.get("correlation") or {}).get("value") if corr.get("status") == "ok" else None
+        lines.append(f"{sym} {direction}: {magnitude:.2f}% over {tf}m at detection, {move_now:.2f}% from "
+                     f"{_fmt(ref, '.6g')} now (price {_fmt(price, '.6g')}, {kept * 100:.0f}% of the move kept).")
+        lines.append(f"Rolling statistics: 1m z-score {_fmt(z)}, {tf}m volume x{_fmt(vm)} of baseline, "
+                     f"1m sigma {_fmt(ws.get('sigma_1m_percent'), '.3f')}%.")
+        if breadth:
+            lines.append(f"Breadth: {breadth.get('moving_same_way', 0)} of {breadth.get('other_symbols', 0)} other "
+                         f"symbols moved the same way; correlation with BTC "
+                         f"{_fmt(cval) if cval is not None else 'unavailable'}.")
+        book = c.ok("binance_order_book")
+        if book:
+            lines.append(f"Book: spread {_fmt(book.get('spread_bps'))} bps, touch depth "
+                         f"{_fmt(book.get('depth_usd_per_side'), ',.0f')} USD.")
+        conf = float(s.get("confidence") or 0.5)
+        if age > 60:
+            lines.append(f"Data is {age:.0f}s old: stale, discarding.")
+            return _final(c.task, lines, {"decision": "DISCARD", "confidence": 0.8, "reason": "stale data"})
+        if kept < 0.5:
+            lines.append("More than half of the move has already reversed: discarding.")
+            return _final(c.task, lines, {"decision": "DISCARD", "confidence": round(min(0.95, 0.5 + (0.5 - kept)), 3),
+                                          "reason": "move mostly reversed", "move_now_percent": round(move_now, 4)})
+        conf = round(min(0.99, conf * min(1.0, kept)), 4)
+        lines.append("The move is still in place: spike confirmed.")
+        return _final(c.task, lines, {"decision": "CONFIRM", "confidence": conf, "symbol": sym, "direction": direction,
+                                      "move_now_percent": round(move_now, 4), "zscore": z, "volume_multiple": vm,
+                                      "breadth_fraction": breadth.get("fraction"), "correlation_btc": cval})
+
+    # ------------------------------------------------------------------ guardian (both crews)
+    def _reference_calls(self, c: Conversation) -> list[tuple[str, dict[str, Any]]]:
+        refs = c.inputs.get("references") or ["BTCUSDT", "ETHUSDT"]
+        return [("calculate_market_drawdown", {"symbol": r, "window_minutes": 60}) for r in refs]
+
+    def _escalation(self, c: Conversation) -> tuple[str | None, str]:
+        """('trigger'|'warning'|None, reason) from the reference drawdowns."""
+        status = c.result("check_circuit_breaker_status").get("breaker_status")
+        past_warn, near_warn = [], []
+        for r in c.results.get("calculate_market_drawdown", []):
+            th = r.get("thresholds")
+            if r.get("status") != "ok" or not th:
+                continue
+            d60 = r.get("drop_60m_percent") or 0.0
+            d5 = r.get("drop_5m_percent") or 0.0
+            desc = f"{r['symbol']} -{d60:.2f}% (60m), -{d5:.2f}% (5m)"
+            if d60 >= th["warning_1h_percent"] or d5 >= th["warning_5m_percent"]:
+                past_warn.append(desc)
+            elif d60 >= th["warning_1h_percent"] * 0.9 or d5 >= th["warning_5m_percent"] * 0.9:
+                near_warn.append(desc)
+        # The hard rules already trip at the crash threshold and own recovery (a new low while
+        # RECOVERING re-triggers). What they do not combine is a warning on every reference
+        # market at once: that correlated sell-off is the one escalation this analyst makes.
+        # It never escalates while RECOVERING, so it cannot hold a recovery the rules allow.
+        if status in ("SAFE", "WARNING") and len(past_warn) >= 2:
+            return "trigger", f"every reference market past its warning level at once: {', '.join(past_warn)}"
+        if status == "SAFE" and (past_warn or near_warn):
+            return "warning", f"approaching the warning level: {', '.join(past_warn + near_warn)}"
+        return None, ""
+
+    def _guardian_round(self, c: Conversation, first: list[tuple[str, dict[str, Any]]]) -> Reply | None:
+        if c.rounds == 0:
+            return Reply(_calls(c, first))
+        if c.rounds == 1:
+            action, reason = self._escalation(c)
+            if action == "trigger":
+                calls = _calls(c, [("trigger_circuit_breaker", {"reason": reason})])
+                if calls:
+                    return Reply(calls)
+            elif action == "warning":
+                calls = _calls(c, [("set_circuit_breaker_warning", {"reason": reason})])
+                if calls:
+                    return Reply(calls)
+        return None
+
+    def _drawdown_lines(self, c: Conversation) -> list[str]:
+        lines = []
+        for r in c.results.get("calculate_market_drawdown", []):
+            if r.get("status") != "ok":
+                lines.append(f"{r.get('symbol', '?')}: drawdown unavailable ({r.get('reason', r.get('status'))}).")
+                continue
+            th = r.get("thresholds") or {}
+            lines.append(f"{r['symbol']}: {_fmt(r.get('drawdown_percent'))}% below its 60m high "
+                         f"({_fmt(r.get('high'), '.6g')} -> {_fmt(r.get('price'), '.6g')}); warning at "
+                         f"{_fmt(th.get('warning_1h_percent'), 'g')}%, halt at {_fmt(th.get('trigger_1h_percent'), 'g')}%.")
+        return lines
+
+    def _stability_check_task(self, c: Conversation) -> Reply:
+        first = [("check_circuit_breaker_status", {}), *self._reference_calls(c),
+                 ("assess_market_recovery_conditions", {}), ("get_circuit_breaker_statistics", {})]
+        nxt = self._guardian_round(c, first)
+        if nxt is not None:
+            return nxt
+        status, bline = _breaker_line(c)
+        lines = [bline, *self._drawdown_lines(c)]
+        escalated = c.result("trigger_circuit_breaker").get("status") == "triggered"
+        warned = c.result("set_circuit_breaker_warning").get("status") == "warning_set"
+        if escalated:
+            lines.append("I triggered the circuit breaker: no new entries.")
+            return _final(c.task, lines, {"decision": "ESCALATED", "confidence": 0.95, "veto": True,
+                                          "action": "trigger"})
+        if status in ("TRIGGERED", "RECOVERING"):
+            lines.append(f"Breaker {status}: the market is not stable enough for new entries.")
+            return _final(c.task, lines, {"decision": "UNSTABLE", "confidence": 0.9, "veto": True})
+        if warned or status == "WARNING":
+            lines.append("WARNING in force: entries only at reduced size.")
+            return _final(c.task, lines, {"decision": "CAUTION", "confidence": 0.7, "veto": False,
+                                          "action": "warning" if warned else None})
+        lines.append("Reference markets are calm: stable.")
+        return _final(c.task, lines, {"decision": "STABLE", "confidence": 0.85, "veto": False})
+
+    def _market_monitoring_task(self, c: Conversation) -> Reply:
+        first = [("check_circuit_breaker_status", {}), *self._reference_calls(c),
+                 ("assess_market_recovery_conditions", {}), ("get_circuit_breaker_statistics", {})]
+        nxt = self._guardian_round(c, first)
+        if nxt is not None:
+            return nxt
+        status, bline = _breaker_line(c)
+        change = c.inputs.get("change") or {}
+        lines = [f"Transition: {change.get('from', '?')} -> {change.get('to', status)}: {change.get('reason', '')}".strip(),
+                 bline, *self._drawdown_lines(c)]
+        rec = c.result("assess_market_recovery_conditions")
+        advice = rec.get("recommendation") or ""
+        if c.result("trigger_circuit_breaker").get("status") == "triggered":
+            lines.append("Escalated: I triggered the breaker. Resume only when the recovery conditions hold and the "
+                         "operator clears it.")
+            return _final(c.task, lines, {"decision": "ESCALATE", "confidence": 0.9, "action": "trigger",
+                                          "recommendation": "hold the halt"})
+        if c.result("set_circuit_breaker_warning").get("status") == "warning_set":
+            lines.append("Escalated to WARNING: entries at reduced size until the drawdowns ease.")
+            return _final(c.task, lines, {"decision": "ESCALATE", "confidence": 0.75, "action": "warning",
+                                          "recommendation": "reduce size"})
+        if status == "TRIGGERED":
+            lines.append(f"Hold the halt. {advice}")
+            return _final(c.task, lines, {"decision": "HOLD", "confidence": 0.9, "recommendation": advice})
+        if status == "RECOVERING":
+            met = bool(rec.get("recovery_conditions_met"))
+            lines.append(f"{'Recovery conditions met. ' if met else ''}{advice}")
+            return _final(c.task, lines, {"decision": "RESUME_ELIGIBLE" if met else "WAIT",
+                                          "confidence": 0.7 if met else 0.8, "recommendation": advice})
+        lines.append("Monitor: the hard rules will clear the warning once the drawdowns stay below the clear level.")
+        return _final(c.task, lines, {"decision": "MONITOR", "confidence": 0.7, "recommendation": advice or "monitor"})
+
+    # ------------------------------------------------------------------ context
+    def _context_analysis_task(self, c: Conversation) -> Reply:
+        s = c.inputs.get("spike", {})
+        sym = s.get("symbol", "")
+        if c.rounds == 0:
+            return Reply(_calls(c, [("check_circuit_breaker_status", {}), ("correlation_analysis", {"symbol": sym}),
+                                    ("manipulation_detector", {"symbol": sym}), ("news_sentiment", {"symbol": sym}),
+                                    ("twitter_sentiment", {"symbol": sym}), ("onchain_data", {"symbol": sym}),
+                                    ("binance_futures_data", {"symbol": sym}), ("binance_liquidation", {"symbol": sym}),
+                                    ("binance_order_book", {"symbol": sym})]))
+        _, bline = _breaker_line(c)
+        lines = [bline]
+        direction = s.get("direction", "pump")
+        unavailable = sorted(n for n, rs in c.results.items() if rs and rs[-1].get("status") in ("unavailable", "error"))
+        corr = c.ok("correlation_analysis") or {}
+        breadth = corr.get("breadth") or {}
+        man = c.ok("manipulation_detector") or {}
+        news = c.ok("news_sentiment")
+        social = c.ok("twitter_sentiment")
+        fut = c.ok("binance_futures_data")
+        liq = c.ok("binance_liquidation")
+        if breadth:
+            lines.append(f"Breadth: {breadth.get('moving_same_way', 0)}/{breadth.get('other_symbols', 0)} other "
+                         f"symbols moved {corr.get('direction', '?')} >= {breadth.get('threshold_percent')}% "
+                         f"({'market-wide' if breadth.get('market_wide') else 'not market-wide'}).")
+        if man:
+            lines.append(f"Manipulation check: volume burst x{_fmt(man.get('volume_burst_multiple'))}, thin book "
+                         f"{man.get('thin_book')}, fast reversal {man.get('fast_reversal')} -> score "
+                         f"{_fmt(man.get('manipulation_score'))}.")
+        sentiments = []
+        for label, r in (("news", news), ("social", social)):
+            if r is not None and r.get("mean_compound") is not None:
+                sentiments.append(r["mean_compound"])
+                lines.append(f"{label.capitalize()} sentiment {r.get('label')} ({_fmt(r.get('mean_compound'), '+.2f')}) "
+                             f"from {r.get('relevant_count', r.get('post_count', 0))} items (quoted data, scored only).")
+        if fut:
+            lines.append(f"Futures basis {_fmt(fut.get('basis_percent'), '+.3f')}%.")
+        if liq and liq.get("count"):
+            lines.append(f"Liquidations: {liq['count']} orders, {_fmt(liq.get('notional_usd'), ',.0f')} USD.")
+        if unavailable:
+            lines.append(f"Unavailable sources (no data used from them): {', '.join(unavailable)}.")
+        sentiment = sum(sentiments) / len(sentiments) if sentiments else None
+        veto = False
+        if man.get("manipulation_suspected"):
+            verdict, veto, conf = "MANIPULATION_SUSPECTED", True, 0.8
+            lines.append("The pump-and-dump signature is present: do not chase it.")
+        elif breadth.get("market_wide") and direction == "dump":
+            verdict, veto, conf = "MARKET_WIDE", True, 0.75
+            lines.append("The whole market is falling: not an isolated flush to fade.")
+        elif breadth.get("market_wide"):
+            verdict, conf = "MARKET_WIDE", 0.65
+            lines.append("A market-wide move: the spike follows the market.")
+        elif sentiment is not None and ((direction == "dump" and sentiment <= -0.5) or
+                                        (direction == "pump" and sentiment >= 0.5)):
+            verdict, conf = "NEWS_DRIVEN", 0.6
+            lines.append("Strong sentiment in the same direction: the move may have a fundamental cause.")
+        else:
+            verdict, conf = "ISOLATED", 0.7
+            lines.append("An isolated move without a manipulation signature.")
+        return _final(c.task, lines, {"decision": verdict, "confidence": conf, "veto": veto, "sentiment": sentiment,
+                                      "manipulation_score": man.get("manipulation_score"),
+                                      "market_wide": breadth.get("market_wide"), "unavailable": unavailable})
+
+    # ------------------------------------------------------------------ risk
+    @staticmethod
+    def _planned_entry(c: Conversation) -> float | None:
+        s = c.inputs.get("spike", {})
+        if s.get("direction") == "dump" and s.get("price_to"):
+            return round(float(s["price_to"]) * 0.998, 8)
+        return None
+
+    def _risk_evaluation_task(self, c: Conversation) -> Reply:
+        s = c.inputs.get("spike", {})
+        sym = s.get("symbol", "")
+        if c.rounds == 0:
+            sizing_args: dict[str, Any] = {"symbol": sym}
+            entry = self._planned_entry(c)
+            if entry:
+                sizing_args["entry_price"] = entry
+            return Reply(_calls(c, [("check_circuit_breaker_status", {}), ("portfolio_analyzer", {"symbol": sym}),
+                                    ("position_sizing_optimizer", sizing_args), ("risk_metrics_calculator", {}),
+                                    ("market_stability_checker", {})]))
+        sizing = c.ok("position_sizing_optimizer")
+        if c.rounds == 1 and sizing and sizing.get("notional_usd"):
+            calls = _calls(c, [("slippage_calculator", {"symbol": sym, "notional_usd": sizing["notional_usd"]})])
+            if calls:
+                return Reply(calls)
+        status, bline = _breaker_line(c)
+        lines = [bline]
+        port = c.ok("portfolio_analyzer") or {}
+        metrics = c.ok("risk_metrics_calculator") or {}
+        slip = c.ok("slippage_calculator") or {}
+        stab = c.ok("market_stability_checker") or {}
+        problems = []
+        if status == "TRIGGERED":
+            problems.append("breaker TRIGGERED")
+        if port.get("holding_symbol"):
+            problems.append(f"already holding {sym}")
+        if port.get("position_slots_left") == 0:
+            problems.append("no open-position slot left")
+        if metrics.get("daily_limit_hit"):
+            problems.append("daily loss limit reached")
+        if metrics.get("weekly_limit_hit"):
+            problems.append("weekly loss limit reached")
+        if sizing is None or not sizing.get("quantity"):
+            problems.append("position size rounds to zero" if sizing else "no sizing available")
+        if slip.get("expected_cost_bps") is not None and slip["expected_cost_bps"] > 50:
+            problems.append(f"expected cost {slip['expected_cost_bps']:.1f} bps > 50 bps")
+        ctx_dec = c.context.get("context_analysis_task") or {}
+        if ctx_dec.get("veto"):
+            problems.append(f"context analysis: {ctx_dec.get('decision')}")
+        if sizing:
+            lines.append(f"Sizing at {_fmt(sizing.get('entry_price'), '.6g')}: {sizing.get('quantity')} "
+                         f"({_fmt(sizing.get('notional_usd'), ',.2f')} USD), stop {_fmt(sizing.get('stop_loss'), '.6g')} "
+                         f"(-{_fmt(sizing.get('stop_distance_percent'))}%), target {_fmt(sizing.get('take_profit'), '.6g')}, "
+                         f"risk {_fmt(sizing.get('risk_usd'))} USD" + (f", capped by {sizing['capped_by']}"
+                                                                       if sizing.get("capped_by") else "") + ".")
+        if metrics:
+            lines.append(f"Loss limits: day {_fmt(metrics.get('daily_pnl_usd'))} of -{_fmt(metrics.get('daily_loss_limit_usd'), 'g')} "
+                         f"USD, week {_fmt(metrics.get('weekly_pnl_usd'))} of -{_fmt(metrics.get('weekly_loss_limit_usd'), 'g')} USD; "
+                         f"{metrics.get('open_positions', 0)}/{metrics.get('max_open_positions', '?')} positions open.")
+        if slip:
+            lines.append(f"Expected entry cost {_fmt(slip.get('expected_cost_bps'))} bps (spread, slippage, taker fee).")
+        if stab:
+            lines.append(f"Stability: {'stable' if stab.get('stable') else 'not stable'}, size factor "
+                         f"{_fmt(stab.get('size_factor'), 'g')}.")
+        if problems:
+            lines.append("Rejected: " + "; ".join(problems) + ".")
+            return _final(c.task, lines, {"decision": "REJECT", "confidence": 0.9, "veto": True,
+                                          "reasons": problems})
+        lines.append("Within every limit: approved at this size.")
+        assert sizing is not None
+        return _final(c.task, lines, {
+            "decision": "APPROVE", "confidence": 0.8, "veto": False, "quantity": sizing.get("quantity"),
+            "entry_price": sizing.get("entry_price"), "stop_loss": sizing.get("stop_loss"),
+            "take_profit": sizing.get("take_profit"), "stop_distance_percent": sizing.get("stop_distance_percent"),
+            "take_profit_percent": sizing.get("take_profit_percent"), "risk_usd": sizing.get("risk_usd"),
+            "expected_cost_bps": slip.get("expected_cost_bps"), "size_factor": stab.get("size_factor")})
+
+    # ------------------------------------------------------------------ executor
+    def _execution_plan(self, c: Conversation) -> tuple[dict[str, Any] | None, list[str], str | None]:
+        """(order, reasoning lines, skip reason)."""
+        s = c.inputs.get("spike", {})
+        sym = s.get("symbol", "")
+        lines = []
+        vetoes = []
+        for task in ("spike_detection_task", "stability_check_task", "context_analysis_task", "risk_evaluation_task"):
+            d = c.context.get(task)
+            if d is None:
+                continue
+            if d.get("veto") or d.get("decision") in ("DISCARD", "REJECT", "UNSTABLE", "ESCALATED"):
+                vetoes.append(f"{task.replace('_task', '').replace('_', ' ')}: {d.get('decision')}"
+                              + (f" ({'; '.join(d['reasons'])})" if d.get("reasons") else
+                                 f" ({d['reason']})" if d.get("reason") else ""))
+        kind = s.get("spike_type")
+        if kind not in ("spot_price_spike", "volume_explosion"):
+            return None, lines, f"{kind} is context, not an entry signal"
+        if vetoes:
+            return None, lines, "; ".join(vetoes)
+        risk = c.context.get("risk_evaluation_task") or {}
+        if risk.get("decision") != "APPROVE":
+            return None, lines, "no approved sizing from the risk assessment"
+        if float(s.get("confidence") or 0) < 0.5:
+            return None, lines, f"spike confidence {float(s.get('confidence') or 0):.2f} below 0.50"
+        book = c.ok("binance_order_book")
+        mid = (book or {}).get("mid") or s.get("price_to")
+        if not mid:
+            return None, lines, "no price to enter at"
+        if s.get("direction") == "dump":
+            entry_type = c.inputs.get("default_order_type") or "limit"
+            entry = round(float(mid) * 0.998, 8)
+            thesis = (f"{sym} dumped {float(s.get('magnitude_pct') or 0):.1f}% over {s.get('timeframe_minutes')}m; "
+                      f"a {entry_type} bid 0.2% under the mid fades the flush")
+        else:
+            vm = float(s.get("volume_multiple") or 0)
+            if vm < 3.0:
+                return None, lines, f"pump without volume (x{vm:.1f} < x3): likely to fade"
+            entry_type, entry = "market", float(mid)
+            thesis = f"{sym} pumped {float(s.get('magnitude_pct') or 0):.1f}% on x{vm:.1f} volume; momentum entry"
+        stop_pct = float(risk.get("stop_distance_percent") or 2.0)
+        take_pct = float(risk.get("take_profit_percent") or 2 * stop_pct)
+        stop = round(entry * (1 - stop_pct / 100.0), 8)
+        target = round(entry * (1 + take_pct / 100.0), 8)
+        conf = min(float(s.get("confidence") or 0.5), float((c.context.get("spike_detection_task") or {}).get("confidence") or 1.0))
+        order = {"symbol": sym, "side": "BUY", "entry_type": entry_type,
+                 "entry_price": None if entry_type == "market" else entry, "quantity": risk.get("quantity"),
+                 "stop_loss": stop, "take_profit": target, "confidence": round(conf, 4),
+                 "rationale": f"{thesis}. Stop {stop_pct:.2f}% below, target {take_pct:.2f}% above; size from the "
+                              f"risk assessment ({risk.get('quantity')})."}
+        lines.append(f"Entry: {entry_type} {'at ' + format(entry, '.6g') if entry_type != 'market' else 'at market'}, "
+                     f"stop {stop:.6g}, target {target:.6g}, quantity {risk.get('quantity')}.")
+        return order, lines, None
+
+    def _execution_task(self, c: Conversation) -> Reply:
+        s = c.inputs.get("spike", {})
+        sym = s.get("symbol", "")
+        if c.rounds == 0:
+            return Reply(_calls(c, [("check_circuit_breaker_status", {}), ("binance_account", {}),
+                                    ("binance_order_book", {"symbol": sym})]))
+        order, lines, skip = self._execution_plan(c)
+        status, bline = _breaker_line(c)
+        if status == "TRIGGERED":
+            order, skip = None, "breaker TRIGGERED"
+        if c.rounds == 1 and order is not None:
+            calls = _calls(c, [("binance_spot_order", {k: v for k, v in order.items() if v is not None})])
+            if calls:
+                return Reply(calls)
+        lines = [bline, *lines]
+        if order is None:
+            lines.append(f"No trade: {skip}.")
+            return _final(c.task, lines, {"decision": "SKIP", "action": "skip", "confidence": 0.8, "reason": skip})
+        recorded = c.result("binance_spot_order")
+        if recorded.get("status") == "recorded":
+            lines.append("Order submitted for validation and the operator's approval (not sent to the exchange).")
+        lines.append("Proposal below.")
+        return _final(c.task, lines, {"decision": "PROPOSE", "action": "propose", **order})
+
+
+ANALYST = Analyst()
+
+__all__ = ["Analyst", "ANALYST", "Reply", "Conversation", "read_conversation", "find_json_after", "last_json_object",
+           "INPUT_MARK", "DECISION_MARK", "SPIKE_TASKS", "GUARDIAN_TASK", "content_text"]

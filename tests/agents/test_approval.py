@@ -1,0 +1,46 @@
+"""Approving a crew proposal: refused when its content changed or when it expired."""
+
+from __future__ import annotations
+
+from core.desk.proposal import ProposalStatus, TradeProposal
+from core.trading.orders import OrderStatus
+from tests.agents.conftest import dump_spike
+
+
+async def _crew_proposal(session, desk) -> TradeProposal:
+    decision = await desk.handle_spike(dump_spike(session))
+    assert isinstance(decision, TradeProposal), decision
+    session.approvals.add(decision)
+    return decision
+
+
+async def test_a_changed_hash_is_refused(session, desk):
+    p = await _crew_proposal(session, desk)
+    result = await session.approve(p.proposal_id, "0" * 64)
+    assert not result.ok and "content hash differs" in result.message
+    # content altered behind the operator's back (same id, same stored hash): refused too
+    tampered = p.model_copy(update={"quantity": p.quantity * 50})
+    assert not tampered.intact()
+    session.approvals.proposals[p.proposal_id] = tampered
+    result = await session.approve(p.proposal_id, p.content_hash)
+    assert not result.ok and "content hash differs" in result.message
+    assert session.approvals.status[p.proposal_id] is ProposalStatus.PENDING
+    assert session.gate.sent == 0
+
+
+async def test_an_expired_proposal_is_refused(session, desk, clock):
+    p = await _crew_proposal(session, desk)
+    clock.t = p.expires_ms + 1
+    result = await session.approve(p.proposal_id, p.content_hash)
+    assert not result.ok and result.message == "refused: the proposal expired"
+    assert session.approvals.status[p.proposal_id] is ProposalStatus.EXPIRED
+    assert session.gate.sent == 0
+
+
+async def test_the_intact_proposal_goes_through_the_gate(session, desk):
+    p = await _crew_proposal(session, desk)
+    result = await session.approve(p.proposal_id, p.content_hash)
+    assert result.ok, result.message
+    assert session.approvals.status[p.proposal_id] is ProposalStatus.EXECUTED
+    assert result.order is not None and result.order.status in (OrderStatus.NEW, OrderStatus.FILLED)
+    assert result.order.quantity == p.quantity and result.order.price == p.entry_price

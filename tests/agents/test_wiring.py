@@ -1,0 +1,57 @@
+"""The crew behind a real Session: the session schedules the crew's awaitable decision and
+applies it when done; a replay holds the feed while a crew runs."""
+
+from __future__ import annotations
+
+import asyncio
+
+from core.desk.proposal import ProposalStatus
+from core.events import SpikeStatus
+from core.session import Session
+from tests.agents.conftest import make_settings
+from tests.helpers import ListFeed, interleave, path
+
+
+async def test_a_replay_holds_the_feed_while_the_crew_runs(tmp_path):
+    ticks = interleave(path("BTCUSDT", [(0, 100_000.0), (25, 100_000.0)], step_ms=5000),
+                       path("SOLUSDT", [(0, 100.0), (20, 100.0), (20.5, 96.0), (25, 99.5)], step_ms=5000))
+    feed = ListFeed(ticks)
+    feed.batch_size = 4
+    session = Session(make_settings(), feed)
+    session.bus.bind_loop(asyncio.get_running_loop())
+    statuses = session.bus.subscribe()
+    await session.start_agent_desk(tmp_path / "crewai", hold_feed=True)
+    try:
+        await session.run()
+        await session.settle()
+    finally:
+        await session.close()
+    [proposal] = session.approvals.proposals.values()
+    assert proposal.source == "crew:rules"
+    assert session.approvals.status[proposal.proposal_id] is ProposalStatus.PENDING
+    # the crew read the market at its spike, not at the end of the replay
+    assert proposal.reference_price < 97.0 and session.engine.market.symbols["SOLUSDT"].last_price == 99.5
+    seen = []
+    while not statuses.empty():
+        ev = statuses.get_nowait()
+        if isinstance(ev, SpikeStatus):
+            seen.append(ev.status)
+    assert seen == ["detected", "analysing", "proposed"]
+
+
+async def test_auto_approve_in_paper_mode(tmp_path):
+    settings = make_settings().model_copy()
+    settings = settings.model_copy(update={"execution": settings.execution.model_copy(
+        update={"auto_approve_paper": True})})
+    ticks = interleave(path("BTCUSDT", [(0, 100_000.0), (25, 100_000.0)], step_ms=5000),
+                       path("SOLUSDT", [(0, 100.0), (20, 100.0), (20.5, 96.0), (25, 96.0)], step_ms=5000))
+    session = Session(settings, ListFeed(ticks))
+    await session.start_agent_desk(tmp_path / "crewai", hold_feed=True)
+    try:
+        await session.run()
+        await session.settle()
+    finally:
+        await session.close()
+    [proposal] = session.approvals.proposals.values()
+    assert session.approvals.status[proposal.proposal_id] is ProposalStatus.EXECUTED
+    assert session.approvals.notes[proposal.proposal_id].startswith("entry")
