@@ -102,7 +102,7 @@ class SpikeguardApp(App[int]):
 
     def __init__(self, session: Session, *, live: bool = True, feed_label: str = "sim", speed_label: str = "",
                  journal_label: str = "memory", wall_clock: Callable[[], float] = time.time,
-                 watchdog: bool = True, watch_tty: bool = True) -> None:
+                 watchdog: bool = True, watch_tty: bool = True, agents_dir: Path | None = None) -> None:
         super().__init__()
         self.session = session
         self.live = live
@@ -130,6 +130,8 @@ class SpikeguardApp(App[int]):
         self.first_frame_at: float | None = None
         self.exit_code = 0
         self.watch_tty = watch_tty
+        self.agents_dir = agents_dir  # where CrewAI may write; None: the rules proposer only
+        self.desk_label = "rules"
         self._parent_pid = os.getppid()
         self._hung_up = False
         self._board_ticks = -1
@@ -142,6 +144,8 @@ class SpikeguardApp(App[int]):
         fps = self.session.settings.performance.ui_fps
         if self.live:
             self.run_worker(self._run_engine(), name="engine", group="engine", exit_on_error=False)
+            if self.agents_dir is not None and self.session.settings.crew.enabled:
+                self.run_worker(self._start_agents(), name="agents", group="agents", exit_on_error=False)
             self.set_interval(1 / fps, self.frame)
             if self.watchdog:
                 self.set_interval(2.0, self._tty_watchdog)
@@ -156,6 +160,16 @@ class SpikeguardApp(App[int]):
         passes here: the session is closed, so the journal's thread cannot keep us alive."""
         if not self._hung_up:
             await self.session.close("console closed")
+
+    async def _start_agents(self) -> None:
+        """CrewAI loads in a thread after the first frame; the rules proposer answers until then."""
+        self.desk_label = "rules (crew loading…)"
+        try:
+            await self.session.start_agent_desk(self.agents_dir)
+            self.desk_label = self.session.decision_maker.label
+        except Exception as exc:
+            self.desk_label = "rules (crew unavailable)"
+            self.notify(f"agent desk unavailable, the rules proposer stays: {exc}", severity="warning", timeout=8)
 
     async def _run_engine(self) -> None:
         try:
@@ -350,7 +364,7 @@ class SpikeguardApp(App[int]):
             mode=self.session.mode, feed=f"{self.feed_label} @{market_time}", feed_ok=feed_ok,
             latency_ms=round(latency, 3) if latency is not None else None, ticks_per_second=round(self._rate),
             speed=self.speed_label, journal=self.journal_label, clock=clock,
-            scanner_paused=self._scanner_paused, feed_paused=self._feed_paused)
+            scanner_paused=self._scanner_paused, feed_paused=self._feed_paused, desk=self.desk_label)
         if self._changed("status", info):
             screen.query_one("#status", StatusBar).show(info)
 

@@ -66,7 +66,7 @@ def launch_console(args: Any, loaded: Any, paths: Any) -> int:
     session = Session(settings, feed, journal_path=journal_path)
     served = getattr(args, "headless_ok", False)  # under textual-serve: no tty for the watchdog to watch
     app = SpikeguardApp(session, feed_label=label, speed_label=speed_label, journal_label=_short(journal_path),
-                        watch_tty=not served)
+                        watch_tty=not served, agents_dir=paths.data_dir / "crewai")
     code = app.run()
     return int(code or 0)
 

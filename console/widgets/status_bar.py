@@ -23,6 +23,7 @@ class StatusInfo:
     clock: str
     scanner_paused: bool = False
     feed_paused: bool = False
+    desk: str = "rules"
 
 
 class StatusBar(Static):
@@ -43,6 +44,7 @@ class StatusBar(Static):
             t.append("  FEED PAUSED", style="bold yellow")
         if info.scanner_paused:
             t.append("  SCANNER PAUSED", style="bold yellow")
+        t.append(f"  desk {info.desk}", style="cyan")
         t.append(f"  journal {info.journal}", style="grey62")
         t.append(f"  {info.clock}")
         self.update(t, layout=False)  # one line, always
