@@ -185,7 +185,8 @@ class CrewSettings(Strict):
     llm_base_url: str | None = None
     max_concurrent_runs: int = Field(2, ge=1, le=16)
     max_runs_per_minute: int = Field(6, ge=1)
-    token_budget_per_proposal: int = Field(20_000, ge=100)
+    # a five-agent run costs ~15k tokens on the rules model and ~25k on a remote one (tool schemas)
+    token_budget_per_proposal: int = Field(60_000, ge=100)
     cost_budget_usd_per_proposal: float = Field(0.05, ge=0)
     guardian_interval_seconds: float = Field(60.0, gt=0)
     news_feeds: list[str] = Field(default_factory=list)
