@@ -18,7 +18,6 @@ under one breaker epoch is refused if the breaker moved before it went out (fenc
 from __future__ import annotations
 
 import logging
-import math
 import time
 from collections import deque
 from collections.abc import Callable
@@ -31,7 +30,7 @@ from core.events import BreakerChanged, BreakerStatus
 from core.market.state import MarketState
 from core.settings import RiskSettings
 from core.trading.exchange import Exchange, ExchangeError
-from core.trading.orders import Fill, Order, OrderStatus, OrderType, Side
+from core.trading.orders import Fill, Order, OrderStatus, OrderType, Side, shape_problem
 
 log = logging.getLogger("spikeguard.gate")
 
@@ -106,16 +105,10 @@ class OrderGate:
         if epoch_read is not None and epoch_read != epoch:
             return deny(f"stale breaker epoch: the decision read epoch {epoch_read}, the breaker is at {epoch} "
                         f"({status.value})")
+        problem = shape_problem(order)
+        if problem:
+            return deny(problem)
         q = order.quantity
-        if not _finite_positive(q):
-            return deny(f"quantity must be a positive finite number, got {q!r}")
-        for name, value in (("price", order.price), ("stop_price", order.stop_price)):
-            if value is not None and not _finite_positive(value):
-                return deny(f"{name} must be a positive finite number, got {value!r}")
-        if order.type in (OrderType.LIMIT, OrderType.POST_ONLY) and order.price is None:
-            return deny(f"a {order.type.value} order needs a price")
-        if order.type is OrderType.STOP and order.stop_price is None:
-            return deny("a STOP order needs a stop_price")
 
         position = self._position_qty(order.symbol)
         reduces = order.side is Side.SELL and position > 0
@@ -296,10 +289,6 @@ class OrderGate:
         if -weekly >= self.risk.weekly_loss_limit_usd:
             return f"weekly loss limit reached: {weekly:,.2f} USD (limit {self.risk.weekly_loss_limit_usd:,.2f})"
         return None
-
-
-def _finite_positive(x: Any) -> bool:
-    return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x) and x > 0
 
 
 __all__ = ["GateDecision", "OrderGate", "OrderJournal"]

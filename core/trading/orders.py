@@ -143,3 +143,18 @@ class Fill:
 
 def finite_positive(x: float | None) -> bool:
     return x is not None and isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x) and x > 0
+
+
+def shape_problem(order: Order) -> str | None:
+    """What is wrong with an order's own fields (before any market or account check), or None.
+    The gate and every exchange ask this same question."""
+    if not finite_positive(order.quantity):
+        return f"quantity must be a positive finite number, got {order.quantity!r}"
+    for name, value in (("price", order.price), ("stop_price", order.stop_price)):
+        if value is not None and not finite_positive(value):
+            return f"{name} must be a positive finite number, got {value!r}"
+    if order.type in (OrderType.LIMIT, OrderType.POST_ONLY) and order.price is None:
+        return f"a {order.type.value} order needs a price"
+    if order.type is OrderType.STOP and order.stop_price is None:
+        return "a STOP order needs a stop_price"
+    return None

@@ -58,7 +58,7 @@ from core.events import Tick
 from core.market.state import MarketState
 from core.settings import PaperSettings
 from core.trading.exchange import ExchangeError, FillListener, OrderListener
-from core.trading.orders import Fill, Order, OrderStatus, OrderType, Side, finite_positive
+from core.trading.orders import Fill, Order, OrderStatus, OrderType, Side, finite_positive, shape_problem
 from core.trading.portfolio import SELL_TOLERANCE, sell_remainder
 
 log = logging.getLogger("spikeguard.paper")
@@ -264,15 +264,9 @@ class PaperExchange:
             return f"unsupported symbol {order.symbol}: the paper exchange trades USDT-quoted spot pairs only"
         if not isinstance(order.side, Side) or not isinstance(order.type, OrderType):
             return "invalid side or order type"
-        if not finite_positive(order.quantity):
-            return f"quantity must be a positive finite number, got {order.quantity!r}"
-        for name, value in (("price", order.price), ("stop_price", order.stop_price)):
-            if value is not None and not finite_positive(value):
-                return f"{name} must be a positive finite number, got {value!r}"
-        if order.type in (OrderType.LIMIT, OrderType.POST_ONLY) and order.price is None:
-            return f"a {order.type.value} order needs a price"
-        if order.type is OrderType.STOP and order.stop_price is None:
-            return "a STOP order needs a stop_price"
+        problem = shape_problem(order)
+        if problem:
+            return problem
         last = self._last(order.symbol)
         if last is None:
             return f"unknown symbol {order.symbol}: no market data yet"
@@ -607,18 +601,12 @@ class PaperExchange:
     def _validate_restored(self, order: Order) -> str | None:
         if base_asset(order.symbol) is None:
             return f"unsupported symbol {order.symbol}"
-        if not finite_positive(order.quantity):
-            return f"invalid quantity {order.quantity!r}"
+        problem = shape_problem(order)
+        if problem:
+            return problem
         fq = order.filled_quantity
         if not (isinstance(fq, (int, float)) and math.isfinite(fq) and 0 <= fq < order.quantity):
             return f"invalid filled quantity {fq!r}"
-        for name, value in (("price", order.price), ("stop_price", order.stop_price)):
-            if value is not None and not finite_positive(value):
-                return f"invalid {name} {value!r}"
-        if order.type in (OrderType.LIMIT, OrderType.POST_ONLY) and order.price is None:
-            return f"a {order.type.value} order needs a price"
-        if order.type is OrderType.STOP and order.stop_price is None:
-            return "a STOP order needs a stop_price"
         return None
 
 
