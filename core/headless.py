@@ -70,10 +70,7 @@ async def run_headless(
             if path is not None and session.journal is None:
                 await session.open_journal(path)  # the crew's decisions are journaled from the first spike
             desk = await session.start_agent_desk(tmpdir / "crewai", llm=llm, hold_feed=True)
-        if progress is not None:
-            engine_run = engine.run
-            engine.run = lambda on_batch=None: engine_run(on_batch=lambda: progress(engine))  # type: ignore
-        await session.run()
+        await session.run(on_batch=(lambda: progress(engine)) if progress is not None else None)
         await session.settle()
         wall = time.perf_counter() - started
         counts = {}

@@ -247,7 +247,7 @@ class Session:
         return restored
 
     # ------------------------------------------------------------------ running
-    async def run(self) -> None:
+    async def run(self, on_batch: Callable[[], None] | None = None) -> None:
         loop = asyncio.get_running_loop()
         self.bus.bind_loop(loop)
         if self.journal is None and self.journal_path is not None:
@@ -256,7 +256,7 @@ class Session:
         url = self.settings.monitoring.webhook_url
         if url:
             self._tasks.append(loop.create_task(self._alerts(url)))
-        await self.engine.run()
+        await self.engine.run(on_batch=on_batch)
 
     async def _alerts(self, url: str) -> None:
         """Post WARNING and TRIGGERED transitions to the webhook; journal the delivery."""
