@@ -91,8 +91,10 @@ async def run_headless(
             "wall_seconds": round(wall, 4),
             "ticks_per_second": round(engine.ticks / wall, 1) if wall > 0 else 0.0,
             "decision_latency_us": engine.latency.summary_us(),
-            "bad_row_examples": [
-                {"file": p.source, "line": p.line, "error": p.error} for p in list(engine.problems)[:20]
+            "bad_row_examples": [  # the first twenty, and the last (it may say why reading stopped)
+                {"file": p.source, "line": p.line, "error": p.error}
+                for p in (list(engine.problems)[:20] + list(engine.problems)[-1:] if len(engine.problems) > 20
+                          else list(engine.problems))
             ],
             "symbols": sorted(engine.market.symbols),
             "final_state": engine.breaker.status.value,

@@ -24,6 +24,7 @@ _INTERVAL_MS = {"1s": 1_000, "1m": 60_000, "3m": 180_000, "5m": 300_000, "15m": 
                 "1h": 3_600_000, "2h": 7_200_000, "4h": 14_400_000, "1d": 86_400_000}
 _KLINE_HEADER = {"open_time", "open", "high", "low", "close"}
 _AGG_HEADER = {"price", "quantity", "transact_time"}
+_GIVE_UP_AFTER = 50  # bad rows before the first good one: the file is something else
 
 
 class ReplayInputError(Exception):
@@ -118,6 +119,10 @@ class CsvSource:
             cols: dict[str, int] | None = None
             prev_time = -1
             for lineno, raw in enumerate(handle, start=1):
+                if self.rows == 0 and self.bad_rows >= _GIVE_UP_AFTER:
+                    self._bad(lineno, f"no usable row in the first {_GIVE_UP_AFTER} lines: not a Binance CSV; "
+                                      f"the rest of the file is skipped")
+                    return
                 line = raw.strip()
                 if not line:
                     continue

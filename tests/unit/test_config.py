@@ -120,3 +120,11 @@ def test_cli_user_config_in_data_dir(tmp_path):
     write(tmp_path / "config" / "config.yaml", "spike_detection:\n  cooldown_minutes: 2\n")
     result = run_cli("--data-dir", str(tmp_path), "config", "show")
     assert "cooldown_minutes: 2.0" in result.stdout
+
+
+def test_nan_and_infinity_are_refused(tmp_path):
+    bad = write(tmp_path / "nan.yaml", "circuit_breaker:\n  references:\n    BTCUSDT:\n      dump_1h_percent: .nan\n")
+    with pytest.raises(ConfigError, match="dump_1h_percent: input should be a finite number"):
+        load_config(bad, env={}, dotenv_paths=[])
+    with pytest.raises(ConfigError, match="input should be a finite number"):
+        load_config(env={}, dotenv_paths=[], overrides=["risk_management.max_order_notional_usd=.inf"])

@@ -169,3 +169,11 @@ def test_paced_replay_follows_event_time(tmp_path):
     assert asyncio.run(collect()) == 9
     elapsed = time.monotonic() - started
     assert 0.15 <= elapsed < 2.0  # 105 s from first to last tick / 600 = 0.175 s
+
+
+def test_a_file_that_is_not_csv_at_all_is_given_up_on(tmp_path):
+    junk = write(tmp_path, "BTCUSDT-1m-junk.csv", b"\x00\x01garbage\n" * 10_000)
+    feed = ReplayFeed([junk])
+    assert not [e for e in events(feed) if isinstance(e, Tick)]
+    assert feed.stats.bad_rows == 51  # fifty bad rows, then one line saying the rest is skipped
+    assert "not a Binance CSV" in feed.stats.problems[-1].error
