@@ -15,13 +15,13 @@ import signal
 import sys
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from datetime import datetime, timezone
 from pathlib import Path
 
 from textual import work
 from textual.actions import SkipAction
-from textual.app import App, ComposeResult
+from textual.app import App, ComposeResult, SystemCommand
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
 from textual.screen import Screen
@@ -384,6 +384,22 @@ class SpikeguardApp(App[int]):
         return pending[0]
 
     # ------------------------------------------------------------------ keys -> commands
+    PALETTE = (
+        ("Approve proposal", "Approve the selected proposal (the gate checks it again)  [a]", "approve"),
+        ("Reject proposal", "Reject the selected proposal, with an optional reason  [r]", "reject"),
+        ("Trigger breaker", "Force-TRIGGER the circuit breaker, with a reason  [T]", "trigger"),
+        ("Clear breaker", "Clear the circuit breaker, with a reason  [C]", "clear"),
+        ("Pause/resume scanner", "Stop or restart spike detection  [p]", "pause_scanner"),
+        ("Pause/resume feed", "Stop or restart the market feed  [space]", "pause_feed"),
+        ("Help", "Keys and breaker states  [?]", "help"),
+    )
+
+    def get_system_commands(self, screen: Screen) -> Iterable[SystemCommand]:
+        """Every console command is in the palette too (ctrl+p), beside Textual's own."""
+        for title, help_text, action in self.PALETTE:
+            yield SystemCommand(title, help_text, getattr(self, f"action_{action}"))
+        yield from super().get_system_commands(screen)
+
     def _typing(self) -> bool:
         return isinstance(self.focused, Input)
 

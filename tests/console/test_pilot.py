@@ -274,3 +274,19 @@ def test_console_without_a_terminal_says_so():
 
     result = run_cli("console", "--scenario", "calm")
     assert result.returncode == 2 and "needs a terminal" in result.stderr
+
+
+async def test_every_command_is_in_the_palette(session, clock):
+    app = make_app(session, clock)
+    async with app.run_test(size=SIZE) as pilot:
+        await _ready(app, pilot)
+        titles = [c.title for c in app.get_system_commands(app.screen)]
+        for wanted in ("Approve proposal", "Reject proposal", "Trigger breaker", "Clear breaker",
+                       "Pause/resume scanner", "Pause/resume feed", "Help"):
+            assert wanted in titles
+        await pilot.press("ctrl+p")
+        await pilot.press(*"Trigger breaker")
+        await pilot.pause()
+        await pilot.press("enter")
+        await pilot.pause()
+        assert type(app.screen).__name__ == "BreakerConfirmScreen"
