@@ -16,6 +16,9 @@ from dataclasses import dataclass, field
 from core.events import FeedProblem, MarketEvent
 
 MAX_SPEED = 0.0  # sentinel: no pacing
+# a paced feed skips event-time gaps longer than this (a data outage, or two replayed files
+# from different years) instead of sleeping through them
+SKIP_GAP_MS = 3_600_000
 
 
 def parse_speed(text: str | float | int) -> float:
@@ -102,6 +105,7 @@ class Feed:
         batch_start_ms: int | None = None
         anchor_event_ms: int | None = None
         anchor_wall = 0.0
+        previous_ms: int | None = None
         paced = self.speed != MAX_SPEED
         for event in self._events():
             if self._stopped:
@@ -114,8 +118,9 @@ class Feed:
                     yield batch
                     batch = []
                     batch_start_ms = t
-                if anchor_event_ms is None:
+                if anchor_event_ms is None or (previous_ms is not None and t - previous_ms > SKIP_GAP_MS):
                     anchor_event_ms, anchor_wall = t, time.monotonic()
+                previous_ms = t
                 due = anchor_wall + (t - anchor_event_ms) / 1000.0 / self.speed
                 delay = due - time.monotonic()
                 if delay > 0.002:

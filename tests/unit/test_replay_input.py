@@ -177,3 +177,22 @@ def test_a_file_that_is_not_csv_at_all_is_given_up_on(tmp_path):
     assert not [e for e in events(feed) if isinstance(e, Tick)]
     assert feed.stats.bad_rows == 51  # fifty bad rows, then one line saying the rest is skipped
     assert "not a Binance CSV" in feed.stats.problems[-1].error
+
+
+def test_a_paced_replay_skips_long_gaps_between_files(tmp_path):
+    import time
+
+    a = write(tmp_path, "BTCUSDT-1m-a.csv", ROWS_7)
+    later = [r.replace("17000000", "17000864") for r in ROWS_7]  # the same candles, a day later
+    b = write(tmp_path, "ETHUSDT-1m-b.csv", later)
+    feed = ReplayFeed([a, b], speed=600.0)
+
+    async def collect():
+        n = 0
+        async for batch in feed.batches():
+            n += len(batch)
+        return n
+
+    started = time.monotonic()
+    assert asyncio.run(collect()) == 18
+    assert time.monotonic() - started < 2.0  # a day at 600x would be 144 seconds
