@@ -361,7 +361,8 @@ class SpikeguardApp(App[int]):
         market_time = datetime.fromtimestamp(engine.now_ms() / 1000, timezone.utc).strftime("%H:%M:%S")
         latency = engine.latency.percentile_ns(50) / 1e6 if engine.latency.count and self.live else None
         info = StatusInfo(
-            mode=self.session.mode, feed=f"{self.feed_label} @{market_time}", feed_ok=feed_ok,
+            mode=self.session.mode, feed=f"{self.feed_label} @{market_time}" + (" ended" if engine.finished else ""),
+            feed_ok=feed_ok,
             latency_ms=round(latency, 3) if latency is not None else None, ticks_per_second=round(self._rate),
             speed=self.speed_label, journal=self.journal_label, clock=clock,
             scanner_paused=self._scanner_paused, feed_paused=self._feed_paused, desk=self.desk_label)
