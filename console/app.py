@@ -37,7 +37,7 @@ from console.widgets.proposal_panel import ProposalPanel
 from console.widgets.reasoning_log import ReasoningLog
 from console.widgets.spike_queue import SpikeQueue
 from console.widgets.status_bar import StatusBar, StatusInfo
-from core.events import BreakerChanged, BreakerStatus, ReasoningLine, SpikeDetected, SpikeStatus
+from core.events import BreakerChanged, BreakerStatus, ProposalUpdate, ReasoningLine, SpikeDetected, SpikeStatus
 from core.session import Session
 from core.trading.orders import Fill, Order
 
@@ -276,7 +276,7 @@ class SpikeguardApp(App[int]):
                 orders.add_order(ev, t)
             elif isinstance(ev, Fill):
                 pass  # the positions panel reads the book each frame
-            elif hasattr(ev, "proposal") and hasattr(ev, "status"):  # ProposalUpdate
+            elif isinstance(ev, ProposalUpdate):
                 self._proposal_status(spikes, ev)
 
     def _track_spike(self, ev: SpikeStatus) -> None:
@@ -290,7 +290,7 @@ class SpikeguardApp(App[int]):
             self._spike_index[key] = 1
             self._spikes.append((ev.spike, ev.status, ev.proposal_id))
 
-    def _proposal_status(self, spikes: SpikeQueue, ev) -> None:
+    def _proposal_status(self, spikes: SpikeQueue, ev: ProposalUpdate) -> None:
         status_word = {"executed": "approved", "pending": "proposed"}.get(ev.status, ev.status)
         for i, (spike, _s, pid) in enumerate(self._spikes):
             if pid == ev.proposal.proposal_id:

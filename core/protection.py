@@ -31,6 +31,7 @@ from core.trading.portfolio import Portfolio
 class _Book:
     name: str
     gate: OrderGate
+    exchange: PaperExchange  # the book's own; it reaches it only through its gate, except for ticks
     portfolio: Portfolio
     start: float
     qty: dict[str, float] = field(default_factory=dict)
@@ -93,7 +94,7 @@ class ProtectionStudy:
         portfolio = Portfolio(self.capital)
         exchange = PaperExchange(settings.execution.paper, self.market, clock)
         gate = OrderGate(risk, breaker, self.market, exchange, portfolio, journal=None, clock=clock)
-        book = _Book(name, gate, portfolio, self.capital, equity=self.capital, peak=self.capital)
+        book = _Book(name, gate, exchange, portfolio, self.capital, equity=self.capital, peak=self.capital)
         gate.fill_listeners.append(book.on_fill)
         return book
 
@@ -101,9 +102,8 @@ class ProtectionStudy:
     def on_tick(self, tick: Tick) -> None:
         self.now = tick.time_ms
         for name, book in self.books.items():
-            exchange = book.gate._exchange
-            if tick.symbol in exchange.watched_symbols:
-                exchange.on_tick(tick)
+            if tick.symbol in book.exchange.watched_symbols:
+                book.exchange.on_tick(tick)
             book.mark(tick.symbol, tick.price, tick.time_ms)
             if tick.symbol not in self.entered[name] and not (name == "with" and self.flat):
                 self._enter(book, name, tick.symbol)

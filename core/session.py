@@ -26,12 +26,11 @@ from core.desk.proposal import TradeProposal
 from core.desk.rules_proposer import RulesProposer, Skip
 from core.engine import Engine
 from core.events import (
-    Actor, BreakerChanged, BreakerStatus, ReasoningLine, SpikeDetected, SpikeStatus, Tick,
+    Actor, BreakerChanged, ReasoningLine, SpikeDetected, SpikeStatus, Tick,
 )
 from core.market.feed import Feed
 from core.settings import Settings
 from core.trading.gate import OrderGate
-from core.trading.orders import Fill, Order, OrderStatus
 from core.trading.paper import PaperExchange
 from core.trading.portfolio import Portfolio
 
@@ -81,7 +80,7 @@ class Session:
                                        wall_clock=self.wall_clock,
                                        max_drift_pct=settings.execution.max_approval_drift_percent)
         self.proposer = RulesProposer(settings, self.engine.market, self.breaker, equity=self._equity,
-                                      holdings=self.gate._position_qty, wall_clock=self.wall_clock)
+                                      holdings=self.portfolio.quantity, wall_clock=self.wall_clock)
         self.decision_maker = DeskDecisionMaker(self.proposer.decide, "rules")
         self.desk_enabled = True
         self._breaker_rows: dict[int, Any] = {}  # epoch -> future of its circuit_breaker_events row id
@@ -361,4 +360,4 @@ class Session:
         return bool(self.open_positions()) or bool(self.gate.open_orders())
 
 
-__all__ = ["Session", "MODES", "Fill", "Order", "OrderStatus", "BreakerStatus", "Actor"]
+__all__ = ["Session", "MODES", "DeskDecisionMaker", "describe_spike"]

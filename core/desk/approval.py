@@ -220,7 +220,7 @@ class ApprovalQueue:
                 await self.gate.cancel(bracket.stop_id)  # releases the base the stop reserved
             except Exception:  # the stop may have fired already
                 log.info("stop %s already gone", bracket.stop_id)
-        held = self.gate._position_qty(bracket.proposal.symbol)
+        held = self.gate.portfolio.quantity(bracket.proposal.symbol)
         qty = min(bracket.filled, held)
         if qty > 0:
             await self.gate.submit(Order(symbol=bracket.proposal.symbol, side=Side.SELL, type=OrderType.MARKET,
