@@ -149,7 +149,7 @@ class SpikeDetectionSettings(Strict):
     enabled: bool = True
     check_circuit_breaker: bool = True
     cooldown_minutes: float = Field(15.0, ge=0)
-    warmup_minutes: float = Field(10.0, ge=0)
+    warmup_minutes: float = Field(1.0, ge=0)
     zscore_warmup_minutes: float = Field(60.0, ge=0)
     default_thresholds: PairThresholds = PairThresholds()
     pairs: dict[str, PairThresholds] = Field(default_factory=dict)
