@@ -31,9 +31,18 @@ class ReplayInputError(Exception):
     """A file that cannot be replayed at all (missing, unreadable, no symbol in its name)."""
 
 
+_QUOTES = ("USDT", "USDC", "BUSD", "FDUSD", "TUSD", "BTC", "ETH", "BNB", "EUR", "TRY")
+
+
 def symbol_from_path(path: Path) -> str:
+    """BTCUSDT-1m-2021-05-19.csv (Binance) or BTC_USDT-1m.csv / BTC_USDT_USDT-5m-futures (freqtrade)."""
     stem = path.name.split(".")[0]
-    candidate = stem.split("-")[0].split("_")[0].upper()
+    first = stem.split("-")[0].upper()
+    parts = first.split("_")
+    if len(parts) >= 2 and parts[1] in _QUOTES:
+        candidate = parts[0] + parts[1]
+    else:
+        candidate = parts[0]
     if not _SYMBOL_RE.match(candidate):
         raise ReplayInputError(f"{path}: cannot tell the symbol from the file name (expected e.g. BTCUSDT-1m-....csv)")
     return candidate

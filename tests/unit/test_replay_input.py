@@ -196,3 +196,11 @@ def test_a_paced_replay_skips_long_gaps_between_files(tmp_path):
     started = time.monotonic()
     assert asyncio.run(collect()) == 18
     assert time.monotonic() - started < 2.0  # a day at 600x would be 144 seconds
+
+
+def test_symbols_from_binance_and_freqtrade_file_names():
+    assert symbol_from_path(Path("BTCUSDT-1m-2021-05-19.csv")) == "BTCUSDT"
+    assert symbol_from_path(Path("ETHUSDT-5m-2025-10-10-futures.csv")) == "ETHUSDT"
+    assert symbol_from_path(Path("BTC_USDT-1m.csv")) == "BTCUSDT"
+    assert symbol_from_path(Path("ETH_USDT_USDT-5m-futures.csv")) == "ETHUSDT"
+    assert symbol_from_path(Path("DOGEUSDT-aggTrades-2021-04-16.csv")) == "DOGEUSDT"
