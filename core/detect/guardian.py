@@ -18,18 +18,21 @@ Rules (all thresholds from config, all times event times):
 
 from __future__ import annotations
 
+import logging
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
 
+from core.breaker.machine import IllegalTransition
 from core.breaker.state import CircuitBreakerState
 from core.events import Actor, BreakerChanged, BreakerStatus
 from core.market.state import MarketState
 from core.market.windows import MINUTE_MS, SymbolWindows
 from core.settings import CircuitBreakerSettings
 
+log = logging.getLogger("spikeguard.guardian")
 _RECHECK_MS = 1_000  # time-based rules (stale data, timers) are re-checked this often on other ticks
 
 SAFE, WARNING, TRIGGERED, RECOVERING = (
@@ -225,6 +228,15 @@ class Guardian:
             if warn is None:
                 warn = (partial(self._breadth_reason, n, self._mw_count_warn, self._mw_warn), "market_wide", None)
 
+        try:
+            self._act(t, status, trigger, warn, calm)
+        except IllegalTransition as exc:
+            # an operator or agent moved the breaker between our read and our move (another
+            # thread); the rules look again on the next tick, from the state as it is now
+            log.info("guardian deferred a move: %s", exc)
+
+    def _act(self, t: int, status: BreakerStatus, trigger: tuple[Callable[[], str], _Reference | None] | None,
+             warn: tuple[Callable[[], str], str, str | None] | None, calm: bool) -> None:
         if status is SAFE or status is WARNING:
             if trigger is not None:
                 self._trigger(t, trigger)

@@ -203,3 +203,21 @@ def test_breaker_disabled_does_nothing(settings):
     engine = make_engine(s)
     _crash(engine, 0.3, 0.0)
     assert states(engine) == []
+
+
+def test_a_move_raced_by_another_actor_is_deferred_not_fatal(settings):
+    """An agent trips the breaker from its thread between the guardian's read and its clear:
+    the clear is refused by the state machine, the engine keeps running."""
+    engine = make_engine(settings)
+    engine.process(path("BTCUSDT", [(0, 100.0), (10, 100.0), (20, 89.0)]))
+    assert states(engine) == ["WARNING"]
+    real_clear = engine.breaker.clear
+
+    def racing_clear(*args, **kwargs):
+        engine.breaker.trigger("agent saw it first", actor=Actor.AGENT, time_ms=T0 + 40 * MIN)
+        return real_clear(*args, **kwargs)
+
+    engine.breaker.clear = racing_clear
+    engine.process(path("BTCUSDT", [(20.01, 97.0), (45, 97.0)], start=T0))
+    assert states(engine) == ["WARNING", "TRIGGERED"]
+    assert engine.ticks > 0 and engine.breaker.status.value == "TRIGGERED"
