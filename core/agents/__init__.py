@@ -12,7 +12,9 @@ Modules
 - analyst.py   the deterministic analyst behind `llm: rules` (pure Python)
 - llm.py       RulesLLM (a crewai.BaseLLM with native tool calls) and make_llm()
 - crew.py      agents, the guardian and spike trading crews, validation into TradeProposal
-- desk.py      AgentDesk: dedupe, rate limit, concurrency, guards, streaming, journal
+- desk.py      AgentDesk: dedupe, rate limit, concurrency, guards, guardian scheduling
+- streaming.py RunStream: CrewAI's events, per run and in order, as ReasoningLine on the bus
+- bookkeeping.py Bookkeeper: agent_decisions and agent_performance rows; model prices
 - untrusted.py quoting of untrusted text (news, social) as delimited data
 
 Wiring (a Session):

@@ -12,15 +12,11 @@ The pipeline, on the engine's loop:
   token or cost budget is spent, or when the desk closes. A trip also answers the waiting
   caller at once with Skip("circuit breaker TRIGGERED: ..."), without waiting for the
   crew's threads to notice.
-- Streaming: CrewAI's event bus (agent starts, tool calls and results, streamed thoughts,
-  answers, errors) is routed per run with the CURRENT_RUN context variable, sorted by
-  emission_sequence in a short reorder window (40 ms, up to 90 ms when CrewAI's handler
-  threads run late), and published on the engine's bus
-  as ReasoningLine(role=<agent role>, kind, text, time_ms, run_id, sequence).
-- Journal: every agent's decision goes to agent_decisions (decision, confidence,
-  reasoning, input and output JSON, execution_time_ms, spike, breaker event, proposal id);
-  agent_performance is aggregated per UTC day, with true and false positives once a
-  proposal's outcome is known (record_outcome).
+- Streaming: each run's CrewAI events are published on the engine's bus as ReasoningLine,
+  in emission order (core.agents.streaming, the desk's RunStream).
+- Journal: every agent's decision goes to agent_decisions, and agent_performance is
+  aggregated per UTC day, with true and false positives once a proposal's outcome is known
+  (record_outcome) (core.agents.bookkeeping, the desk's Bookkeeper).
 - Guardian: every WARNING or TRIGGERED transition runs the guardian crew (one at a time,
   coalesced), and so does a timer every crew.guardian_interval_seconds while RECOVERING.
   It explains the state and may escalate; it can never loosen the breaker.
@@ -36,87 +32,69 @@ import functools
 import inspect
 import logging
 import sys
-import threading
-import time
 from collections import OrderedDict, deque
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 from core.agents import offline
 from core.agents.analyst import GUARDIAN_TASK
-from core.agents.context import CURRENT_RUN, DeskContext, RunState
-from core.agents.crew import (
-    DECISION_TYPES,
-    TASK_AGENT,
-    build_guardian_crew,
-    build_spike_crew,
-    decision_fields,
-    finalize,
-    spike_payload,
+from core.agents.bookkeeping import (  # noqa: F401 - the price names are re-exported (they were defined here)
+    DEFAULT_PRICE,
+    LOCAL_PROVIDERS,
+    PRICES,
+    SUPPORTING,
+    Bookkeeper,
+    price_of,
 )
+from core.agents.context import CURRENT_RUN, DeskContext, RunState
+from core.agents.crew import build_guardian_crew, build_spike_crew, decision_fields, finalize
 from core.agents.llm import RULES, estimate_tokens, llm_label, make_llm
+from core.agents.streaming import (  # noqa: F401 - the window constants are re-exported (they were defined here)
+    MAX_LINE,
+    MAX_REORDER_WINDOW_S,
+    REORDER_WINDOW_S,
+    RunStream,
+)
 from core.desk.proposal import TradeProposal
 from core.desk.rules_proposer import Skip
-from core.events import BreakerChanged, BreakerStatus, ReasoningLine, SpikeDetected
+from core.events import BreakerChanged, BreakerStatus, SpikeDetected
 
 log = logging.getLogger("spikeguard.agents")
 
-REORDER_WINDOW_S = 0.04  # a line waits this long after its emission for earlier ones to land...
-MAX_REORDER_WINDOW_S = 0.09  # ...longer when CrewAI's handler threads run late, never past this
-MAX_LINE = 400
 KEEP_RUNS = 100
-# model prices, USD per million tokens (input, output); unknown remote models use DEFAULT_PRICE
-PRICES: dict[str, tuple[float, float]] = {
-    "rules": (0.0, 0.0), "openai/gpt-4o-mini": (0.15, 0.60), "openai/gpt-4o": (2.50, 10.0),
-    "openai/gpt-4.1-mini": (0.40, 1.60), "openai/gpt-4.1": (2.0, 8.0), "openai/gpt-4.1-nano": (0.10, 0.40),
-    "anthropic/claude-3-5-haiku-latest": (0.80, 4.0), "anthropic/claude-3-5-sonnet-latest": (3.0, 15.0),
-    "anthropic/claude-sonnet-4-0": (3.0, 15.0), "anthropic/claude-haiku-4-5": (1.0, 5.0),
-}
-DEFAULT_PRICE = (5.0, 15.0)  # conservative for an unknown remote model
-LOCAL_PROVIDERS = ("rules", "ollama", "ollama_chat", "openai_compatible", "local", "vllm", "lmstudio")
-SUPPORTING = {"CONFIRM", "STABLE", "CAUTION", "ISOLATED", "MARKET_WIDE", "NEWS_DRIVEN", "APPROVE", "PROPOSE"}
 
 
-def price_of(label: str) -> tuple[float, float]:
-    if label in PRICES:
-        return PRICES[label]
-    provider = label.split("/", 1)[0].lower()
-    if provider in LOCAL_PROVIDERS:
-        return 0.0, 0.0
-    return DEFAULT_PRICE
+class _Delegate:
+    """An AgentDesk attribute kept on one of its parts (the stream, the books), same name, so
+    `desk.forward_latency_ms`, `desk.journal = j` and the like work as before the split."""
 
+    def __init__(self, part: str) -> None:
+        self.part = part
 
-@dataclass
-class _Perf:
-    decisions: int = 0
-    conf_sum: float = 0.0
-    conf_n: int = 0
-    time_sum: float = 0.0
-    time_n: int = 0
-    spikes_detected: int = 0
-    correct: int = 0
-    incorrect: int = 0
-    true_positives: int = 0
-    false_positives: int = 0
-    false_negatives: int = 0
-    breaker_triggers: int = 0
+    def __set_name__(self, owner: type, name: str) -> None:
+        self.name = name
 
+    def __get__(self, obj: Any, objtype: type | None = None) -> Any:
+        if obj is None:
+            return self
+        return getattr(getattr(obj, self.part), self.name)
 
-@dataclass
-class _Route:
-    """Per-run routing state for the reasoning stream (touched on the loop only, except `pending`)."""
-
-    pending: list[tuple[int, str, str, str, str, float]] = field(default_factory=list)  # seq, kind, role, text, call, t
-    armed: bool = False
-    streams: dict[str, list[Any]] = field(default_factory=dict)  # call id -> [role, text, last seq]
-    lock: threading.Lock = field(default_factory=threading.Lock)
+    def __set__(self, obj: Any, value: Any) -> None:
+        setattr(getattr(obj, self.part), self.name, value)
 
 
 class AgentDesk:
     """The agent desk behind the Session's decision maker (async: `await handle_spike(...)`)."""
+
+    # these live on the desk's parts and read and write through the desk as they always did
+    bus = _Delegate("_stream")
+    forward_latency_ms = _Delegate("_stream")  # CrewAI event -> ReasoningLine on the bus (bench)
+    lines_published = _Delegate("_stream")
+    reorder_window = _Delegate("_stream")  # read only
+    journal = _Delegate("_books")  # the journal given, else the session's (looked up each time)
+    proposals = _Delegate("_books")
+    decisions = _Delegate("_books")
 
     def __init__(self, session_like_context: Any, settings: Any = None, journal: Any = None, bus: Any = None,
                  storage_dir: str | Path | None = None, *, llm: Any = None, secrets: Any = None,
@@ -132,8 +110,7 @@ class AgentDesk:
         if env is not None:
             self.ctx.env = env
         self.settings = self.ctx.settings
-        self._journal = journal
-        self.bus = bus if bus is not None else getattr(self.ctx.session, "bus", None)
+        self._stream = RunStream(self.ctx, bus if bus is not None else getattr(self.ctx.session, "bus", None))
         self.storage_dir = storage_dir
         self.secrets = secrets if secrets is not None else getattr(self.settings, "secrets", None)
         self._llm_arg = llm
@@ -142,6 +119,7 @@ class AgentDesk:
         if _is_model(llm) and getattr(llm, "provider", None) not in (None, RULES) and "/" not in self.label:
             self.label = f"{llm.provider}/{self.label}"
         self.source = f"crew:{self.label}"
+        self._books = Bookkeeper(self.ctx, self.settings, self.label, journal)
         self.llm: Any = None
         self.dedupe_ms = int(dedupe_seconds * 1000)
         self.slot_wait_seconds = slot_wait_seconds
@@ -156,41 +134,21 @@ class AgentDesk:
         self._inflight: dict[tuple[str, str, str], RunState] = {}
         self._recent: dict[tuple[str, str, str], int] = {}
         self.runs: OrderedDict[str, RunState] = OrderedDict()  # the last KEEP_RUNS runs
-        self._routes: dict[str, _Route] = {}
         self._active: set[RunState] = set()
         self._bg: set[asyncio.Task] = set()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._started = False
         self._closed = False
-        self._handlers: list[tuple[type, Callable[..., Any]]] = []
         self._guardian_busy = False
         self._guardian_pending: BreakerChanged | None = None
         self._guardian_wanted = False
         self._recovery_task: asyncio.Task | None = None
-        self._perf: dict[tuple[str, str], _Perf] = {}
-        self._proposal_support: dict[str, dict[str, str]] = {}
-        self._outcomes: dict[str, float] = {}
-        # figures (bench, tests)
-        self.proposals: deque[TradeProposal] = deque(maxlen=1000)
-        self.decisions: deque[dict[str, Any]] = deque(maxlen=5000)
+        # figures (bench, tests); proposals, decisions and the stream's figures are on the parts
         self.run_seconds: deque[float] = deque(maxlen=1000)
-        self.forward_latency_ms: deque[float] = deque(maxlen=10_000)
-        self._handler_lag = 0.0  # a decaying max of how late CrewAI's handler threads run (seconds)
-        self.lines_published = 0
         self.guardian_runs = 0
         self.hooks: dict[str, Callable[..., Any]] = {}  # test hooks: "task_started" (run, task name)
 
     # ------------------------------------------------------------------ lifecycle
-    @property
-    def journal(self) -> Any:
-        if self._journal is not None:
-            return self._journal
-        return getattr(self.ctx.session, "journal", None)
-
-    @journal.setter
-    def journal(self, value: Any) -> None:
-        self._journal = value
-
     @property
     def started(self) -> bool:
         return self._started
@@ -213,7 +171,7 @@ class AgentDesk:
             self.llm = self._llm_arg
         else:
             self.llm = make_llm(self.settings, self.secrets, model=self._llm_arg if isinstance(self._llm_arg, str) else None)
-        self._install_handlers()
+        self._stream.install(loop)
         self.ctx.breaker.subscribe(self.on_breaker_change)
         self._started = True
         if self.ctx.breaker.status is BreakerStatus.RECOVERING:
@@ -240,8 +198,8 @@ class AgentDesk:
         pending = [t for t in self._bg if not t.done()]
         if pending:
             await asyncio.wait(pending, timeout=10.0)
-        self._flush_performance()
-        self._uninstall_handlers()
+        self._books.flush_performance()
+        self._stream.uninstall()
 
     def decision_maker(self) -> Any:
         """A core.session.DeskDecisionMaker over `decide`: a Skip, or an awaitable of the decision."""
@@ -292,7 +250,7 @@ class AgentDesk:
         self.runs[run.run_id] = run
         while len(self.runs) > KEEP_RUNS:
             self.runs.popitem(last=False)
-        self._routes[run.run_id] = _Route()
+        self._stream.open(run)
         return run
 
     def decide(self, spike: SpikeDetected, spike_event_id: Any = None) -> Any:
@@ -335,8 +293,8 @@ class AgentDesk:
                 run.abort("desk busy: no crew slot became free")
                 return Skip(f"desk busy: {self.settings.crew.max_concurrent_runs} crew runs already in progress")
             self._active.add(run)
-            self._reason(run, "desk", "thought", f"crew run {run.run_id} for {spike.symbol} {spike.direction} "
-                                                f"({spike.spike_type.value}) with model {self.label}")
+            self._stream.reason(run, "desk", "thought", f"crew run {run.run_id} for {spike.symbol} {spike.direction} "
+                                                       f"({spike.spike_type.value}) with model {self.label}")
             task = loop.create_task(self._execute_spike(run), name=f"crew:{run.run_id}")
             self._track(task)
             done, _ = await asyncio.wait({task, aborted}, return_when=asyncio.FIRST_COMPLETED)
@@ -344,7 +302,7 @@ class AgentDesk:
                 decision = task.result()
             else:
                 decision = Skip(run.abort_reason or "aborted")
-                self._reason(run, "desk", "error", f"run {run.run_id} aborted: {decision.reason}")
+                self._stream.reason(run, "desk", "error", f"run {run.run_id} aborted: {decision.reason}")
             if isinstance(decision, TradeProposal):
                 self.proposals.append(decision)
             return decision
@@ -363,7 +321,7 @@ class AgentDesk:
         finally:
             self._slots.release()
             self._active.discard(run)
-        await self._drain(run)
+        await self._stream.drain(run)
         if run.aborted:
             decision = Skip(run.abort_reason or "aborted")
         else:
@@ -380,7 +338,7 @@ class AgentDesk:
             if problem is not None and isinstance(decision, TradeProposal):
                 decision = Skip(problem)
         self.run_seconds.append(run.elapsed_ms / 1000.0)
-        await self._journal_run(run, decision)
+        await self._books.journal_run(run, decision)
         return decision
 
     async def _kickoff(self, run: RunState, build: Callable[[], Any]) -> None:
@@ -445,7 +403,7 @@ class AgentDesk:
         except Exception as exc:
             reason = run.abort_reason or f"crew failed: {type(exc).__name__}: {str(exc)[:300]}"
             run.abort(reason)
-            self._reason(run, "desk", "error", reason)
+            self._stream.reason(run, "desk", "error", reason)
             log.warning("crew run %s failed: %s", run.run_id, exc)
         finally:
             for var_token in (pairing_token, quiet_token, run_token):
@@ -566,370 +524,32 @@ class AgentDesk:
         self.guardian_runs += 1
         self._active.add(run)
         self._hold(run, True)
-        self._reason(run, "desk", "thought", f"guardian crew {run.run_id}: breaker {info['to']} ({info['reason']})")
+        self._stream.reason(run, "desk", "thought",
+                            f"guardian crew {run.run_id}: breaker {info['to']} ({info['reason']})")
         try:
             await self._kickoff(run, lambda: build_guardian_crew(self.ctx, self.llm, run, info))
         finally:
             self._active.discard(run)
             self._hold(run, False)
-        await self._drain(run)
+        await self._stream.drain(run)
         rec = run.tasks.get(GUARDIAN_TASK)
         decision, confidence, data = decision_fields(rec.output if rec else "")
-        await self._journal_run(run, None, change=info)
+        await self._books.journal_run(run, None, change=info)
         return {"run_id": run.run_id, "decision": decision, "confidence": confidence, "data": data,
                 "aborted": run.abort_reason, "escalations": list(run.escalations)}
 
-    # ------------------------------------------------------------------ CrewAI events -> ReasoningLine
-    def _event_classes(self) -> dict[str, type]:
-        import crewai.events as ev
-
-        names = ["AgentExecutionStartedEvent", "ToolUsageStartedEvent", "ToolUsageFinishedEvent", "ToolUsageErrorEvent",
-                 "LLMStreamChunkEvent", "LLMCallCompletedEvent", "LLMCallFailedEvent", "TaskCompletedEvent",
-                 "TaskFailedEvent", "AgentExecutionErrorEvent"]
-        return {n: getattr(ev, n) for n in names if hasattr(ev, n)}
-
-    def _install_handlers(self) -> None:
-        from crewai.events import crewai_event_bus
-
-        for cls in self._event_classes().values():
-            crewai_event_bus.on(cls)(self._on_crewai_event)
-            self._handlers.append((cls, self._on_crewai_event))
-
-    def _uninstall_handlers(self) -> None:
-        if not self._handlers:
-            return
-        from crewai.events import crewai_event_bus
-
-        for cls, fn in self._handlers:
-            try:
-                crewai_event_bus.off(cls, fn)
-            except Exception:
-                pass
-        self._handlers.clear()
-
-    def _on_crewai_event(self, source: Any, event: Any) -> None:
-        """CrewAI handler thread: classify, queue for the loop. Never raises."""
-        try:
-            run = CURRENT_RUN.get()
-            if run is None:
-                return
-            route = self._routes.get(run.run_id)
-            if route is None:
-                return
-            item = self._classify(run, event)
-            if item is None:
-                return
-            lag = time.time() - item[5]
-            self._handler_lag = max(lag, self._handler_lag * 0.9)
-            with route.lock:
-                route.pending.append(item)
-                arm = not route.armed
-                route.armed = True
-            if arm and self._loop is not None and not self._loop.is_closed():
-                self._loop.call_soon_threadsafe(self._arm_flush, run)
-        except Exception:  # the stream is best effort; the crew must not notice
-            log.debug("event routing failed", exc_info=True)
-
-    def _classify(self, run: RunState, event: Any) -> tuple[int, str, str, str, str, float] | None:
-        item = self._classify_event(run, event)
-        if item is None:
-            return None
-        stamp = getattr(event, "timestamp", None)
-        try:
-            t = stamp.timestamp() if stamp is not None else time.time()
-        except Exception:
-            t = time.time()
-        return (*item, t)
-
-    def _classify_event(self, run: RunState, event: Any) -> tuple[int, str, str, str, str] | None:
-        seq = int(getattr(event, "emission_sequence", 0) or 0)
-        kind = type(event).__name__
-        if kind == "LLMStreamChunkEvent":
-            if getattr(event, "tool_call", None) is not None:
-                return None
-            return seq, "chunk", _role_of(event), str(getattr(event, "chunk", "") or ""), str(getattr(event, "call_id", ""))
-        if kind == "LLMCallCompletedEvent":
-            usage = getattr(event, "usage", None) or {}
-            response = getattr(event, "response", None)
-            out_tokens = estimate_tokens(response if isinstance(response, str) else str(response or ""))
-            reported = int(usage.get("total_tokens") or 0) if isinstance(usage, dict) else 0
-            run.add_tokens(tokens_out=out_tokens, reported=reported)
-            return seq, "call_done", _role_of(event), "", str(getattr(event, "call_id", ""))
-        if kind == "AgentExecutionStartedEvent":
-            task = getattr(event, "task", None)
-            return seq, "thought", _role_of(event), f"starts {getattr(task, 'name', None) or 'a task'}", ""
-        if kind == "ToolUsageStartedEvent":
-            return seq, "tool_call", _role_of(event), f"{event.tool_name}({_compact(event.tool_args, 160)})", ""
-        if kind == "ToolUsageFinishedEvent":
-            return seq, "tool_result", _role_of(event), f"{event.tool_name} -> {_summarise_result(event.output)}", ""
-        if kind in ("ToolUsageErrorEvent",):
-            return seq, "error", _role_of(event), f"{event.tool_name} failed: {str(getattr(event, 'error', ''))[:200]}", ""
-        if kind == "LLMCallFailedEvent":
-            return seq, "error", _role_of(event), f"model call failed: {str(getattr(event, 'error', ''))[:200]}", ""
-        if kind == "TaskCompletedEvent":
-            output = getattr(event, "output", None)
-            raw = str(getattr(output, "raw", "") or "")
-            decision, confidence, data = decision_fields(raw)
-            role = str(getattr(output, "agent", "") or "") or _role_of(event)
-            text = f"{getattr(output, 'name', '') or 'task'}: {decision}"
-            if confidence is not None:
-                text += f" (confidence {confidence:.2f})"
-            reason = (data or {}).get("reason") or (data or {}).get("recommendation")
-            if reason:
-                text += f": {reason}"
-            return seq, "answer", role, text, ""
-        if kind in ("TaskFailedEvent", "AgentExecutionErrorEvent"):
-            return seq, "error", _role_of(event), f"failed: {str(getattr(event, 'error', ''))[:300]}", ""
-        return None
-
-    @property
-    def reorder_window(self) -> float:
-        return min(MAX_REORDER_WINDOW_S, max(REORDER_WINDOW_S, self._handler_lag + 0.01))
-
-    def _arm_flush(self, run: RunState, delay: float | None = None) -> None:
-        loop = self._loop
-        if loop is None:
-            return
-        loop.call_later(max(0.0, self.reorder_window if delay is None else delay), self._flush, run)
-
-    def _flush(self, run: RunState, final: bool = False) -> None:
-        """On the loop: publish, in emission_sequence order, what was emitted at least one reorder
-        window ago (a handler thread that ran late still lands in order); re-arm for the rest."""
-        route = self._routes.get(run.run_id)
-        if route is None:
-            return
-        now = time.time()
-        window = self.reorder_window
-        with route.lock:
-            if final:
-                items, route.pending = route.pending, []
-            else:
-                cutoff = now - window
-                items = [x for x in route.pending if x[5] <= cutoff]
-                route.pending = [x for x in route.pending if x[5] > cutoff]
-            route.armed = bool(route.pending)
-            next_due = min((x[5] for x in route.pending), default=None)
-        if next_due is not None and not final:
-            self._arm_flush(run, next_due + window - now + 0.001)
-        items.sort(key=lambda x: x[0])
-        for seq, kind, role, text, call, t in items:
-            if kind == "chunk":
-                buf = route.streams.setdefault(call, [role, "", seq, t])
-                buf[1] += text
-                buf[2] = seq
-                while "\n" in buf[1] or len(buf[1]) > MAX_LINE:
-                    if "\n" in buf[1]:
-                        line, buf[1] = buf[1].split("\n", 1)
-                    else:
-                        cut = buf[1].rfind(" ", 0, MAX_LINE)
-                        cut = cut if cut > 40 else MAX_LINE
-                        line, buf[1] = buf[1][:cut], buf[1][cut:].lstrip()
-                    self._emit_thought(run, role, line, seq, buf[3])
-                    buf[3] = t
-            elif kind == "call_done":
-                buf = route.streams.pop(call, None)
-                if buf is not None and buf[1].strip():
-                    self._emit_thought(run, buf[0] or role, buf[1], seq, buf[3])
-            else:
-                self._publish(run, role, kind, text, seq, t)
-        if final:
-            for buf in list(route.streams.values()):
-                if buf[1].strip():
-                    self._emit_thought(run, buf[0], buf[1], buf[2], buf[3])
-            route.streams.clear()
-
-    def _emit_thought(self, run: RunState, role: str, line: str, seq: int, t: float) -> None:
-        line = line.strip()
-        if not line or line.startswith("DECISION:"):
-            return  # the task's decision line is published once, from TaskCompletedEvent
-        self._publish(run, role, "thought", line, seq, t)
-
-    def _publish(self, run: RunState, role: str, kind: str, text: str, seq: int, t: float | None = None) -> None:
-        if t is not None:
-            self.forward_latency_ms.append((time.time() - t) * 1000.0)
-        if self.bus is None:
-            return
-        text = text if len(text) <= MAX_LINE else text[: MAX_LINE - 1] + "…"
-        self.lines_published += 1
-        self.bus.publish(ReasoningLine(role or "agent", kind, text, self.ctx.now_ms(), run.run_id, seq))
-
-    def _reason(self, run: RunState, role: str, kind: str, text: str) -> None:
-        if self.bus is None:
-            return
-        self.bus.publish(ReasoningLine(role, kind, text, self.ctx.now_ms(), run.run_id, 0))
-
-    async def _drain(self, run: RunState) -> None:
-        """Let CrewAI's handler threads finish this run's events, then publish what is left."""
-        try:
-            from crewai.events import crewai_event_bus
-
-            await asyncio.to_thread(crewai_event_bus.flush, 2.0)
-        except Exception:
-            pass
-        await asyncio.sleep(0)
-        self._flush(run, final=True)
-        self._routes.pop(run.run_id, None)  # later stragglers of this run are dropped
-
-    # ------------------------------------------------------------------ journal and performance
-    def _period(self) -> str:
-        return datetime.fromtimestamp(self.ctx.wall_clock() / 1000, timezone.utc).strftime("%Y-%m-%d")
-
-    async def _breaker_row(self, epoch: int | None, timeout: float = 2.0) -> int | None:
-        """The journal row id of a breaker transition, waiting briefly for its commit."""
-        if epoch is None or not self.ctx.breaker_rows or self.journal is None:
-            return None
-        fut = self.ctx.breaker_rows.get(epoch)
-        if fut is None:
-            return None
-        try:
-            return await asyncio.wait_for(asyncio.shield(asyncio.wrap_future(fut)), timeout)
-        except Exception:
-            return None
-
-    async def _journal_run(self, run: RunState, decision: TradeProposal | Skip | None,
-                           change: dict[str, Any] | None = None) -> None:
-        spike_id = self.ctx.spike_event_id(run.spike, run.spike_event_id)
-        breaker_id = await self._breaker_row(run.breaker_epoch if run.kind == "guardian" else run.abort_epoch)
-        escalation_rows = {e["epoch"]: await self._breaker_row(e.get("epoch")) for e in run.escalations}
-        spike_input = spike_payload(run.spike) if run.spike is not None else None
-        period = self._period()
-        support: dict[str, str] = {}
-        rows = []
-        for name in run.task_order:
-            rec = run.tasks[name]
-            agent = TASK_AGENT.get(name, name)
-            dec, conf, data = decision_fields(rec.output) if rec.ended is not None else ("ABORTED", None, None)
-            tools = [t for t in run.tool_calls if t.get("role") == rec.role]
-            trade_id = None
-            if name == "execution_task" and isinstance(decision, TradeProposal):
-                trade_id = decision.proposal_id
-            output = {"decision": data, "answer": rec.output[-3000:],
-                      "tool_status": {t["tool"]: t.get("status") for t in tools}}
-            if name == "execution_task" and decision is not None:
-                output["final"] = (decision.summary() if isinstance(decision, TradeProposal)
-                                   else {"skip": decision.reason})
-            if rec.ended is None:
-                output["aborted"] = run.abort_reason
-            row = dict(agent_name=agent, decision_type=DECISION_TYPES.get(name, name), decision=dec,
-                       agent_role=rec.role, confidence=conf, reasoning=_reasoning(rec.output),
-                       input_data={"run_id": run.run_id, "task": name, "spike": spike_input, "change": change,
-                                   "tool_calls": [{"tool": t["tool"], "args": t["args"]} for t in tools]},
-                       output_data=output, execution_time_ms=rec.execution_time_ms, spike_event_id=spike_id,
-                       circuit_breaker_event_id=breaker_id, trade_id=trade_id)
-            rows.append(row)
-            support[agent] = dec
-            self._count(agent, period, dec, conf, rec.execution_time_ms)
-        for esc in run.escalations:
-            self._perf_for("market_guardian", period).breaker_triggers += esc["action"] == "trigger"
-            rows.append(dict(agent_name="market_guardian", decision_type="circuit_breaker_triggered"
-                             if esc["action"] == "trigger" else "circuit_breaker_warning", decision=esc["action"].upper(),
-                             agent_role=self.settings.agents.market_guardian.role, confidence=None,
-                             reasoning=esc["reason"], input_data={"run_id": run.run_id}, output_data=esc,
-                             execution_time_ms=None, spike_event_id=spike_id,
-                             circuit_breaker_event_id=escalation_rows.get(esc.get("epoch")), trade_id=None))
-        if run.aborted:
-            rows.append(dict(agent_name="crew", decision_type="run_aborted", decision="ABORTED", agent_role=None,
-                             confidence=None, reasoning=run.abort_reason,
-                             input_data={"run_id": run.run_id, "kind": run.kind, "spike": spike_input},
-                             output_data={"tokens": run.tokens, "cost_usd": run.cost_usd,
-                                          "tasks_done": [n for n in run.task_order if run.tasks[n].ended is not None]},
-                             execution_time_ms=round(run.elapsed_ms, 3), spike_event_id=spike_id,
-                             circuit_breaker_event_id=breaker_id, trade_id=None))
-        if isinstance(decision, TradeProposal):
-            self._proposal_support[decision.proposal_id] = support
-            while len(self._proposal_support) > 2000:
-                self._proposal_support.pop(next(iter(self._proposal_support)))
-        for row in rows:
-            self.decisions.append({"run_id": run.run_id, "agent": row["agent_name"], "decision": row["decision"],
-                                   "confidence": row["confidence"], "execution_time_ms": row["execution_time_ms"],
-                                   "decision_type": row["decision_type"]})
-            self._submit("agent_decision", row)
-
-    def _submit(self, kind: str, row: dict[str, Any]) -> None:
-        journal = self.journal
-        if journal is None:
-            return
-        try:
-            fut = journal.submit(kind, **row)
-            if fut is not None and hasattr(fut, "add_done_callback"):
-                fut.add_done_callback(_log_journal_failure)
-        except Exception as exc:
-            log.warning("agent decision not journaled: %s", exc)
-
-    def _perf_for(self, agent: str, period: str) -> _Perf:
-        return self._perf.setdefault((agent, period), _Perf())
-
-    def _count(self, agent: str, period: str, decision: str, confidence: float | None, ms: float | None) -> None:
-        p = self._perf_for(agent, period)
-        p.decisions += 1
-        if confidence is not None:
-            p.conf_sum += confidence
-            p.conf_n += 1
-        if ms is not None:
-            p.time_sum += ms
-            p.time_n += 1
-        if agent == "market_scanner" and decision == "CONFIRM":
-            p.spikes_detected += 1
-
+    # ------------------------------------------------------------------ the books
     def record_outcome(self, proposal_id: str, pnl: float) -> dict[str, str]:
         """A proposal's outcome (PnL after the horizon): true or false positive for every agent
         that supported it; the day's agent_performance rows are written again."""
-        support = self._proposal_support.get(proposal_id)
-        if support is None or proposal_id in self._outcomes:
-            return {}
-        self._outcomes[proposal_id] = pnl
-        good = pnl > 0
-        period = self._period()
-        verdicts = {}
-        for agent, decision in support.items():
-            if decision not in SUPPORTING:
-                continue
-            p = self._perf_for(agent, period)
-            if good:
-                p.true_positives += 1
-                p.correct += 1
-            else:
-                p.false_positives += 1
-                p.incorrect += 1
-            verdicts[agent] = "true_positive" if good else "false_positive"
-        self._flush_performance({a for a in verdicts})
-        return verdicts
-
-    def _flush_performance(self, agents: set[str] | None = None) -> None:
-        for (agent, period), p in self._perf.items():
-            if agents is not None and agent not in agents:
-                continue
-            self._submit("agent_performance", dict(
-                agent_name=agent, period=period, total_decisions=p.decisions, correct_decisions=p.correct,
-                incorrect_decisions=p.incorrect, avg_confidence=round(p.conf_sum / p.conf_n, 4) if p.conf_n else None,
-                avg_execution_time_ms=round(p.time_sum / p.time_n, 3) if p.time_n else None,
-                total_spikes_detected=p.spikes_detected, true_positives=p.true_positives,
-                false_positives=p.false_positives, false_negatives=p.false_negatives,
-                circuit_breaker_triggers=p.breaker_triggers, notes=f"model {self.label}"))
+        return self._books.record_outcome(proposal_id, pnl)
 
     def report_rows(self, approvals: Any = None) -> dict[str, list[dict[str, Any]]]:
         """The headless report's "proposals" and "decisions" rows (`spikeguard replay --agents --json`)."""
-        from core.events import iso_utc
-
-        approvals = approvals if approvals is not None else self.ctx.approvals
-        proposals = []
-        for p in self.proposals:
-            status = getattr(approvals, "status", {}).get(p.proposal_id) if approvals is not None else None
-            proposals.append({
-                # market (event) time: in a replay the wall clock says nothing about the market
-                "time": iso_utc(p.spike_time_ms if p.spike_time_ms is not None else p.created_ms), "symbol": p.symbol, "side": p.side, "quantity": p.quantity,
-                "entry_type": p.entry_type, "entry_price": p.entry_price, "stop_loss": p.stop_loss,
-                "take_profit": p.take_profit, "status": getattr(status, "value", status) or "pending",
-                "source": p.source, "proposal_id": p.proposal_id,
-                "spike": {"time": iso_utc(p.spike_time_ms), "type": p.spike_type, "direction": p.spike_direction,
-                          "spike_event_id": p.spike_event_id}})
-        decisions = [{"agent": d["agent"], "decision": d["decision"], "confidence": d["confidence"],
-                      "execution_time_ms": d["execution_time_ms"], "decision_type": d["decision_type"],
-                      "run_id": d["run_id"]} for d in self.decisions]
-        return {"proposals": proposals, "decisions": decisions}
+        return self._books.report_rows(approvals)
 
     def performance(self) -> dict[str, dict[str, Any]]:
-        return {f"{a}@{period}": vars(p).copy() for (a, period), p in self._perf.items()}
+        return self._books.performance()
 
     # ------------------------------------------------------------------ helpers
     def _track(self, task: asyncio.Task) -> None:
@@ -981,61 +601,6 @@ def _call_on_loop(loop: asyncio.AbstractEventLoop, fn: Callable[..., Any], *args
         pass
 
 
-def _role_of(event: Any) -> str:
-    role = getattr(event, "agent_role", None)
-    if role:
-        return str(role)
-    for attr in ("from_agent", "agent"):
-        agent = getattr(event, attr, None)
-        role = getattr(agent, "role", None)
-        if role:
-            return str(role)
-    task = getattr(event, "task", None) or getattr(event, "from_task", None)
-    agent = getattr(task, "agent", None)
-    return str(getattr(agent, "role", "") or "agent")
-
-
-def _compact(args: Any, limit: int) -> str:
-    if isinstance(args, dict):
-        text = ", ".join(f"{k}={v!r}" if isinstance(v, str) else f"{k}={v}" for k, v in args.items())
-    else:
-        text = str(args or "")
-    return text if len(text) <= limit else text[: limit - 1] + "…"
-
-
-_SKIP_KEYS = {"tool", "elapsed_ms", "untrusted_note", "quoted", "windows", "scores", "guardian_snapshot", "balances",
-              "positions", "recent_transitions", "legs", "symbols", "feeds", "method", "source", "note", "policy"}
-
-
-def _summarise_result(output: Any, limit: int = 240) -> str:
-    import json as _json
-
-    text = str(output or "")
-    try:
-        data = _json.loads(text)
-    except ValueError:
-        return text if len(text) <= limit else text[: limit - 1] + "…"
-    if not isinstance(data, dict):
-        return text[:limit]
-    parts = []
-    status = data.get("status")
-    if status and status != "ok":
-        parts.append(str(status))
-        if data.get("reason"):
-            parts.append(str(data["reason"]))
-    for k, v in data.items():
-        if k in _SKIP_KEYS or k in ("status", "reason") or isinstance(v, (dict, list)) or v is None:
-            continue
-        parts.append(f"{k}={v}")
-    out = ", ".join(parts)
-    return out if len(out) <= limit else out[: limit - 1] + "…"
-
-
-def _reasoning(output: str) -> str:
-    lines = [ln for ln in (output or "").splitlines() if not ln.startswith("DECISION:")]
-    return "\n".join(lines)[-4000:]
-
-
 def _silence_event_pairing() -> Any:
     """Aborting a run on purpose leaves CrewAI's start/end event pairs open: do not print about it
     (for this run's context only). Returns the context variable's reset token, or None."""
@@ -1046,14 +611,6 @@ def _silence_event_pairing() -> Any:
             mismatch_behavior=ec.MismatchBehavior.SILENT, empty_pop_behavior=ec.MismatchBehavior.SILENT))
     except Exception:
         return None
-
-
-def _log_journal_failure(fut: Any) -> None:
-    try:
-        if not fut.cancelled() and fut.exception() is not None:
-            log.warning("agent journal row failed: %s", fut.exception())
-    except Exception:
-        pass
 
 
 def _log_task_error(task: asyncio.Task) -> None:
