@@ -28,41 +28,36 @@ Two ways to write
   never blocked or refused while the journal is open.
 
 Cancelling a task that awaits record_* does not withdraw the write; the row still lands.
+
+This module holds Journal (lifecycle, queueing, the writer task's loop, the API, reads).
+Rows are built in core.journal.rows; the transaction that appends them to the chain is in
+core.journal.writer.
 """
 
 from __future__ import annotations
 
 import asyncio
 import concurrent.futures
-import enum
-import hashlib
 import json
 import logging
-import math
 import sqlite3
 import threading
-import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import aiosqlite
 
-from core.events import BreakerChanged, BreakerStatus, SpikeDetected, iso_utc
+from core.events import BreakerChanged, BreakerStatus, SpikeDetected
 from core.journal import audit
-from core.journal.audit import CHAINED_TABLES, MUTABLE, hashed_content, row_hash
-from core.journal.schema import GENESIS_HASH, JournalError, migrate
+from core.journal.audit import CHAINED_TABLES
+from core.journal.rows import BREAKER_STATUS_MAP  # noqa: F401  (re-exported: core.journal imports it from here)
+from core.journal.rows import BARRIER, Req, RowBuilder
+from core.journal.schema import JournalError, migrate
+from core.journal.writer import ChainWriter
 from core.trading.orders import Fill, Order
 
 log = logging.getLogger("spikeguard.journal")
-
-BREAKER_STATUS_MAP: dict[BreakerStatus, str] = {
-    BreakerStatus.TRIGGERED: "triggered",
-    BreakerStatus.RECOVERING: "recovering",
-    BreakerStatus.SAFE: "cleared",
-    BreakerStatus.WARNING: "warning",
-}
 
 # columns that hold JSON (decoded by the read methods)
 JSON_COLUMNS: dict[str, tuple[str, ...]] = {
@@ -75,96 +70,6 @@ JSON_COLUMNS: dict[str, tuple[str, ...]] = {
     "operator_actions": ("details",),
     "row_updates": ("changes",),
 }
-
-# a batch holding one of these is committed with synchronous=FULL
-DURABLE_KINDS = frozenset({"breaker", "breaker_notified", "order", "fill", "operator_action"})
-
-SPIKE_MUTABLE = MUTABLE["spike_events"]
-PROPOSAL_MUTABLE = MUTABLE["proposals"]
-
-_BARRIER = "barrier"
-
-
-def _now_ms() -> int:
-    return time.time_ns() // 1_000_000
-
-
-def _json(obj: Any) -> str | None:
-    if obj is None:
-        return None
-    if isinstance(obj, str):
-        return obj  # already JSON (or a plain note): stored as given
-    return json.dumps(obj, sort_keys=True, separators=(",", ":"), default=str)
-
-
-def _iso(t: int | float | str | None) -> str | None:
-    if t is None or isinstance(t, str):
-        return t
-    return iso_utc(int(t))
-
-
-def _num(d: dict[str, Any] | None, *keys: str) -> Any:
-    if not d:
-        return None
-    for k in keys:
-        v = d.get(k)
-        if isinstance(v, (int, float)) and not isinstance(v, bool):
-            return v
-    return None
-
-
-def _affinity(decl: str) -> str:
-    """SQLite's type affinity rules, for the declared types this schema uses."""
-    d = (decl or "").upper()
-    if "INT" in d:
-        return "INTEGER"
-    if "CHAR" in d or "CLOB" in d or "TEXT" in d:
-        return "TEXT"
-    if "REAL" in d or "FLOA" in d or "DOUB" in d:
-        return "REAL"
-    return "BLOB" if not d or "BLOB" in d else "NUMERIC"
-
-
-def _normalise(value: Any, affinity: str) -> Any:
-    """The value exactly as SQLite will give it back, so the hash computed before the
-    insert equals the one the verifier computes from the stored row."""
-    if value is None:
-        return None
-    if isinstance(value, enum.Enum):
-        value = value.value
-    if isinstance(value, bool):
-        value = int(value)
-    if isinstance(value, float) and math.isnan(value):
-        return None  # SQLite stores NaN as NULL
-    if affinity == "REAL":
-        if isinstance(value, int):
-            return float(value)
-    elif affinity == "INTEGER":
-        if isinstance(value, float) and value.is_integer() and abs(value) < 2**63:
-            return int(value)
-    elif affinity == "TEXT":
-        if isinstance(value, (int, float)):
-            return str(value)
-    if isinstance(value, (dict, list, tuple)):
-        return _json(value)
-    if not isinstance(value, (int, float, str, bytes)):
-        return str(value)
-    return value
-
-
-@dataclass
-class _Req:
-    kind: str
-    table: str | None
-    row: dict[str, Any] | None = None  # an insert: every column but id and the chain columns
-    update: tuple[str, Any, dict[str, Any]] | None = None  # (table, row id or proposal_id, changes)
-    meta: dict[str, Any] = field(default_factory=dict)
-    fut: Any = None  # asyncio.Future or concurrent.futures.Future
-
-    @property
-    def durable(self) -> bool:
-        return self.kind in DURABLE_KINDS
-
 
 _STOP = object()
 
@@ -186,15 +91,8 @@ class Journal:
         self._accepting = False
         self._writer_done = False
         self._fatal: BaseException | None = None
-        self._columns: dict[str, list[str]] = {}
-        self._affinity: dict[str, dict[str, str]] = {}
-        self._insert_sql: dict[str, str] = {}
-        # writer state (only the writer task touches it)
-        self._seq = 0
-        self._head = GENESIS_HASH
-        self._next_id: dict[str, int] = {}
-        self._episode: dict[str, Any] = {}
-        self._sync: str | None = None
+        self._rows = RowBuilder()
+        self._chain = ChainWriter(path, self._rows)  # only the writer task touches it after open
         # figures
         self.rows_written = 0
         self.batches = 0
@@ -227,6 +125,7 @@ class Journal:
             self._db = await aiosqlite.connect(str(self.path), isolation_level=None, timeout=busy_timeout_ms / 1000)
         except sqlite3.Error as e:
             raise JournalError(f"cannot open journal {self.path}: {e}") from None
+        self._chain.db = self._db
         try:
             mode = (await (await self._db.execute("PRAGMA journal_mode=WAL")).fetchone())[0]
         except sqlite3.DatabaseError as e:
@@ -234,17 +133,12 @@ class Journal:
         if str(mode).lower() != "wal":
             log.warning("journal %s: WAL mode refused (journal_mode=%s)", self.path, mode)
         await self._db.execute(f"PRAGMA busy_timeout={int(busy_timeout_ms)}")
-        await self._set_sync("NORMAL")
+        await self._chain.set_sync("NORMAL")
         self.schema_version = await migrate(self._db, str(self.path))
         for table in CHAINED_TABLES:
             cur = await self._db.execute(f'PRAGMA table_info("{table}")')
-            info = await cur.fetchall()
-            cols = [r[1] for r in info]
-            self._columns[table] = cols
-            self._affinity[table] = {r[1]: _affinity(r[2]) for r in info}
-            self._insert_sql[table] = (f'INSERT INTO "{table}" ({", ".join(cols)}) '
-                                       f'VALUES ({", ".join("?" for _ in cols)})')
-        await self._load_state()
+            self._rows.add_table(table, await cur.fetchall())
+        await self._chain.load_state()
         self._rdb = await aiosqlite.connect(str(self.path), isolation_level=None, timeout=busy_timeout_ms / 1000)
         await self._rdb.execute("PRAGMA query_only=1")
         await self._rdb.execute(f"PRAGMA busy_timeout={int(busy_timeout_ms)}")
@@ -305,51 +199,17 @@ class Journal:
     def stats(self) -> dict[str, Any]:
         return {"path": str(self.path), "rows_written": self.rows_written, "batches": self.batches,
                 "pending": self.pending, "failed_requests": self.failed_requests, "last_error": self.last_error,
-                "chain_seq": self._seq, "batching": self.batching, "schema_version": self.schema_version}
+                "chain_seq": self._chain.seq, "batching": self.batching, "schema_version": self.schema_version}
 
-    # ------------------------------------------------------------------ the writer's state
-    async def _load_state(self) -> None:
-        assert self._db is not None
-        cur = await self._db.execute("SELECT last_seq, last_hash FROM audit_head WHERE id = 1")
-        row = await cur.fetchone()
-        if row is None:
-            raise JournalError(f"journal {self.path} has no chain head (audit_head row missing): run `verify`")
-        self._seq, self._head = int(row[0]), str(row[1])
-        for table in CHAINED_TABLES:
-            cur = await self._db.execute(f'SELECT MAX(id) FROM "{table}"')
-            self._next_id[table] = int((await cur.fetchone())[0] or 0) + 1
-        cur = await self._db.execute(
-            "SELECT breaker_status, triggered_at, trigger_reason, event_time_ms, breaker_record "
-            "FROM circuit_breaker_events ORDER BY id DESC LIMIT 1")
-        last = await cur.fetchone()
-        self._episode = {}
-        if last is not None and last[0] in (BreakerStatus.TRIGGERED.value, BreakerStatus.RECOVERING.value):
-            rec = json.loads(last[4]) if last[4] else {}
-            self._episode = {
-                "triggered_ms": rec.get("triggered_at_ms"), "triggered_at": last[1], "reason": last[2],
-                "recovery_ms": rec.get("recovery_started_at_ms")
-                if last[0] == BreakerStatus.RECOVERING.value else None,
-            }
-            if last[0] == BreakerStatus.RECOVERING.value and self._episode["recovery_ms"] is None:
-                self._episode["recovery_ms"] = last[3]
-
-    def _save_state(self) -> tuple[Any, ...]:
-        return self._seq, self._head, dict(self._next_id), dict(self._episode)
-
-    def _restore_state(self, state: tuple[Any, ...]) -> None:
-        self._seq, self._head, next_id, episode = state
-        self._next_id, self._episode = dict(next_id), dict(episode)
-
-    async def _set_sync(self, mode: str) -> None:
-        if self._sync != mode:
-            assert self._db is not None
-            await self._db.execute(f"PRAGMA synchronous={mode}")
-            self._sync = mode
+    @property
+    def _sync(self) -> str | None:
+        """The write connection's PRAGMA synchronous, as the writer last set it."""
+        return self._chain.sync
 
     # ------------------------------------------------------------------ the writer task
     async def _run(self) -> None:
         stopping = False
-        reqs: list[_Req] = []
+        reqs: list[Req] = []
         try:
             while True:
                 item = await self._queue.get()
@@ -389,7 +249,7 @@ class Journal:
                 if it is not _STOP:
                     _fail(it.fut, err)
 
-    async def _commit_batch(self, reqs: list[_Req]) -> None:
+    async def _commit_batch(self, reqs: list[Req]) -> None:
         if not reqs:
             return
         try:
@@ -410,367 +270,20 @@ class Journal:
         for r, res in zip(reqs, results):
             _resolve(r.fut, res)
 
-    def _failed(self, req: _Req, e: BaseException) -> None:
+    def _failed(self, req: Req, e: BaseException) -> None:
         self.failed_requests += 1
         if not isinstance(e, JournalError):
             e = JournalError(f"journal write ({req.kind}) failed: {e}")
         self.last_error = str(e)
         _fail(req.fut, e)
 
-    async def _write(self, reqs: list[_Req]) -> list[int | None]:
-        """One transaction: the rows, their chain links, the head. Raises after a rollback."""
-        db = self._db
-        assert db is not None
-        if all(r.kind == _BARRIER for r in reqs):
-            return [None] * len(reqs)
-        state = self._save_state()
-        await self._set_sync("FULL" if any(r.durable for r in reqs) else "NORMAL")
-        await db.execute("BEGIN IMMEDIATE")
-        try:
-            cur = await db.execute("SELECT last_seq, last_hash FROM audit_head WHERE id = 1")
-            head = await cur.fetchone()
-            if head is None or (int(head[0]), head[1]) != (self._seq, self._head):
-                log.warning("journal %s: another writer appended rows; reloading the chain head", self.path)
-                await self._load_state()
-                state = self._save_state()
-            pending: dict[str, list[tuple[Any, ...]]] = {}
-            results: list[int | None] = []
-            rows = 0
-            for r in reqs:
-                if r.kind == _BARRIER:
-                    results.append(None)
-                elif r.update is not None:
-                    await self._flush_inserts(pending)
-                    results.append(await self._apply_update(r))
-                    rows += 1
-                else:
-                    assert r.table is not None and r.row is not None
-                    row = dict(r.row)
-                    if r.kind == "breaker":
-                        self._complete_breaker_row(row, r.meta)
-                    results.append(self._chain(r.table, row, pending))
-                    rows += 1
-            await self._flush_inserts(pending)
-            if rows:
-                last_ids = json.dumps({t: n - 1 for t, n in sorted(self._next_id.items())}, separators=(",", ":"))
-                await db.execute("UPDATE audit_head SET last_seq = ?, last_hash = ?, last_ids = ?, updated_at = ? "
-                                 "WHERE id = 1", (self._seq, self._head, last_ids, iso_utc(_now_ms())))
-            await db.execute("COMMIT")
-        except BaseException:
-            self._restore_state(state)
-            try:
-                await db.execute("ROLLBACK")
-            except sqlite3.Error:
-                pass
-            raise
-        self.rows_written += rows
-        self.batches += 1
+    async def _write(self, reqs: list[Req]) -> list[int | None]:
+        """ChainWriter.write, counted once it has committed."""
+        results, rows = await self._chain.write(reqs)
+        if rows:  # a transaction committed (a batch of barriers needs none)
+            self.rows_written += rows
+            self.batches += 1
         return results
-
-    def _chain(self, table: str, row: dict[str, Any], pending: dict[str, list[tuple[Any, ...]]]) -> int:
-        """Give a row its id and chain columns; queue it for this transaction's insert."""
-        row_id = self._next_id[table]
-        row["id"] = row_id
-        seq = self._seq + 1
-        h = row_hash(self._head, table, seq, hashed_content(table, row))
-        row["chain_seq"], row["prev_hash"], row["row_hash"] = seq, self._head, h
-        pending.setdefault(table, []).append(tuple(row.get(c) for c in self._columns[table]))
-        self._next_id[table] = row_id + 1
-        self._seq, self._head = seq, h
-        return row_id
-
-    async def _flush_inserts(self, pending: dict[str, list[tuple[Any, ...]]]) -> None:
-        assert self._db is not None
-        for table, params in pending.items():
-            if len(params) == 1:
-                await self._db.execute(self._insert_sql[table], params[0])
-            else:
-                await self._db.executemany(self._insert_sql[table], params)
-        pending.clear()
-
-    async def _apply_update(self, r: _Req) -> int:
-        """UPDATE the mutable columns and append the chained row_updates row, same transaction.
-        Returns the row_updates id."""
-        db = self._db
-        assert db is not None and r.update is not None
-        table, key, changes = r.update
-        if table == "proposals":
-            cur = await db.execute("SELECT id FROM proposals WHERE proposal_id = ?", (key,))
-            found = await cur.fetchone()
-            if found is None:
-                raise JournalError(f"no proposal {key!r} in the journal")
-            row_id = int(found[0])
-        else:
-            row_id = int(key)
-        sets = ", ".join(f"{c} = ?" for c in changes)
-        cur = await db.execute(f'UPDATE "{table}" SET {sets} WHERE id = ?', (*changes.values(), row_id))
-        if cur.rowcount != 1:
-            raise JournalError(f"no {table} row with id {row_id} in the journal")
-        upd = self._row("row_updates", {"time": iso_utc(r.meta.get("time_ms") or _now_ms()), "table_name": table,
-                                        "row_id": row_id, "changes": _json(changes)})
-        pending: dict[str, list[tuple[Any, ...]]] = {}
-        update_id = self._chain("row_updates", upd, pending)
-        await self._flush_inserts(pending)
-        return update_id
-
-    def _complete_breaker_row(self, row: dict[str, Any], meta: dict[str, Any]) -> None:
-        """Fill the episode columns (triggered_at, cleared_at, downtime, recovery time) from
-        the writer's memory of the open episode, in transition order."""
-        status: BreakerStatus = meta["status"]
-        previous: BreakerStatus = meta["previous"]
-        t = meta["time_ms"]
-        rec = meta.get("record") or {}
-        ep = self._episode
-        aff = self._affinity["circuit_breaker_events"]
-        if status is BreakerStatus.TRIGGERED:
-            t0 = rec.get("triggered_at_ms")
-            if t0 is None:
-                t0 = ep.get("triggered_ms") if previous is BreakerStatus.RECOVERING and ep.get("triggered_ms") else t
-            reason = rec.get("trigger_reason") or meta["reason"]
-            self._episode = {"triggered_ms": t0, "triggered_at": _iso(t0), "reason": reason, "recovery_ms": None}
-            row["triggered_at"], row["trigger_reason"] = _iso(t0), reason
-        elif status is BreakerStatus.RECOVERING:
-            t0 = rec.get("triggered_at_ms") or ep.get("triggered_ms")
-            started = rec.get("recovery_started_at_ms") or t
-            reason = rec.get("trigger_reason") or ep.get("reason")
-            self._episode = {"triggered_ms": t0, "triggered_at": _iso(t0) if t0 else ep.get("triggered_at"),
-                             "reason": reason, "recovery_ms": started}
-            row["triggered_at"], row["trigger_reason"] = self._episode["triggered_at"], reason
-        elif status is BreakerStatus.SAFE:
-            row["cleared_at"] = _iso(t)
-            if previous in (BreakerStatus.TRIGGERED, BreakerStatus.RECOVERING):
-                row["triggered_at"] = ep.get("triggered_at")
-                row["trigger_reason"] = ep.get("reason") or row.get("trigger_reason")
-                t0 = ep.get("triggered_ms")
-                if row.get("downtime_seconds") is None and t0 is not None:
-                    row["downtime_seconds"] = _normalise(max(0, t - t0) / 1000.0, aff["downtime_seconds"])
-                if row.get("recovery_time_seconds") is None and ep.get("recovery_ms") is not None:
-                    row["recovery_time_seconds"] = _normalise(max(0, t - ep["recovery_ms"]) / 1000.0,
-                                                              aff["recovery_time_seconds"])
-            self._episode = {}
-
-    # ------------------------------------------------------------------ building rows (caller's thread)
-    def _row(self, table: str, values: dict[str, Any]) -> dict[str, Any]:
-        """A full row (every column, normalised to what SQLite stores) plus audit_initial."""
-        aff = self._affinity[table]
-        unknown = set(values) - set(aff)
-        if unknown:
-            raise JournalError(f"{table} has no column(s) {', '.join(sorted(unknown))}")
-        row = {c: _normalise(values.get(c), aff[c]) for c in self._columns[table]
-               if c not in ("id", "chain_seq", "prev_hash", "row_hash")}
-        if table in MUTABLE:
-            row["audit_initial"] = audit.canonical_json({c: row.get(c) for c in MUTABLE[table]})
-        return row
-
-    def _changes(self, table: str, changes: dict[str, Any], allowed: tuple[str, ...]) -> dict[str, Any]:
-        bad = set(changes) - set(allowed)
-        if bad:
-            raise JournalError(f"{table}: {', '.join(sorted(bad))} cannot be changed "
-                               f"(mutable columns: {', '.join(allowed)})")
-        if not changes:
-            raise JournalError(f"{table}: nothing to update")
-        aff = self._affinity[table]
-        out = {}
-        for c, v in changes.items():
-            if isinstance(v, (dict, list)):
-                v = _json(v)
-            out[c] = _normalise(v, aff[c])
-        return out
-
-    def _build(self, kind: str, payload: dict[str, Any]) -> _Req:
-        builder = self._BUILDERS.get(kind)
-        if builder is None:
-            raise JournalError(f"unknown journal request kind {kind!r} (known: {', '.join(sorted(self._BUILDERS))})")
-        return builder(self, **payload)
-
-    def _b_spike(self, spike: SpikeDetected, agent_detected_by: str = "scanner", status: str = "detected",
-                 context_analysis: Any = None, risk_assessment: Any = None, trade_id: str | None = None,
-                 outcome: str | None = None, pnl: float | None = None) -> _Req:
-        row = self._row("spike_events", {
-            "timestamp": iso_utc(spike.time_ms), "trading_pair": spike.symbol,
-            "spike_type": getattr(spike.spike_type, "value", spike.spike_type), "direction": spike.direction,
-            "magnitude_percent": spike.magnitude_pct, "timeframe_minutes": spike.timeframe_minutes,
-            "volume_multiplier": spike.volume_multiple, "price_from": spike.price_from, "price_to": spike.price_to,
-            "confidence_score": spike.confidence, "detection_latency_ms": spike.detection_latency_ms,
-            "agent_detected_by": agent_detected_by, "status": status,
-            "context_analysis": _json(context_analysis), "risk_assessment": _json(risk_assessment),
-            "trade_id": trade_id, "outcome": outcome, "pnl": pnl, "time_ms": spike.time_ms, "zscore": spike.zscore,
-            "details": _json(spike.details or {}),
-        })
-        return _Req("spike", "spike_events", row)
-
-    def _b_spike_update(self, spike_id: int, time_ms: int | None = None, **changes: Any) -> _Req:
-        return _Req("spike_update", None, update=("spike_events", int(spike_id),
-                                                  self._changes("spike_events", changes, SPIKE_MUTABLE)),
-                    meta={"time_ms": time_ms})
-
-    def _b_breaker(self, change: BreakerChanged, record: dict[str, Any] | None = None, user_notified: bool = False,
-                   notes: str | None = None) -> _Req:
-        details = dict(change.details or {})
-        snap = dict(change.market_snapshot or {})
-        refs = snap.get("references") if isinstance(snap.get("references"), dict) else {}
-        btc = next((v for k, v in refs.items() if str(k).upper().startswith("BTC") and isinstance(v, dict)), None)
-        eth = next((v for k, v in refs.items() if str(k).upper().startswith("ETH") and isinstance(v, dict)), None)
-        status = BreakerStatus(change.status)
-        previous = BreakerStatus(change.previous)
-        rcm = details.get("recovery_conditions_met", details.get("recovery"))
-        if rcm is not None and isinstance(details.get("legs"), dict):  # Guardian.assess_recovery() shape
-            rcm = {"met": rcm, "legs": details["legs"]}
-        row = self._row("circuit_breaker_events", {
-            "trigger_reason": change.reason, "trigger_type": change.trigger_type,
-            "status": BREAKER_STATUS_MAP[status],
-            "btc_price_at_trigger": _num(btc, "price"), "eth_price_at_trigger": _num(eth, "price"),
-            "btc_drop_percent": _num(btc, "drop_60m_percent", "drop_percent"),
-            "eth_drop_percent": _num(eth, "drop_60m_percent", "drop_percent"),
-            "market_cap_drop_percent": _num(details, "market_cap_drop_percent") or _num(snap, "market_cap_drop_percent"),
-            "liquidations_1h": _num(details, "liquidations_1h") or _num(snap, "liquidations_1h"),
-            "fear_greed_index": _num(details, "fear_greed_index") or _num(snap, "fear_greed_index"),
-            "trigger_details": _json(details), "market_snapshot": _json(snap),
-            "downtime_seconds": _num(details, "downtime_seconds") if status is BreakerStatus.SAFE else None,
-            "capital_saved": _num(details, "capital_saved") if status is BreakerStatus.SAFE else None,
-            "orders_cancelled": _num(details, "orders_cancelled"),
-            "positions_affected": _num(details, "positions_affected"),
-            "recovery_time_seconds": _num(details, "recovery_time_seconds") if status is BreakerStatus.SAFE else None,
-            "recovery_conditions_met": _json(rcm) if rcm is not None else None,
-            "user_notified": bool(user_notified), "notes": notes if notes is not None else details.get("notes"),
-            "event_time": iso_utc(change.time_ms), "event_time_ms": change.time_ms, "epoch": change.epoch,
-            "previous_status": previous.value, "breaker_status": status.value,
-            "actor": getattr(change.actor, "value", change.actor), "symbol": change.symbol, "reason": change.reason,
-            "breaker_record": _json(record) if record is not None else None,
-        })
-        meta = {"status": status, "previous": previous, "time_ms": change.time_ms, "reason": change.reason,
-                "record": json.loads(row["breaker_record"]) if row["breaker_record"] else None}
-        return _Req("breaker", "circuit_breaker_events", row, meta=meta)
-
-    def _b_breaker_notified(self, breaker_event_id: int, notified: bool = True, time_ms: int | None = None) -> _Req:
-        return _Req("breaker_notified", None,
-                    update=("circuit_breaker_events", int(breaker_event_id),
-                            self._changes("circuit_breaker_events", {"user_notified": bool(notified)},
-                                          MUTABLE["circuit_breaker_events"])),
-                    meta={"time_ms": time_ms})
-
-    def _b_agent_decision(self, agent_name: str, decision_type: str, decision: str | None = None, *,
-                          agent_role: str | None = None, confidence: float | None = None,
-                          reasoning: str | None = None, input_data: Any = None, output_data: Any = None,
-                          execution_time_ms: float | None = None, spike_event_id: int | None = None,
-                          circuit_breaker_event_id: int | None = None, trade_id: str | None = None,
-                          time_ms: int | None = None) -> _Req:
-        row = self._row("agent_decisions", {
-            "timestamp": iso_utc(time_ms if time_ms is not None else _now_ms()), "agent_name": agent_name,
-            "agent_role": agent_role, "decision_type": decision_type, "decision": decision,
-            "confidence": confidence, "reasoning": reasoning, "input_data": _json(input_data),
-            "output_data": _json(output_data), "execution_time_ms": execution_time_ms,
-            "spike_event_id": spike_event_id, "circuit_breaker_event_id": circuit_breaker_event_id,
-            "trade_id": trade_id,
-        })
-        return _Req("agent_decision", "agent_decisions", row)
-
-    def _b_agent_performance(self, agent_name: str, period: str, *, total_decisions: int = 0,
-                             correct_decisions: int = 0, incorrect_decisions: int = 0,
-                             accuracy_percent: float | None = None, avg_confidence: float | None = None,
-                             avg_execution_time_ms: float | None = None, total_spikes_detected: int = 0,
-                             true_positives: int = 0, false_positives: int = 0, false_negatives: int = 0,
-                             circuit_breaker_triggers: int = 0, false_circuit_breaker_triggers: int = 0,
-                             notes: str | None = None, time_ms: int | None = None) -> _Req:
-        judged = (correct_decisions or 0) + (incorrect_decisions or 0)
-        if accuracy_percent is None and judged:
-            accuracy_percent = correct_decisions / judged * 100.0
-        row = self._row("agent_performance", {
-            "timestamp": iso_utc(time_ms if time_ms is not None else _now_ms()), "agent_name": agent_name,
-            "period": period, "total_decisions": total_decisions, "correct_decisions": correct_decisions,
-            "incorrect_decisions": incorrect_decisions, "accuracy_percent": accuracy_percent,
-            "avg_confidence": avg_confidence, "avg_execution_time_ms": avg_execution_time_ms,
-            "total_spikes_detected": total_spikes_detected, "true_positives": true_positives,
-            "false_positives": false_positives, "false_negatives": false_negatives,
-            "circuit_breaker_triggers": circuit_breaker_triggers,
-            "false_circuit_breaker_triggers": false_circuit_breaker_triggers, "notes": notes,
-        })
-        return _Req("agent_performance", "agent_performance", row)
-
-    def _b_order(self, order: Order, event_time_ms: int | None = None) -> _Req:
-        t = event_time_ms if event_time_ms is not None else (order.created_ms or _now_ms())
-        d = order.to_dict()
-        row = self._row("orders", {
-            "client_order_id": order.client_order_id, "symbol": order.symbol, "side": d["side"], "type": d["type"],
-            "quantity": order.quantity, "price": order.price, "stop_price": order.stop_price,
-            "reduce_only": order.reduce_only, "origin": d["origin"], "proposal_id": order.proposal_id,
-            "status": d["status"], "filled_quantity": order.filled_quantity, "average_price": order.average_price,
-            "exchange_order_id": order.exchange_order_id, "reason": order.reason, "event_time": iso_utc(t),
-            "event_time_ms": t, "order_json": _json(d),
-        })
-        return _Req("order", "orders", row)
-
-    def _b_fill(self, fill: Fill) -> _Req:
-        row = self._row("fills", {
-            "fill_id": fill.fill_id, "client_order_id": fill.client_order_id, "symbol": fill.symbol,
-            "side": fill.side.value, "quantity": fill.quantity, "price": fill.price, "fee": fill.fee,
-            "liquidity": fill.liquidity, "time": iso_utc(fill.time_ms), "time_ms": fill.time_ms,
-        })
-        return _Req("fill", "fills", row)
-
-    def _b_proposal(self, proposal: Any = None, *, status: str = "pending", spike_event_id: int | None = None,
-                    **fields: Any) -> _Req:
-        """`proposal` is a TradeProposal (anything with model_dump()) or a dict; or pass the
-        fields as keywords. The whole proposal is kept in `payload`."""
-        if proposal is None:
-            data = dict(fields)
-        elif hasattr(proposal, "model_dump"):
-            data = {**proposal.model_dump(mode="json"), **fields}
-        else:
-            data = {**dict(proposal), **fields}
-        if not data.get("proposal_id"):
-            raise JournalError("a proposal needs a proposal_id")
-        content_hash = data.get("content_hash") or hashlib.sha256(audit.canonical_json(
-            {k: data.get(k) for k in ("proposal_id", "symbol", "side", "quantity", "entry_type", "entry_price",
-                                      "stop_loss", "take_profit")}).encode()).hexdigest()
-        created = data.get("created_ms", data.get("created_at"))
-        expires = data.get("expires_ms", data.get("expires_at"))
-        row = self._row("proposals", {
-            "proposal_id": data["proposal_id"], "created_at": _iso(created if created is not None else _now_ms()),
-            "symbol": data.get("symbol"), "side": data.get("side"), "quantity": data.get("quantity"),
-            "entry_type": data.get("entry_type"), "entry_price": data.get("entry_price"),
-            "stop_loss": data.get("stop_loss"), "take_profit": data.get("take_profit"),
-            "status": getattr(status, "value", status), "content_hash": content_hash,
-            "spike_event_id": spike_event_id if spike_event_id is not None else data.get("spike_event_id"),
-            "expires_at": _iso(expires), "payload": _json(data),
-            "decided_by": data.get("decided_by"), "decision_reason": data.get("decision_reason"),
-            "decided_at": _iso(data.get("decided_at")),
-        })
-        return _Req("proposal", "proposals", row)
-
-    def _b_proposal_update(self, proposal_id: str, status: str | None = None, decided_by: str | None = None,
-                           decision_reason: str | None = None, decided_at_ms: int | None = None,
-                           time_ms: int | None = None) -> _Req:
-        changes: dict[str, Any] = {}
-        if status is not None:
-            changes["status"] = getattr(status, "value", status)
-        if decided_by is not None:
-            changes["decided_by"] = decided_by
-        if decision_reason is not None:
-            changes["decision_reason"] = decision_reason
-        if decided_at_ms is not None or decided_by is not None:
-            changes["decided_at"] = iso_utc(decided_at_ms if decided_at_ms is not None else (time_ms or _now_ms()))
-        return _Req("proposal_update", None,
-                    update=("proposals", str(proposal_id), self._changes("proposals", changes, PROPOSAL_MUTABLE)),
-                    meta={"time_ms": time_ms})
-
-    def _b_operator_action(self, action: str, reason: str | None = None, details: Any = None,
-                           actor: str = "operator", time_ms: int | None = None) -> _Req:
-        row = self._row("operator_actions", {
-            "time": iso_utc(time_ms if time_ms is not None else _now_ms()),
-            "actor": getattr(actor, "value", actor), "action": action, "reason": reason, "details": _json(details),
-        })
-        return _Req("operator_action", "operator_actions", row)
-
-    def _b_barrier(self) -> _Req:
-        return _Req(_BARRIER, None)
-
-    _BUILDERS: dict[str, Callable[..., _Req]] = {
-        "spike": _b_spike, "spike_update": _b_spike_update, "breaker": _b_breaker,
-        "breaker_notified": _b_breaker_notified, "agent_decision": _b_agent_decision,
-        "agent_performance": _b_agent_performance, "order": _b_order, "fill": _b_fill, "proposal": _b_proposal,
-        "proposal_update": _b_proposal_update, "operator_action": _b_operator_action, _BARRIER: _b_barrier,
-    }
 
     # ------------------------------------------------------------------ queueing
     def _check_open(self) -> None:
@@ -782,13 +295,13 @@ class Journal:
     async def _call(self, kind: str, payload: dict[str, Any]) -> Any:
         """Queue from the loop thread and wait for the commit."""
         self._check_open()
-        req = self._build(kind, payload)
+        req = self._rows.build(kind, payload)
         assert self._loop is not None
         req.fut = self._loop.create_future()
         self._queue.put_nowait(req)
         return await req.fut
 
-    def _enqueue_on_loop(self, req: _Req) -> None:
+    def _enqueue_on_loop(self, req: Req) -> None:
         if self._writer_done:
             _fail(req.fut, JournalError(f"journal {self.path} is closed"))
         else:
@@ -804,7 +317,7 @@ class Journal:
         the payload holds the keyword arguments of the matching record_*/update_* method.
         """
         self._check_open()
-        req = self._build(kind, {**(payload or {}), **kwargs})
+        req = self._rows.build(kind, {**(payload or {}), **kwargs})
         fut: concurrent.futures.Future = concurrent.futures.Future()
         req.fut = fut
         assert self._loop is not None
@@ -900,7 +413,7 @@ class Journal:
 
     async def flush(self) -> None:
         """Wait until everything queued before this call is committed."""
-        await self._call(_BARRIER, {})
+        await self._call(BARRIER, {})
 
     # ------------------------------------------------------------------ reads (committed rows only)
     async def _fetch(self, sql: str, params: tuple[Any, ...] = ()) -> list[sqlite3.Row]:
@@ -926,7 +439,7 @@ class Journal:
             "status": status, "epoch": r["epoch"], "since_ms": r["event_time_ms"], "reason": r["reason"],
             "actor": r["actor"], "symbol": r["symbol"], "trigger_type": r["trigger_type"],
             "details": json.loads(r["trigger_details"] or "{}"), "market_snapshot": json.loads(r["market_snapshot"] or "{}"),
-            "triggered_at_ms": self._episode.get("triggered_ms") if active else None,
+            "triggered_at_ms": self._chain.episode.get("triggered_ms") if active else None,
             "trigger_reason": r["trigger_reason"] if active else None,
         }
 
