@@ -18,6 +18,7 @@ from pathlib import Path
 
 from core.events import FeedProblem, MarketEvent, SymbolEnded, Tick
 from core.market.feed import MAX_SPEED, Feed
+from core.market.symbols import QUOTE_ASSETS
 
 _SYMBOL_RE = re.compile(r"^[A-Z0-9]{2,30}$")
 _INTERVAL_MS = {"1s": 1_000, "1m": 60_000, "3m": 180_000, "5m": 300_000, "15m": 900_000, "30m": 1_800_000,
@@ -31,15 +32,12 @@ class ReplayInputError(Exception):
     """A file that cannot be replayed at all (missing, unreadable, no symbol in its name)."""
 
 
-_QUOTES = ("USDT", "USDC", "BUSD", "FDUSD", "TUSD", "BTC", "ETH", "BNB", "EUR", "TRY")
-
-
 def symbol_from_path(path: Path) -> str:
     """BTCUSDT-1m-2021-05-19.csv (Binance) or BTC_USDT-1m.csv / BTC_USDT_USDT-5m-futures (freqtrade)."""
     stem = path.name.split(".")[0]
     first = stem.split("-")[0].upper()
     parts = first.split("_")
-    if len(parts) >= 2 and parts[1] in _QUOTES:
+    if len(parts) >= 2 and parts[1] in QUOTE_ASSETS:
         candidate = parts[0] + parts[1]
     else:
         candidate = parts[0]

@@ -56,6 +56,7 @@ from typing import Any
 
 from core.events import Tick
 from core.market.state import MarketState
+from core.market.symbols import split_symbol
 from core.settings import PaperSettings
 from core.trading.exchange import ExchangeError, FillListener, OrderListener
 from core.trading.orders import Fill, Order, OrderStatus, OrderType, Side, finite_positive, shape_problem
@@ -76,9 +77,8 @@ CANCELED, REJECTED = OrderStatus.CANCELED, OrderStatus.REJECTED
 
 def base_asset(symbol: str) -> str | None:
     """BTCUSDT -> BTC; None for a symbol that is not USDT-quoted."""
-    if len(symbol) > len(QUOTE) and symbol.endswith(QUOTE):
-        return symbol[: -len(QUOTE)]
-    return None
+    parts = split_symbol(symbol)
+    return parts[0] if parts is not None and parts[1] == QUOTE else None
 
 
 def _money(x: float) -> str:

@@ -25,6 +25,7 @@ from pydantic import Field
 from core.agents.context import DeskContext, RunState
 from core.agents.tools.common import Args, ToolSpec, num, unavailable, window_index, windows_or_none
 from core.agents.untrusted import quoted
+from core.market.symbols import split_symbol
 
 FETCH_TIMEOUT_S = 3.0
 MAX_FEED_BYTES = 1_000_000
@@ -55,10 +56,9 @@ def analyzer() -> Any:
 
 
 def base_asset(symbol: str) -> str:
-    for quote in ("USDT", "USDC", "BUSD", "FDUSD", "USD", "BTC", "ETH"):
-        if symbol.endswith(quote) and len(symbol) > len(quote):
-            return symbol[: -len(quote)]
-    return symbol
+    """BTCUSDT -> BTC (the asset news and on-chain data talk about); the symbol itself otherwise."""
+    parts = split_symbol(symbol)
+    return parts[0] if parts is not None else symbol
 
 
 def _mentions(text: str, asset: str) -> bool:
