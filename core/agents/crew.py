@@ -32,9 +32,9 @@ from core.agents.context import CURRENT_RUN, DeskContext, RunState
 from core.agents.tools import BREAKER_TOOLS, build_tools
 from core.agents.untrusted import PROMPT_RULE, clean
 from core.desk.proposal import TradeProposal
-from core.desk.rules_proposer import Skip
+from core.desk.rules_proposer import Skip, entry_blocked
 from core.desk.sizing import size_long
-from core.events import BreakerStatus, SpikeDetected
+from core.events import SpikeDetected
 
 AGENT_KEYS = ("market_guardian", "market_scanner", "context_analyzer", "risk_assessment", "strategy_executor")
 
@@ -321,13 +321,10 @@ def finalize(ctx: DeskContext, run: RunState, text: str) -> TradeProposal | Skip
     if order.side != "BUY":
         return _invalid("SELL entries are not allowed (spot desk, long only)")
     status = ctx.breaker.status
-    if status in (BreakerStatus.TRIGGERED, BreakerStatus.RECOVERING):
-        return Skip(f"circuit breaker {status.value}: no new entries")
-    if ctx.holdings(spike.symbol) > 0:
-        return Skip(f"already holding {spike.symbol}")
-    w = ctx.market.symbols.get(spike.symbol)
-    if w is None or not w.ticks:
-        return Skip(f"no market data for {spike.symbol}")
+    blocked = entry_blocked(status, ctx.holdings(spike.symbol), ctx.market, spike.symbol)
+    if blocked:
+        return Skip(blocked)
+    w = ctx.market.symbols[spike.symbol]
     s = ctx.settings
     risk = s.risk_management
     ref = float(w.last_price)

@@ -26,6 +26,19 @@ class Skip:
 Decision = TradeProposal | Skip
 
 
+def entry_blocked(status: BreakerStatus, held: float, market: MarketState, symbol: str) -> str | None:
+    """Why no new long entry may be proposed in `symbol` now, or None. Every proposer (these
+    rules, the agent crew) asks this before sizing; the gate checks again at approval."""
+    if status in (BreakerStatus.TRIGGERED, BreakerStatus.RECOVERING):
+        return f"circuit breaker {status.value}: no new entries"
+    if held > 0:
+        return f"already holding {symbol}"
+    w = market.symbols.get(symbol)
+    if w is None or not w.ticks:
+        return f"no market data for {symbol}"
+    return None
+
+
 class RulesProposer:
     source = "rules"
 
@@ -42,17 +55,14 @@ class RulesProposer:
 
     def decide(self, spike: SpikeDetected, spike_event_id: int | None = None) -> Decision:
         status = self.breaker.status
-        if status in (BreakerStatus.TRIGGERED, BreakerStatus.RECOVERING):
-            return Skip(f"circuit breaker {status.value}: no new entries")
+        blocked = entry_blocked(status, self.holdings(spike.symbol), self.market, spike.symbol)
+        if blocked:
+            return Skip(blocked)
         if spike.spike_type not in (SpikeType.SPOT_PRICE_SPIKE, SpikeType.VOLUME_EXPLOSION):
             return Skip(f"{spike.spike_type.value} is context, not an entry signal")
         if spike.confidence < 0.5:
             return Skip(f"confidence {spike.confidence:.2f} below 0.50")
-        if self.holdings(spike.symbol) > 0:
-            return Skip(f"already holding {spike.symbol}")
-        w = self.market.symbols.get(spike.symbol)
-        if w is None or not w.ticks:
-            return Skip(f"no market data for {spike.symbol}")
+        w = self.market.symbols[spike.symbol]
         risk = self.settings.risk_management
         price = w.last_price
         if spike.direction == "dump":
