@@ -253,6 +253,11 @@ class Analyst:
         refs = c.inputs.get("references") or ["BTCUSDT", "ETHUSDT"]
         return [("calculate_market_drawdown", {"symbol": r, "window_minutes": 60}) for r in refs]
 
+    def _guardian_first_calls(self, c: Conversation) -> list[tuple[str, dict[str, Any]]]:
+        """What the Market Guardian reads first, in both crews."""
+        return [("check_circuit_breaker_status", {}), *self._reference_calls(c),
+                ("assess_market_recovery_conditions", {}), ("get_circuit_breaker_statistics", {})]
+
     def _escalation(self, c: Conversation) -> tuple[str | None, str]:
         """('trigger'|'warning'|None, reason) from the reference drawdowns."""
         status = c.result("check_circuit_breaker_status").get("breaker_status")
@@ -306,9 +311,7 @@ class Analyst:
         return lines
 
     def _stability_check_task(self, c: Conversation) -> Reply:
-        first = [("check_circuit_breaker_status", {}), *self._reference_calls(c),
-                 ("assess_market_recovery_conditions", {}), ("get_circuit_breaker_statistics", {})]
-        nxt = self._guardian_round(c, first)
+        nxt = self._guardian_round(c, self._guardian_first_calls(c))
         if nxt is not None:
             return nxt
         status, bline = _breaker_line(c)
@@ -330,9 +333,7 @@ class Analyst:
         return _final(c.task, lines, {"decision": "STABLE", "confidence": 0.85, "veto": False})
 
     def _market_monitoring_task(self, c: Conversation) -> Reply:
-        first = [("check_circuit_breaker_status", {}), *self._reference_calls(c),
-                 ("assess_market_recovery_conditions", {}), ("get_circuit_breaker_statistics", {})]
-        nxt = self._guardian_round(c, first)
+        nxt = self._guardian_round(c, self._guardian_first_calls(c))
         if nxt is not None:
             return nxt
         status, bline = _breaker_line(c)

@@ -12,10 +12,14 @@ from tests.agents.conftest import make_settings
 from tests.helpers import ListFeed, interleave, path
 
 
+def sol_dump(then: float) -> list:
+    """Calm BTC; SOL flushes 4% in half a minute at minute 20, then trades at `then`."""
+    return interleave(path("BTCUSDT", [(0, 100_000.0), (25, 100_000.0)], step_ms=5000),
+                      path("SOLUSDT", [(0, 100.0), (20, 100.0), (20.5, 96.0), (25, then)], step_ms=5000))
+
+
 async def test_a_replay_holds_the_feed_while_the_crew_runs(tmp_path):
-    ticks = interleave(path("BTCUSDT", [(0, 100_000.0), (25, 100_000.0)], step_ms=5000),
-                       path("SOLUSDT", [(0, 100.0), (20, 100.0), (20.5, 96.0), (25, 99.5)], step_ms=5000))
-    feed = ListFeed(ticks)
+    feed = ListFeed(sol_dump(then=99.5))
     feed.batch_size = 4
     session = Session(make_settings(), feed)
     session.bus.bind_loop(asyncio.get_running_loop())
@@ -40,12 +44,10 @@ async def test_a_replay_holds_the_feed_while_the_crew_runs(tmp_path):
 
 
 async def test_auto_approve_in_paper_mode(tmp_path):
-    settings = make_settings().model_copy()
+    settings = make_settings()
     settings = settings.model_copy(update={"execution": settings.execution.model_copy(
         update={"auto_approve_paper": True})})
-    ticks = interleave(path("BTCUSDT", [(0, 100_000.0), (25, 100_000.0)], step_ms=5000),
-                       path("SOLUSDT", [(0, 100.0), (20, 100.0), (20.5, 96.0), (25, 96.0)], step_ms=5000))
-    session = Session(settings, ListFeed(ticks))
+    session = Session(settings, ListFeed(sol_dump(then=96.0)))
     await session.start_agent_desk(tmp_path / "crewai", hold_feed=True)
     try:
         await session.run()
