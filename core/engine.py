@@ -163,13 +163,22 @@ class Engine:
         return self.breaker.trigger(reason, {"requested_by": actor.value}, self.guardian.snapshot(), actor=actor,
                                     time_ms=self.now_ms(), trigger_type=actor.value)
 
+    def clear_needs_override(self, assessment: dict[str, Any] | None = None) -> str | None:
+        """Why clearing now needs the operator's override (a deep drop whose recovery
+        conditions are unmet), or None."""
+        a = assessment if assessment is not None else self.guardian.assess_recovery()
+        if a.get("deep") and not a.get("recovery_conditions_met"):
+            return (f"the drop reached {a['max_drop_percent']:.1f}% (deep level {a['deep_level_percent']:g}%) "
+                    f"and the recovery conditions are not met")
+        return None
+
     def clear_breaker(self, reason: str, override: bool = False, actor: Actor = Actor.OPERATOR) -> tuple[bool, str]:
         """Operator clear. Refused while a deep episode's recovery conditions are unmet,
         unless `override` is given."""
         assessment = self.guardian.assess_recovery()
-        if assessment.get("deep") and not assessment.get("recovery_conditions_met") and not override:
-            return False, (f"refused: the drop reached {assessment['max_drop_percent']:.1f}% (deep level "
-                           f"{assessment['deep_level_percent']:g}%) and the recovery conditions are not met")
+        why = self.clear_needs_override(assessment)
+        if why and not override:
+            return False, f"refused: {why}"
         done = self.breaker.clear(reason=reason, actor=actor, time_ms=self.now_ms(),
                                   details={"override": override, "recovery": assessment})
         return done, "cleared" if done else "already SAFE"

@@ -21,7 +21,7 @@ from typing import Any
 
 from core.breaker.state import CircuitBreakerState
 from core.bus import EventBus
-from core.desk.approval import ApprovalQueue, ApprovalResult
+from core.desk.approval import ApprovalQueue, ApprovalResult, log_task_error
 from core.desk.proposal import TradeProposal
 from core.desk.rules_proposer import RulesProposer, Skip
 from core.engine import Engine
@@ -78,7 +78,8 @@ class Session:
                               self.portfolio, journal=journal, clock=self.engine.now_ms)
         self.approvals = ApprovalQueue(self.gate, self.breaker, self.engine.market, self.bus, journal=journal,
                                        wall_clock=self.wall_clock,
-                                       max_drift_pct=settings.execution.max_approval_drift_percent)
+                                       max_drift_pct=settings.execution.max_approval_drift_percent,
+                                       spawn=self._spawn)
         self.proposer = RulesProposer(settings, self.engine.market, self.breaker, equity=self._equity,
                                       holdings=self.portfolio.quantity, wall_clock=self.wall_clock)
         self.decision_maker = DeskDecisionMaker(self.proposer.decide, "rules")
@@ -166,9 +167,12 @@ class Session:
         return self.settings.execution.auto_approve_paper and self.mode == "PAPER"
 
     def _spawn(self, coro: Any) -> None:
+        """Background work of the desk (crew answers, auto-approvals, stops, take-profits):
+        tracked, so `settle()` waits for it, and a failure is logged, never lost."""
         task = asyncio.get_running_loop().create_task(coro)
         self._decisions.add(task)
         task.add_done_callback(self._decisions.discard)
+        task.add_done_callback(log_task_error)
 
     # ------------------------------------------------------------------ the agent desk
     async def start_agent_desk(self, storage_dir: Path | None = None, llm: str | None = None,
@@ -312,11 +316,8 @@ class Session:
 
     def clear_needs_override(self) -> str | None:
         """A sentence explaining why a clear needs a typed override, or None."""
-        a = self.engine.guardian.assess_recovery()
-        if a.get("deep") and not a.get("recovery_conditions_met"):
-            return (f"The drop reached {a['max_drop_percent']:.1f}% (deep level {a['deep_level_percent']:g}%) and "
-                    f"the recovery conditions are not met.")
-        return None
+        why = self.engine.clear_needs_override()
+        return f"{why[0].upper()}{why[1:]}." if why else None
 
     def clear_breaker(self, reason: str, override: bool = False) -> tuple[bool, str]:
         ok, message = self.engine.clear_breaker(reason, override=override)

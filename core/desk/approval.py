@@ -75,7 +75,8 @@ class _Bracket:
 
 class ApprovalQueue:
     def __init__(self, gate: OrderGate, breaker: CircuitBreakerState, market: MarketState, bus: EventBus,
-                 journal: Any = None, wall_clock: Callable[[], int] | None = None, max_drift_pct: float = 1.0) -> None:
+                 journal: Any = None, wall_clock: Callable[[], int] | None = None, max_drift_pct: float = 1.0,
+                 spawn: Callable[[Any], None] | None = None) -> None:
         self.gate = gate
         self.breaker = breaker
         self.market = market
@@ -83,6 +84,7 @@ class ApprovalQueue:
         self.journal = journal
         self.wall_clock = wall_clock or (lambda: time.time_ns() // 1_000_000)
         self.max_drift_pct = max_drift_pct
+        self._spawn = spawn or _spawn_logged  # the session passes its own, which it waits for
         self.proposals: dict[str, TradeProposal] = {}
         self.status: dict[str, ProposalStatus] = {}
         self.notes: dict[str, str] = {}
@@ -227,14 +229,6 @@ class ApprovalQueue:
                                          quantity=qty, reduce_only=True, origin=Origin.AGENT,
                                          proposal_id=bracket.proposal.proposal_id))
 
-    @property
-    def watched_symbols(self) -> set[str]:
-        return {s for s, w in self._tp_watch.items() if w}
-
-    def _spawn(self, coro: Any) -> None:
-        task = asyncio.get_running_loop().create_task(coro)
-        task.add_done_callback(_log_task_error)
-
     # ------------------------------------------------------------------ status
     def _set(self, p: TradeProposal, status: ProposalStatus, note: str, actor: Actor) -> None:
         self.status[p.proposal_id] = status
@@ -248,6 +242,11 @@ class ApprovalQueue:
             fn(p, status, note)
 
 
-def _log_task_error(task: asyncio.Task) -> None:
+def _spawn_logged(coro: Any) -> None:
+    asyncio.get_running_loop().create_task(coro).add_done_callback(log_task_error)
+
+
+def log_task_error(task: asyncio.Task) -> None:
+    """A done-callback: a background task's failure goes to the log instead of vanishing."""
     if not task.cancelled() and task.exception() is not None:
         log.error("desk task failed", exc_info=task.exception())
