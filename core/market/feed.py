@@ -8,6 +8,7 @@ what real time would, only sooner).
 
 from __future__ import annotations
 
+import abc
 import asyncio
 import time
 from collections.abc import AsyncIterator, Iterator
@@ -52,7 +53,7 @@ class FeedStats:
             self.problems.append(problem)
 
 
-class Feed:
+class Feed(abc.ABC):
     """Base class: subclasses implement `_events()`, a sync iterator in event-time order.
 
     Attributes:
@@ -93,8 +94,9 @@ class Feed:
         self._resumed.set()
 
     # -- to implement ----------------------------------------------------------------
+    @abc.abstractmethod
     def _events(self) -> Iterator[MarketEvent]:
-        raise NotImplementedError  # abstract
+        """The feed's events, in non-decreasing event time."""
 
     # -- the async interface ------------------------------------------------------------
     async def batches(self) -> AsyncIterator[list[MarketEvent]]:
