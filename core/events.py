@@ -146,6 +146,17 @@ class SpikeStatus:
 
 
 @dataclass(frozen=True, slots=True)
+class JournalHealth:
+    """The journal could (ok) or could not write; `unwritten` rows wait in memory meanwhile.
+    While it is not ok the session denies new entries, as under TRIGGERED."""
+
+    ok: bool
+    error: str | None
+    unwritten: int
+    time_ms: int
+
+
+@dataclass(frozen=True, slots=True)
 class ReasoningLine:
     """One line of the decision trail: guardian and scanner reasons, agents' tool calls and thoughts."""
 
