@@ -30,8 +30,7 @@ from core.trading.portfolio import Portfolio
 @dataclass
 class _Book:
     name: str
-    gate: OrderGate
-    exchange: PaperExchange  # the book's own; it reaches it only through its gate, except for ticks
+    gate: OrderGate  # holds the book's own paper exchange
     portfolio: Portfolio
     start: float
     qty: dict[str, float] = field(default_factory=dict)
@@ -94,7 +93,7 @@ class ProtectionStudy:
         portfolio = Portfolio(self.capital)
         exchange = PaperExchange(settings.execution.paper, self.market, clock)
         gate = OrderGate(risk, breaker, self.market, exchange, portfolio, journal=None, clock=clock)
-        book = _Book(name, gate, exchange, portfolio, self.capital, equity=self.capital, peak=self.capital)
+        book = _Book(name, gate, portfolio, self.capital, equity=self.capital, peak=self.capital)
         gate.fill_listeners.append(book.on_fill)
         return book
 
@@ -102,8 +101,7 @@ class ProtectionStudy:
     def on_tick(self, tick: Tick) -> None:
         self.now = tick.time_ms
         for name, book in self.books.items():
-            if tick.symbol in book.exchange.watched_symbols:
-                book.exchange.on_tick(tick)
+            book.gate.on_market_tick(tick)
             book.mark(tick.symbol, tick.price, tick.time_ms)
             if tick.symbol not in self.entered[name] and not (name == "with" and self.flat):
                 self._enter(book, name, tick.symbol)
@@ -137,7 +135,7 @@ class ProtectionStudy:
                 if qty > 0:
                     order = book.gate.submit_now(Order(
                         symbol=symbol, side=Side.SELL, type=OrderType.MARKET, quantity=qty, reduce_only=True,
-                        operator_confirmed=True, origin=Origin.PROTECTION))
+                        origin=Origin.PROTECTION))
                     if order.status.value == "DENIED":
                         book.denied += 1
         elif change.status is BreakerStatus.SAFE and self.flat:

@@ -197,6 +197,8 @@ class RiskSettings(Strict):
     account_equity_usd: float = Field(10_000.0, gt=0)
     risk_per_trade_percent: Percent = Field(0.5, gt=0, le=10)
     max_order_notional_usd: float = Field(1_000.0, gt=0)
+    # an entry smaller than this is dust no exchange fills (Binance's MIN_NOTIONAL is 5 USDT on most pairs)
+    min_order_notional_usd: float = Field(5.0, ge=0, le=1_000)
     max_order_quantity: dict[str, float] = Field(default_factory=lambda: {"BTCUSDT": 0.05, "ETHUSDT": 1.0})
     max_position_notional_usd: float = Field(2_500.0, gt=0)
     max_open_positions: int = Field(3, ge=1)

@@ -1,7 +1,7 @@
 """What the agents see and touch: the engine's live objects, and the state of one crew run.
 
 DeskContext holds references to the engine's market state, breaker, guardian, scanner,
-gate, portfolio, paper exchange and approval queue. The crew runs in worker threads while
+gate, portfolio, a read-only view of the exchange and the approval queue. The crew runs in worker threads while
 the engine keeps mutating those objects on its loop, so every read or write a tool makes
 goes through `on_loop()`: it runs on the engine loop (consistent reads; breaker
 transitions and their subscribers on the thread they expect) and the tool thread waits.
@@ -47,7 +47,7 @@ class DeskContext:
     scanner: Any = None  # core.detect.scanner.Scanner
     gate: Any = None  # core.trading.gate.OrderGate
     portfolio: Any = None  # core.trading.portfolio.Portfolio
-    exchange: Any = None  # core.trading.paper.PaperExchange (quotes, depth_usd)
+    exchange: Any = None  # the gate's read-only view of the exchange (quotes, depth_usd, balances)
     approvals: Any = None  # core.desk.approval.ApprovalQueue
     now_ms: Callable[[], int] = field(default=lambda: time.time_ns() // 1_000_000)  # engine (event) time
     wall_clock: Callable[[], int] = field(default=lambda: time.time_ns() // 1_000_000)
@@ -64,7 +64,7 @@ class DeskContext:
         engine = session.engine
         return cls(
             settings=session.settings, market=engine.market, breaker=session.breaker, guardian=engine.guardian,
-            scanner=engine.scanner, gate=session.gate, portfolio=session.portfolio, exchange=session.exchange,
+            scanner=engine.scanner, gate=session.gate, portfolio=session.portfolio, exchange=session.gate.view,
             approvals=session.approvals, now_ms=engine.now_ms, wall_clock=session.wall_clock,
             feed_name=getattr(session.feed, "name", "feed"), session=session,
             breaker_rows=getattr(session, "_breaker_rows", None),

@@ -1,9 +1,18 @@
 """CircuitBreakerState: the seed's API over a backend, safe from threads and tasks.
 
 Reads come from a local copy of the record, so the order gate's check is a plain
-attribute read. Every transition bumps the epoch, is written to the backend with
-compare-and-set, is logged, and is handed synchronously to the subscribers (the order
-gate halts inside the same call, before trigger() returns).
+attribute read. Every transition bumps the epoch and is written to the backend with
+compare-and-set. Then, in this order and inside the same call:
+
+1. the halt: on a transition to TRIGGERED, every halt step (the order gates of this
+   process) runs first: new entries are denied from this moment and resting entries are
+   cancelled, before anyone else hears of the change;
+2. the subscribers (journal, console, guardian, desk), in subscription order;
+3. the log line.
+
+Lock order: a transition holds this breaker's lock while the halt takes a gate's lock, so
+nothing may take this lock while holding a gate's (the gate reads `current()`, which
+takes no lock).
 """
 
 from __future__ import annotations
@@ -36,6 +45,9 @@ class CircuitBreakerState:
         self._lock = threading.RLock()
         self._record = self._backend.load()
         self._subscribers: list[Subscriber] = []
+        self._halt_steps: list[Subscriber] = []
+        # asked before an agent may TRIGGER: a reason to refuse (an operator's recent clear), or None
+        self.agent_trigger_guard: Callable[[int], str | None] | None = None
         self.history: deque[BreakerChanged] = deque(maxlen=history_size)
 
     # ------------------------------------------------------------------ reads
@@ -50,6 +62,11 @@ class CircuitBreakerState:
     @property
     def epoch(self) -> int:
         return self._record.epoch
+
+    def current(self) -> tuple[BreakerStatus, int]:
+        """Status and epoch of one and the same record, without taking the lock."""
+        record = self._record
+        return record.status, record.epoch
 
     def get_status(self) -> BreakerStatus:
         return self._record.status
@@ -110,6 +127,11 @@ class CircuitBreakerState:
         with self._lock:
             if fn in self._subscribers:
                 self._subscribers.remove(fn)
+
+    def add_halt_step(self, halt: Subscriber) -> None:
+        """Run `halt` first on every move to TRIGGERED, before any subscriber (an order gate)."""
+        with self._lock:
+            self._halt_steps.append(halt)
 
     # ------------------------------------------------------------------ the seed's transitions
     def trigger(
@@ -203,6 +225,10 @@ class CircuitBreakerState:
             if current.status is target:
                 return None
             check_transition(current.status, target, actor)
+            if actor is Actor.AGENT and target is BreakerStatus.TRIGGERED and self.agent_trigger_guard is not None:
+                refusal = self.agent_trigger_guard(when)
+                if refusal:
+                    raise IllegalTransition(refusal)
             new = copy.deepcopy(current)
             new.status = target
             new.epoch = current.epoch + 1
@@ -251,24 +277,63 @@ class CircuitBreakerState:
                 time_ms=when, symbol=new.symbol, trigger_type=new.trigger_type, details=new.details,
                 market_snapshot=new.market_snapshot, wall_ns=time.perf_counter_ns(),
             )
-            self.history.append(change)
-            # subscribers first (the order gate halts here), the log line after
-            for fn in list(self._subscribers):
-                try:
-                    fn(change)
-                except Exception:  # a faulty subscriber must not stop the halt reaching the others
-                    log.exception("breaker subscriber %r failed", fn)
-            log.info(
-                "breaker %s -> %s epoch=%d actor=%s symbol=%s reason=%s",
-                current.status.value, target.value, new.epoch, actor.value, new.symbol, reason,
-            )
+            self._announce(change)
             return change
 
-    def adopt(self, record: BreakerRecord) -> None:
-        """Replace local state with a record restored from elsewhere (journal, Redis)."""
+    def _announce(self, change: BreakerChanged) -> None:
+        """The halt first, then the subscribers, then the log line (under the lock)."""
+        self.history.append(change)
+        if change.status is BreakerStatus.TRIGGERED:
+            for halt in list(self._halt_steps):
+                try:
+                    halt(change)
+                except Exception:  # new entries are denied by the state already; the cancels failed
+                    log.critical("breaker halt step %r failed: resting orders may remain", halt, exc_info=True)
+        for fn in list(self._subscribers):
+            try:
+                fn(change)
+            except Exception:  # a faulty subscriber must not stop the change reaching the others
+                log.exception("breaker subscriber %r failed", fn)
+        log.info("breaker %s -> %s epoch=%d actor=%s symbol=%s reason=%s", change.previous.value,
+                 change.status.value, change.epoch, change.actor.value, change.symbol, change.reason)
+
+    def adopt(self, record: BreakerRecord, source: str = "journal") -> BreakerChanged | None:
+        """Take a record from elsewhere (the journal at restart, a shared backend) as the
+        current state, announced like any transition (a TRIGGERED record halts first).
+
+        Epochs only move forward: a record at or below the current epoch, or with a negative
+        epoch, is refused. One epoch ahead, the step must be a legal transition for the
+        record's actor; further ahead, the steps in between were made elsewhere and the
+        record is taken as the outcome. Raises IllegalTransition; None if it is the current
+        record already."""
+        if not isinstance(record, BreakerRecord) or not isinstance(record.status, BreakerStatus) \
+                or not isinstance(record.actor, Actor):
+            raise IllegalTransition(f"cannot adopt {record!r}: not a breaker record")
+        if not isinstance(record.epoch, int) or isinstance(record.epoch, bool) or record.epoch < 0:
+            raise IllegalTransition(f"cannot adopt a record with epoch {record.epoch!r}")
         with self._lock:
-            if self._backend.compare_and_set(self._record.epoch, record):
-                self._record = copy.deepcopy(record)
+            current = self._record
+            if record.epoch == current.epoch and record.status is current.status:
+                return None
+            if record.epoch <= current.epoch:
+                raise IllegalTransition(f"cannot adopt {record.status.value} epoch {record.epoch} from the {source}: "
+                                        f"the breaker is at {current.status.value} epoch {current.epoch} "
+                                        f"(epochs only move forward)")
+            if record.epoch == current.epoch + 1 and record.status is not current.status:
+                check_transition(current.status, record.status, record.actor)
+            if not self._backend.compare_and_set(current.epoch, record):
+                self._record = self._backend.load()
+                raise IllegalTransition(f"breaker moved concurrently while adopting (now epoch {self._record.epoch})")
+            self._record = copy.deepcopy(record)
+            change = BreakerChanged(
+                epoch=record.epoch, previous=current.status, status=record.status,
+                reason=f"restored from the {source}: {record.reason}", actor=record.actor,
+                time_ms=record.since_ms, symbol=record.symbol, trigger_type=record.trigger_type,
+                details={**record.details, "adopted_from": source}, market_snapshot=dict(record.market_snapshot),
+                wall_ns=time.perf_counter_ns(),
+            )
+            self._announce(change)
+            return change
 
 
 _singleton: CircuitBreakerState | None = None

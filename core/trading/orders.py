@@ -74,7 +74,7 @@ class Order:
     origin: Origin = Origin.OPERATOR
     client_order_id: str = field(default_factory=new_client_order_id)
     proposal_id: str | None = None
-    operator_confirmed: bool = False  # an operator confirmed this exit (needed while TRIGGERED)
+    operator_confirmed: bool = False  # an operator asked for this order (flatten, manual exit)
     created_ms: int = 0
     status: OrderStatus = OrderStatus.INTENT
     filled_quantity: float = 0.0
@@ -141,20 +141,47 @@ class Fill:
                    liquidity=d["liquidity"], time_ms=int(d["time_ms"]), fill_id=d["fill_id"])
 
 
-def finite_positive(x: float | None) -> bool:
-    return x is not None and isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x) and x > 0
+# No exchange trades a quantity below one satoshi-sized lot (Binance's smallest LOT_SIZE step is
+# 1e-8) or prices a spot pair outside these bounds; values beyond them are typos or attacks.
+MIN_QUANTITY = 1e-8
+MAX_QUANTITY = 1e12
+MIN_PRICE = 1e-10
+MAX_PRICE = 1e10
+
+
+def finite_positive(x: object) -> bool:
+    """A real number, finite and > 0 (an int too large for a float is not finite)."""
+    if isinstance(x, bool) or not isinstance(x, (int, float)):
+        return False
+    try:
+        v = float(x)
+    except OverflowError:
+        return False
+    return math.isfinite(v) and v > 0
 
 
 def shape_problem(order: Order) -> str | None:
     """What is wrong with an order's own fields (before any market or account check), or None.
     The gate and every exchange ask this same question."""
     if not finite_positive(order.quantity):
-        return f"quantity must be a positive finite number, got {order.quantity!r}"
+        return f"quantity must be a positive finite number, got {_short(order.quantity)}"
+    if not MIN_QUANTITY <= order.quantity <= MAX_QUANTITY:
+        return f"quantity {order.quantity:g} is outside {MIN_QUANTITY:g}..{MAX_QUANTITY:g}"
     for name, value in (("price", order.price), ("stop_price", order.stop_price)):
-        if value is not None and not finite_positive(value):
-            return f"{name} must be a positive finite number, got {value!r}"
+        if value is None:
+            continue
+        if not finite_positive(value):
+            return f"{name} must be a positive finite number, got {_short(value)}"
+        if not MIN_PRICE <= value <= MAX_PRICE:
+            return f"{name} {value:g} is outside {MIN_PRICE:g}..{MAX_PRICE:g}"
     if order.type in (OrderType.LIMIT, OrderType.POST_ONLY) and order.price is None:
         return f"a {order.type.value} order needs a price"
     if order.type is OrderType.STOP and order.stop_price is None:
         return "a STOP order needs a stop_price"
     return None
+
+
+def _short(value: object) -> str:
+    """repr, cut: a 400-digit quantity does not belong in a one-line message."""
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."

@@ -102,6 +102,7 @@ class _Open:
 
 class PaperExchange:
     name = "paper"
+    answers_synchronously = True
 
     def __init__(self, settings: PaperSettings, market: MarketState, clock: Callable[[], int]) -> None:
         self.settings = settings
@@ -528,15 +529,21 @@ class PaperExchange:
             return order  # already final: unchanged
         return self._cancel(entry, "canceled on request")
 
+    def cancel_now(self, client_order_ids: list[str], reason: str = "canceled on request") -> list[Order]:
+        """Cancel these open orders at once, releasing their reservations (unknown or final
+        ones are skipped). Returns the cancelled orders."""
+        out = []
+        for cid in client_order_ids:
+            entry = self._open.get(cid)  # a listener may have cancelled it meanwhile
+            if entry is not None:
+                out.append(self._cancel(entry, reason))
+        return out
+
     def cancel_all_now(self, symbol: str | None = None) -> list[Order]:
-        """Cancel every open order (or one symbol's) at once, releasing their reservations."""
+        """Cancel every open order (or one symbol's), oldest first."""
         targets = sorted((e for e in self._open.values() if symbol is None or e.order.symbol == symbol),
                          key=lambda e: e.seq)
-        out = []
-        for e in targets:
-            if e.order.client_order_id in self._open:  # a listener may have cancelled it meanwhile
-                out.append(self._cancel(e, "cancel all"))
-        return out
+        return self.cancel_now([e.order.client_order_id for e in targets], "cancel all")
 
     # ------------------------------------------------------------------ restore
     def restore(self, balances: Mapping[str, Any], open_orders: list[Order]) -> list[Order]:

@@ -27,7 +27,7 @@ def _assert_capped_and_pending(session, proposal):
     assert proposal.risk_usd <= session.portfolio.equity({}) * risk.risk_per_trade_percent / 100 + 1e-6
     session.approvals.add(proposal)
     assert session.approvals.status[proposal.proposal_id] is ProposalStatus.PENDING
-    assert session.gate.sent == 0 and session.exchange.open_orders() == [], "nothing was executed"
+    assert session.gate.sent == 0 and session.gate.open_orders() == [], "nothing was executed"
 
 
 async def test_injected_headline_with_the_rules_model(tmp_path, clock):

@@ -181,4 +181,4 @@ def test_the_spot_order_tool_only_records_a_candidate():
     finally:
         CURRENT_RUN.reset(token)
     assert out["status"] == "recorded" and run.candidate["quantity"] == 5
-    assert session.gate.sent == 0 and session.exchange.open_orders() == []
+    assert session.gate.sent == 0 and session.gate.open_orders() == []

@@ -1,23 +1,28 @@
 """The order gate. The oracle (after nautilus_trader's risk-engine tests): a denied order
-never reaches the exchange, and every denial is journaled with its reason."""
+never reaches the exchange, and every denial is journaled with its reason.
+
+The rig runs on the shipped config/default.yaml (its caps, size factors and limits), so a
+change to a shipped safety value is caught here too."""
 
 from __future__ import annotations
 
 import asyncio
 import math
+import threading
 
 import pytest
 
 from core.breaker.state import CircuitBreakerState
-from core.events import Actor, Tick
+from core.config import load_config
+from core.events import Actor, BreakerStatus, Tick
 from core.market.state import MarketState
-from core.settings import PaperSettings, RiskSettings
 from core.trading.gate import OrderGate
 from core.trading.orders import Order, OrderStatus, OrderType, Origin, Side
 from core.trading.paper import PaperExchange
 from core.trading.portfolio import Portfolio
 
 T0 = 1_700_000_000_000
+SHIPPED = load_config(env={}, dotenv_paths=[]).settings
 
 
 class SpyExchange(PaperExchange):
@@ -27,20 +32,24 @@ class SpyExchange(PaperExchange):
         super().__init__(*args, **kwargs)
         self.placed: list[Order] = []
 
-    async def place(self, order: Order) -> Order:
+    def place_now(self, order: Order) -> Order:
         self.placed.append(order)
-        return await super().place(order)
+        return super().place_now(order)
 
 
 class RecordingJournal:
     def __init__(self) -> None:
         self.events: list[tuple[str, str, str | None]] = []
         self.on_record = None
+        self.failing = False
+        self.hang = False  # record_order never returns (a journal stuck retrying)
 
     async def record_order(self, order: Order, event_time_ms: int | None = None) -> int:
         self.events.append(("durable", order.status.value, order.reason))
         if self.on_record:
             self.on_record(order)
+        if self.hang:
+            await asyncio.Event().wait()
         await asyncio.sleep(0)
         return len(self.events)
 
@@ -56,23 +65,19 @@ class Rig:
         self.now = T0
         self.market = MarketState()
         self.breaker = CircuitBreakerState()
-        self.portfolio = Portfolio(10_000.0)
-        self.exchange = SpyExchange(PaperSettings(), self.market, lambda: self.now)
+        self.portfolio = Portfolio(SHIPPED.execution.paper.starting_balance_usd)
+        self.exchange = SpyExchange(SHIPPED.execution.paper, self.market, lambda: self.now)
         self.journal = RecordingJournal()
-        defaults = dict(max_order_notional_usd=1_000.0, max_position_notional_usd=2_500.0,
-                        max_order_quantity={"BTCUSDT": 0.05}, max_orders_per_minute=5)
-        defaults.update(risk)
-        self.gate = OrderGate(RiskSettings(**defaults), self.breaker, self.market, self.exchange, self.portfolio,
+        self.risk = SHIPPED.risk_management.model_copy(update=risk)
+        self.gate = OrderGate(self.risk, self.breaker, self.market, self.exchange, self.portfolio,
                               self.journal, clock=lambda: self.now)
         self.tick("BTCUSDT", 10_000.0)
         self.tick("ETHUSDT", 1_000.0)
 
     def tick(self, symbol: str, price: float, qty: float = 5.0) -> None:
         self.now += 1000
-        t = Tick(symbol, price, qty, self.now)
         self.market.windows(symbol).update(price, qty, self.now)
-        if symbol in self.exchange.watched_symbols:
-            self.exchange.on_tick(t)
+        self.gate.on_market_tick(Tick(symbol, price, qty, self.now))
 
     def submit(self, order: Order, epoch_read=None) -> Order:
         return asyncio.run(self.gate.submit(order, epoch_read))
@@ -82,14 +87,28 @@ def buy(qty=0.01, symbol="BTCUSDT", **kw) -> Order:
     return Order(symbol=symbol, side=Side.BUY, type=kw.pop("type", OrderType.MARKET), quantity=qty, **kw)
 
 
+def sell_exit(qty, symbol="BTCUSDT", **kw) -> Order:
+    return Order(symbol=symbol, side=Side.SELL, type=kw.pop("type", OrderType.MARKET), quantity=qty,
+                 reduce_only=True, **kw)
+
+
 def assert_denied(rig: Rig, order: Order, fragment: str, epoch_read=None) -> Order:
     placed_before = len(rig.exchange.placed)
     result = rig.submit(order, epoch_read)
     assert result.status is OrderStatus.DENIED, result
     assert fragment in result.reason
     assert len(rig.exchange.placed) == placed_before, "a denied order reached the exchange"
-    assert rig.journal.events[-1] == ("durable", "DENIED", result.reason)
+    assert rig.journal.events[-1] == ("queued", "DENIED", result.reason)
     return result
+
+
+def test_the_rig_runs_on_the_shipped_safety_values():
+    r = SHIPPED.risk_management
+    assert (r.max_order_notional_usd, r.max_position_notional_usd, r.max_open_positions) == (1_000, 2_500, 3)
+    assert (r.max_orders_per_minute, r.daily_loss_limit_usd, r.weekly_loss_limit_usd) == (10, 200, 500)
+    assert (r.warning_size_factor, r.recovering_size_factor) == (0.5, 0.25)
+    assert r.max_order_quantity == {"BTCUSDT": 0.05, "ETHUSDT": 1.0} and r.price_collar_percent == 2.0
+    assert SHIPPED.execution.mode == "paper" and SHIPPED.execution.auto_approve_paper is False
 
 
 @pytest.mark.parametrize("order, fragment", [
@@ -97,19 +116,34 @@ def assert_denied(rig: Rig, order: Order, fragment: str, epoch_read=None) -> Ord
     (buy(qty=float("inf")), "quantity must be a positive finite number"),
     (buy(qty=0.0), "quantity must be a positive finite number"),
     (buy(qty=-1.0), "quantity must be a positive finite number"),
+    (buy(qty=10 ** 400), "quantity must be a positive finite number"),
+    (buy(qty=5e-324), "is outside"),
+    (buy(qty=1e13), "is outside"),
     (buy(type=OrderType.LIMIT, price=float("nan")), "price must be a positive finite number"),
     (buy(type=OrderType.LIMIT, price=-5.0), "price must be a positive finite number"),
     (buy(type=OrderType.LIMIT), "needs a price"),
     (buy(type=OrderType.STOP), "needs a stop_price"),
     (buy(qty=0.06), "exceeds the BTCUSDT cap"),
-    (buy(qty=2.0, symbol="ETHUSDT"), "per-order cap"),
+    (buy(qty=2.0, symbol="ETHUSDT"), "exceeds the ETHUSDT cap"),
     (buy(type=OrderType.LIMIT, price=10_500.0), "collar"),
     (buy(symbol="SOLUSDT"), "no reference price"),
-    (Order(symbol="BTCUSDT", side=Side.SELL, type=OrderType.MARKET, quantity=0.01, reduce_only=True),
-     "would not reduce"),
+    (buy(qty=0.0001), "below the minimum"),
+    (sell_exit(0.01), "would not reduce"),
 ])
 def test_bad_orders_never_reach_the_exchange(order, fragment):
     assert_denied(Rig(), order, fragment)
+
+
+def test_a_market_order_is_counted_at_the_reference_price_not_its_own_price_field():
+    rig = Rig(max_order_quantity={})
+    # 0.2 BTC is 2,000 USD at the reference; a price field of 1e-9 must not make it look tiny
+    assert_denied(rig, buy(0.2, price=1e-9), "notional 2,000.00 USD exceeds the per-order cap")
+
+
+def test_an_entry_exactly_at_the_per_order_cap_is_allowed_and_a_cent_more_is_not():
+    rig = Rig(max_order_quantity={})
+    assert rig.submit(buy(0.1)).status is OrderStatus.FILLED  # 0.1 x 10,000 = 1,000.00: at the cap
+    assert_denied(rig, buy(0.100001), "per-order cap")
 
 
 def test_an_allowed_order_writes_its_intent_before_it_is_sent():
@@ -120,33 +154,71 @@ def test_an_allowed_order_writes_its_intent_before_it_is_sent():
     assert rig.portfolio.quantity("BTCUSDT") == pytest.approx(0.01)
 
 
-def test_triggered_denies_entries_allows_confirmed_exits_and_cancels():
+def test_triggered_denies_every_entry_and_allows_exits_and_cancels():
     rig = Rig()
     rig.submit(buy(0.02))
-    resting = rig.submit(buy(0.01, type=OrderType.LIMIT, price=9_900.0))
-    assert resting.status is OrderStatus.NEW and len(rig.exchange.open_orders()) == 1
+    resting = rig.submit(buy(0.01, type=OrderType.LIMIT, price=9_900.0, client_order_id="bid"))
+    assert resting.status is OrderStatus.NEW
     assert rig.breaker.trigger("test crash", time_ms=rig.now)
-    # the halt cancelled the resting order synchronously, inside trigger()
+    # the halt cancelled the resting entry synchronously, inside trigger()
     assert rig.exchange.open_orders() == [] and rig.gate.cancels_issued == 1
     assert_denied(rig, buy(0.01), "TRIGGERED")
-    exit_unconfirmed = Order(symbol="BTCUSDT", side=Side.SELL, type=OrderType.MARKET, quantity=0.02,
-                             reduce_only=True)
-    assert_denied(rig, exit_unconfirmed, "TRIGGERED")
-    confirmed = exit_unconfirmed.with_(operator_confirmed=True, client_order_id="exit-1")
-    assert rig.submit(confirmed).status is OrderStatus.FILLED
+    # an operator's confirmation does not make a buy an exit
+    assert_denied(rig, buy(0.01, origin=Origin.OPERATOR, operator_confirmed=True), "TRIGGERED")
+    # an exit takes risk off: allowed, confirmed or not
+    assert rig.submit(sell_exit(0.01)).status is OrderStatus.FILLED
+    assert rig.submit(sell_exit(0.01, operator_confirmed=True)).status is OrderStatus.FILLED
 
 
-def test_warning_and_recovering_reduce_entry_size():
+def test_a_trip_cancels_entries_and_keeps_the_stops_that_protect_positions():
+    rig = Rig()
+    assert rig.submit(buy(0.03)).status is OrderStatus.FILLED
+    stop = rig.submit(sell_exit(0.03, type=OrderType.STOP, stop_price=9_800.0))
+    bid = rig.submit(buy(0.01, type=OrderType.LIMIT, price=9_950.0))
+    assert stop.status is OrderStatus.NEW and bid.status is OrderStatus.NEW
+    rig.breaker.trigger("crash", time_ms=rig.now)
+    assert [o.client_order_id for o in rig.exchange.open_orders()] == [stop.client_order_id]
+    assert rig.exchange.get_order(bid.client_order_id).status is OrderStatus.CANCELED
+    rig.tick("BTCUSDT", 9_700.0)  # the price falls through the stop: it fires
+    assert rig.exchange.get_order(stop.client_order_id).status is OrderStatus.FILLED
+    assert rig.portfolio.quantity("BTCUSDT") == 0
+
+
+def test_the_halt_runs_before_any_subscriber_whatever_the_order_of_construction():
+    market = MarketState()
+    breaker = CircuitBreakerState()
+    seen = []
+    exchange = PaperExchange(SHIPPED.execution.paper, market, lambda: T0)
+    breaker.subscribe(lambda change: seen.append([o.client_order_id for o in exchange.open_orders()]))
+    gate = OrderGate(SHIPPED.risk_management, breaker, market, exchange, Portfolio(10_000.0), clock=lambda: T0)
+    market.windows("BTCUSDT").update(10_000.0, 1.0, T0)
+    resting = gate.submit_now(buy(0.01, type=OrderType.LIMIT, price=9_900.0))
+    assert resting.status is OrderStatus.NEW
+    breaker.trigger("crash", time_ms=T0)
+    assert seen == [[]], "a subscriber saw a resting entry after the breaker tripped"
+
+
+def test_warning_and_recovering_reduce_entry_size_by_the_shipped_factors():
     rig = Rig()
     rig.breaker.set_warning("wobbly", time_ms=rig.now)
     result = rig.submit(buy(0.02))
-    assert result.quantity == pytest.approx(0.01)  # warning_size_factor 0.5
+    assert result.quantity == pytest.approx(0.01)  # warning_size_factor 0.5 in config/default.yaml
     rig.breaker.trigger("crash", time_ms=rig.now)
     rig.breaker.start_recovery(time_ms=rig.now)
-    result = rig.submit(buy(0.02, client_order_id="b2"))
-    assert result.quantity == pytest.approx(0.005)  # recovering_size_factor 0.25
-    exit_order = Order(symbol="BTCUSDT", side=Side.SELL, type=OrderType.MARKET, quantity=0.005, reduce_only=True)
-    assert rig.submit(exit_order).status is OrderStatus.FILLED  # reduce-only passes while RECOVERING
+    result = rig.submit(buy(0.04, client_order_id="b2"))
+    assert result.quantity == pytest.approx(0.01)  # recovering_size_factor 0.25
+    assert rig.submit(sell_exit(0.005)).status is OrderStatus.FILLED  # exits pass while RECOVERING
+
+
+def test_a_trip_while_recovering_halts_again():
+    rig = Rig()
+    rig.breaker.trigger("crash", time_ms=rig.now)
+    rig.breaker.start_recovery(time_ms=rig.now)
+    bid = rig.submit(buy(0.04, type=OrderType.LIMIT, price=9_950.0))
+    assert bid.status is OrderStatus.NEW
+    assert rig.breaker.trigger("new low", time_ms=rig.now)
+    assert rig.exchange.open_orders() == []
+    assert_denied(rig, buy(0.01), "TRIGGERED")
 
 
 def test_stale_epoch_is_a_fencing_violation():
@@ -156,14 +228,28 @@ def test_stale_epoch_is_a_fencing_violation():
     assert_denied(rig, buy(), "stale breaker epoch", epoch_read=epoch)
 
 
-def test_breaker_moving_while_the_intent_is_written_stops_the_order():
+def test_a_move_to_warning_while_the_intent_is_written_stops_the_full_size_order():
     rig = Rig()
     rig.journal.on_record = lambda order: (order.status is OrderStatus.INTENT and
-                                           rig.breaker.trigger("mid-flight", time_ms=rig.now))
-    placed = len(rig.exchange.placed)
-    result = rig.submit(buy())
+                                           rig.breaker.set_warning("mid-flight", time_ms=rig.now))
+    result = rig.submit(buy(0.02))
     assert result.status is OrderStatus.DENIED and "before sending" in result.reason
-    assert len(rig.exchange.placed) == placed
+    assert rig.exchange.placed == []
+
+
+def test_a_move_and_back_while_the_intent_is_written_still_stops_the_order():
+    # SAFE -> WARNING -> SAFE: the status is the same again, but the check read a state that is gone
+    rig = Rig()
+
+    def wobble(order):
+        if order.status is OrderStatus.INTENT:
+            rig.breaker.set_warning("wobble", time_ms=rig.now)
+            rig.breaker.clear(reason="calm", actor=Actor.RULE, time_ms=rig.now)
+
+    rig.journal.on_record = wobble
+    result = rig.submit(buy())
+    assert result.status is OrderStatus.DENIED and "epoch 0 -> 2" in result.reason
+    assert rig.exchange.placed == []
 
 
 def test_rate_limit():
@@ -176,35 +262,88 @@ def test_rate_limit():
     assert rig.submit(buy(0.001, client_order_id="r5")).status is OrderStatus.FILLED
 
 
+def test_a_denial_after_the_check_gives_its_rate_slot_back():
+    rig = Rig(max_orders_per_minute=1)
+    rig.journal.on_record = lambda order: (order.status is OrderStatus.INTENT and rig.breaker.epoch == 0 and
+                                           rig.breaker.set_warning("mid-flight", time_ms=rig.now))
+    assert rig.submit(buy(0.001)).status is OrderStatus.DENIED
+    rig.journal.on_record = None
+    assert rig.submit(buy(0.001, client_order_id="again")).status is OrderStatus.FILLED
+
+
 def test_position_and_open_position_caps():
     rig = Rig(max_position_notional_usd=1_500.0, max_open_positions=1)
     assert rig.submit(buy(0.05)).status is OrderStatus.FILLED  # 500 USD
     assert rig.submit(buy(0.05, client_order_id="b2")).status is OrderStatus.FILLED  # 1,000 USD
-    assert_denied(rig, buy(0.05, client_order_id="b3"), "position would be")
+    assert rig.submit(buy(0.05, client_order_id="b3")).status is OrderStatus.FILLED  # 1,500 USD: at the cap
+    assert_denied(rig, buy(0.001, client_order_id="b4"), "position would be")
     assert_denied(rig, buy(0.5, symbol="ETHUSDT", client_order_id="e1"), "open positions")
+
+
+def test_resting_entries_count_against_the_position_and_open_position_caps():
+    rig = Rig(max_open_positions=1)
+    for i in range(5):  # 5 x 0.05 BTC resting at 10,000 reference = 2,500 USD: the cap
+        assert rig.submit(buy(0.05, type=OrderType.LIMIT, price=9_950.0, client_order_id=f"b{i}")).status \
+            is OrderStatus.NEW
+    assert rig.portfolio.quantity("BTCUSDT") == 0
+    assert_denied(rig, buy(0.05, type=OrderType.LIMIT, price=9_950.0, client_order_id="b5"), "already in entry orders")
+    assert_denied(rig, buy(0.5, symbol="ETHUSDT"), "open positions")
+    # cancelling releases what they held
+    asyncio.run(rig.gate.cancel("b0"))
+    assert rig.submit(buy(0.05, type=OrderType.LIMIT, price=9_950.0, client_order_id="b6")).status is OrderStatus.NEW
 
 
 def test_daily_loss_limit_blocks_entries_but_not_exits():
     rig = Rig(daily_loss_limit_usd=50.0, max_order_quantity={"BTCUSDT": 1.0}, max_order_notional_usd=20_000.0,
-              max_position_notional_usd=50_000.0)
-    assert rig.submit(buy(0.5)).status is OrderStatus.FILLED
+              max_position_notional_usd=50_000.0, stop_loss_percent=0.5)
+    assert rig.submit(buy(0.5)).status is OrderStatus.FILLED  # 5,000 USD, 25 at its stop
     rig.tick("BTCUSDT", 9_850.0)  # unrealized about -75
     assert_denied(rig, buy(0.01, client_order_id="b2"), "daily loss limit")
-    exit_order = Order(symbol="BTCUSDT", side=Side.SELL, type=OrderType.MARKET, quantity=0.5, reduce_only=True)
-    assert rig.submit(exit_order).status is OrderStatus.FILLED
+    assert rig.submit(sell_exit(0.5)).status is OrderStatus.FILLED
 
 
-def test_stale_reference_price_denies():
+def test_weekly_loss_limit_blocks_entries():
+    rig = Rig(daily_loss_limit_usd=10_000.0, weekly_loss_limit_usd=50.0, max_order_quantity={"BTCUSDT": 1.0},
+              max_order_notional_usd=20_000.0, max_position_notional_usd=50_000.0, stop_loss_percent=0.5)
+    assert rig.submit(buy(0.5)).status is OrderStatus.FILLED
+    rig.tick("BTCUSDT", 9_850.0)
+    assert_denied(rig, buy(0.01, client_order_id="b2"), "weekly loss limit")
+
+
+def test_an_entry_whose_risk_does_not_fit_the_loss_budget_left_is_denied():
+    rig = Rig(daily_loss_limit_usd=30.0)  # stop_loss_percent 2: a 995 USD entry risks 19.90
+    bid = buy(1.0, symbol="ETHUSDT", type=OrderType.LIMIT, price=995.0)
+    assert rig.submit(bid).status is OrderStatus.NEW
+    assert_denied(rig, bid.with_(client_order_id="b2"), "daily loss budget")
+
+
+def test_a_reduce_only_exit_larger_than_the_position_is_denied():
     rig = Rig()
+    assert rig.submit(buy(0.02)).status is OrderStatus.FILLED
+    assert_denied(rig, sell_exit(0.03), "exceeds the position")
+    stop = rig.submit(sell_exit(0.02, type=OrderType.STOP, stop_price=9_800.0))
+    assert stop.status is OrderStatus.NEW
+    assert_denied(rig, sell_exit(0.01), "already in exit orders")  # the stop holds the whole position
+
+
+def test_stale_reference_price_denies_entries_not_exits():
+    rig = Rig()
+    assert rig.submit(buy(0.02)).status is OrderStatus.FILLED
     rig.now += 120_000
-    assert_denied(rig, buy(), "stale")
+    assert_denied(rig, buy(client_order_id="late"), "stale")
+    assert rig.submit(sell_exit(0.02)).status is OrderStatus.FILLED
 
 
 def test_cancels_are_always_allowed():
     rig = Rig()
     resting = rig.submit(buy(0.01, type=OrderType.LIMIT, price=9_900.0))
-    rig.breaker.set_warning("x", time_ms=rig.now)
-    done = asyncio.run(rig.gate.cancel(resting.client_order_id))
+    rig.breaker.trigger("x", time_ms=rig.now)
+    assert rig.exchange.get_order(resting.client_order_id).status is OrderStatus.CANCELED
+    stop_rig = Rig()
+    stop_rig.submit(buy(0.02))
+    stop = stop_rig.submit(sell_exit(0.02, type=OrderType.STOP, stop_price=9_800.0))
+    stop_rig.breaker.trigger("x", time_ms=stop_rig.now)
+    done = asyncio.run(stop_rig.gate.cancel(stop.client_order_id))
     assert done.status is OrderStatus.CANCELED
 
 
@@ -214,3 +353,161 @@ def test_agents_cannot_loosen_but_the_gate_does_not_care_who_proposed():
     assert_denied(rig, buy(origin=Origin.AGENT), "TRIGGERED")
     assert rig.exchange.placed == []
     assert not math.isnan(rig.portfolio.cash)
+
+
+def test_a_failing_journal_blocks_entries_and_lets_exits_out():
+    rig = Rig()
+    assert rig.submit(buy(0.02)).status is OrderStatus.FILLED
+    rig.journal.failing = True
+    assert_denied(rig, buy(0.01, client_order_id="b2"), "journal failing")
+    assert rig.submit(sell_exit(0.02)).status is OrderStatus.FILLED
+    assert ("queued", "INTENT", "allowed (exit)") in rig.journal.events  # its intent waits in memory
+
+
+def test_an_entry_whose_intent_never_reaches_the_disk_is_not_sent(monkeypatch):
+    monkeypatch.setattr("core.trading.gate.INTENT_DEADLINE_S", 0.05)
+    rig = Rig()
+    rig.journal.hang = True
+    result = rig.submit(buy(0.01))
+    assert result.status is OrderStatus.DENIED and "intent could not be recorded" in result.reason
+    assert rig.exchange.placed == []
+
+
+def test_submit_now_honours_the_gates_decision():
+    market = MarketState()
+    breaker = CircuitBreakerState()
+    exchange = SpyExchange(SHIPPED.execution.paper, market, lambda: T0)
+    gate = OrderGate(SHIPPED.risk_management, breaker, market, exchange, Portfolio(10_000.0), clock=lambda: T0)
+    market.windows("BTCUSDT").update(10_000.0, 1.0, T0)
+    breaker.trigger("crash", time_ms=T0)
+    assert gate.submit_now(buy(0.01)).status is OrderStatus.DENIED
+    assert gate.submit_now(buy(0.06)).status is OrderStatus.DENIED
+    assert exchange.placed == []
+
+
+# ---------------------------------------------------------------------- concurrency
+async def _gather_submits(gate: OrderGate, orders: list[Order]) -> list[Order]:
+    return await asyncio.gather(*(gate.submit(o) for o in orders))
+
+
+def test_fifty_concurrent_buys_stay_inside_the_shipped_caps():
+    rig = Rig()
+    results = asyncio.run(_gather_submits(rig.gate, [buy(0.02, client_order_id=f"c{i}") for i in range(50)]))
+    sent = [r for r in results if r.status is not OrderStatus.DENIED]
+    assert len(rig.exchange.placed) == len(sent) == 10  # max_orders_per_minute
+    assert rig.portfolio.quantity("BTCUSDT") * 10_000.0 <= rig.risk.max_position_notional_usd
+
+
+def test_twelve_concurrent_900_usd_buys_stop_at_the_position_cap():
+    rig = Rig()
+    results = asyncio.run(_gather_submits(rig.gate, [buy(0.9, symbol="ETHUSDT", client_order_id=f"e{i}")
+                                                     for i in range(12)]))
+    assert sum(r.status is OrderStatus.FILLED for r in results) == 2
+    assert rig.portfolio.quantity("ETHUSDT") * 1_000.0 <= rig.risk.max_position_notional_usd
+    assert all("position would be" in r.reason for r in results if r.status is OrderStatus.DENIED)
+
+
+def test_a_trip_from_another_thread_leaves_no_entry_resting():
+    for round_ in range(30):
+        rig = Rig(max_orders_per_minute=1_000, max_position_notional_usd=1e6, max_open_positions=100)
+
+        async def submitters():
+            orders = [buy(0.05, type=OrderType.LIMIT, price=9_950.0 - i, client_order_id=f"r{round_}-{i}")
+                      for i in range(40)]
+            tripper = threading.Thread(target=rig.breaker.trigger, args=("other thread",),
+                                       kwargs={"time_ms": rig.now})
+            tasks = [asyncio.ensure_future(rig.gate.submit(o)) for o in orders]
+            await asyncio.sleep(0)
+            tripper.start()
+            await asyncio.gather(*tasks)
+            await asyncio.to_thread(tripper.join)
+
+        asyncio.run(submitters())
+        assert rig.breaker.status is BreakerStatus.TRIGGERED
+        resting = [o for o in rig.exchange.open_orders() if not o.reduce_only]
+        assert resting == [], f"round {round_}: entries resting after TRIGGERED: {resting}"
+
+
+class StoringSignalsBackend:
+    """A memory backend that says when a transition has been stored (before its halt runs)."""
+
+    def __init__(self) -> None:
+        from core.breaker.backend import MemoryBackend
+
+        self._inner = MemoryBackend()
+        self.name = "memory"
+        self.stored = threading.Event()
+
+    def load(self):
+        return self._inner.load()
+
+    def compare_and_set(self, expected_epoch, record) -> bool:
+        done = self._inner.compare_and_set(expected_epoch, record)
+        self.stored.set()
+        return done
+
+
+class TripWhilePlacing(SpyExchange):
+    """place_now waits, mid-send, until another thread's trip has been stored."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.placing = threading.Event()
+        self.stored: threading.Event | None = None
+
+    def place_now(self, order: Order) -> Order:
+        self.placing.set()
+        assert self.stored is not None and self.stored.wait(5), "the trip never happened"
+        return super().place_now(order)
+
+
+def test_a_trip_stored_while_an_entry_is_being_sent_still_cancels_it():
+    backend = StoringSignalsBackend()
+    market = MarketState()
+    breaker = CircuitBreakerState(backend)
+    exchange = TripWhilePlacing(SHIPPED.execution.paper, market, lambda: T0)
+    exchange.stored = backend.stored
+    gate = OrderGate(SHIPPED.risk_management, breaker, market, exchange, Portfolio(10_000.0), clock=lambda: T0)
+    market.windows("BTCUSDT").update(10_000.0, 1.0, T0)
+
+    def trip() -> None:
+        exchange.placing.wait(5)
+        breaker.trigger("crash from another thread", time_ms=T0)
+
+    tripper = threading.Thread(target=trip)
+    tripper.start()
+    sent = gate.submit_now(buy(0.01, type=OrderType.LIMIT, price=9_950.0))
+    tripper.join(10)
+    assert breaker.status is BreakerStatus.TRIGGERED and sent.status is OrderStatus.NEW
+    assert exchange.open_orders() == [], "the entry sent during the trip is still resting"
+
+
+class SlowExchange(PaperExchange):
+    """A paper book behind a network: place() answers after the loop has run other work."""
+
+    answers_synchronously = False
+
+    async def place(self, order: Order) -> Order:
+        await asyncio.sleep(0.01)
+        return self.place_now(order)
+
+    async def cancel(self, client_order_id: str) -> Order:
+        return self.cancel_now([client_order_id], "canceled on request")[0]
+
+
+def test_an_entry_that_lands_after_the_halt_is_cancelled_at_once():
+    market = MarketState()
+    breaker = CircuitBreakerState()
+    exchange = SlowExchange(SHIPPED.execution.paper, market, lambda: T0)
+    gate = OrderGate(SHIPPED.risk_management, breaker, market, exchange, Portfolio(10_000.0), clock=lambda: T0)
+    market.windows("BTCUSDT").update(10_000.0, 1.0, T0)
+
+    async def race() -> Order:
+        sending = asyncio.ensure_future(gate.submit(buy(0.01, type=OrderType.LIMIT, price=9_950.0)))
+        await asyncio.sleep(0.001)  # the order is on the wire
+        breaker.trigger("crash while sending", time_ms=T0)
+        return await sending
+
+    result = asyncio.run(race())
+    assert result.status is OrderStatus.CANCELED
+    assert exchange.open_orders() == []
