@@ -20,7 +20,7 @@ from core.bus import EventBus
 from core.detect.guardian import Guardian
 from core.detect.scanner import Scanner
 from core.events import (
-    Actor, BreakerChanged, FeedProblem, Liquidation, MarkPrice, SpikeDetected, SymbolEnded, Tick,
+    Actor, BreakerChanged, BreakerStatus, FeedProblem, Liquidation, MarkPrice, SpikeDetected, SymbolEnded, Tick,
 )
 from core.latency import LatencyRecorder
 from core.market.feed import Feed
@@ -179,9 +179,17 @@ class Engine:
         why = self.clear_needs_override(assessment)
         if why and not override:
             return False, f"refused: {why}"
-        done = self.breaker.clear(reason=reason, actor=actor, time_ms=self.now_ms(),
+        now = self.now_ms()
+        done = self.breaker.clear(reason=reason, actor=actor, time_ms=now,
                                   details={"override": override, "recovery": assessment})
-        return done, "cleared" if done else "already SAFE"
+        if not done:
+            return False, "already SAFE"
+        # the rules look at once, so the answer says what the clear led to
+        self.guardian.on_clock(now)
+        after = self.breaker.snapshot()
+        if after.status is BreakerStatus.SAFE:
+            return True, "cleared: SAFE"
+        return True, f"cleared, then {after.status.value} by the {after.actor.value} at once: {after.reason}"
 
     def now_ms(self) -> int:
         """The engine's notion of now: event time of the last tick (wall time for live feeds)."""

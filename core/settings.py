@@ -74,6 +74,8 @@ class CircuitBreakerSettings(Strict):
     backend: Literal["memory", "redis"] = "memory"
     auto_resume: bool = True
     deep_level_percent: Percent = Field(20.0, gt=0, lt=100)
+    # after an operator clears, agents may not re-trigger the same episode (no new low since) for this long
+    agent_holdoff_minutes: float = Field(15.0, ge=0, le=1440)
     references: dict[str, ReferenceThresholds] = Field(
         default_factory=lambda: {
             "BTCUSDT": ReferenceThresholds(trigger_type="btc_dump"),

@@ -119,7 +119,10 @@ class Guardian:
         self._recover_calm_since: int | None = None
         self.last_time_ms = 0
         self._next_check_ms = 0
+        # the operator's last clear: (event time, each reference's 60-minute low then)
+        self._operator_clear: tuple[int, dict[str, float]] | None = None
         breaker.subscribe(self._on_breaker_change)
+        breaker.agent_trigger_guard = self.agent_trigger_refusal
 
     # ------------------------------------------------------------------ feed hooks
     def on_tick(self, w: SymbolWindows, t: int) -> None:
@@ -376,8 +379,33 @@ class Guardian:
             "recovery_conditions_met": all(v["met"] for v in legs.values()), "legs": legs,
         }
 
+    # ------------------------------------------------------------------ an operator's clear holds
+    def agent_trigger_refusal(self, time_ms: int) -> str | None:
+        """Why an agent may not TRIGGER now, or None. For `agent_holdoff_minutes` after an
+        operator cleared, the episode they cleared is theirs: an agent re-triggering it would
+        undo their decision. A new low in a reference symbol is a new episode; the rules are
+        never held off."""
+        clear = self._operator_clear
+        if clear is None:
+            return None
+        cleared_ms, lows = clear
+        left_ms = cleared_ms + self.settings.agent_holdoff_minutes * MINUTE_MS - time_ms
+        if left_ms <= 0:
+            return None
+        for symbol, low in lows.items():
+            w = self.market.symbols.get(symbol)
+            if w is not None and w.ticks and w.last_price < low:
+                return None
+        return (f"held off: the operator cleared this episode {(time_ms - cleared_ms) / 1000:.0f}s ago and no "
+                f"reference made a new low since; agents may trigger again in {left_ms / 60_000:.1f} min "
+                f"(the rules still trip on a new condition)")
+
     # ------------------------------------------------------------------ breaker changes from anyone
     def _on_breaker_change(self, change: BreakerChanged) -> None:
+        if change.status is SAFE and change.actor is Actor.OPERATOR:
+            self._operator_clear = (change.time_ms, {
+                ref.symbol: w.low(ref.k60) for ref in self.refs.values()
+                if (w := self.market.symbols.get(ref.symbol)) is not None and w.ticks})
         if change.status is SAFE:
             self.episode = None
             self._calm_since = None

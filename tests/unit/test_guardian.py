@@ -159,14 +159,15 @@ def test_operator_clear_of_a_deep_trigger_is_refused_without_override_and_then_s
     ok, why = engine.clear_breaker("too early")
     assert not ok and "refused" in why
     ok, why = engine.clear_breaker("I know better", override=True)
-    assert ok
-    assert engine.breaker.history[-1].actor is Actor.OPERATOR
-    assert engine.breaker.history[-1].details["override"] is True
     # the drop is still 25%: the cleared trigger must reset before it fires again, while
-    # the warning it still is shows (entries at reduced size)
+    # the warning it still is shows at once (entries at reduced size), and the answer says so
+    assert ok and why.startswith("cleared, then WARNING by the rule at once: BTCUSDT down 25.00%"), why
+    clear, warning = list(engine.breaker.history)[-2:]
+    assert clear.actor is Actor.OPERATOR and clear.status.value == "SAFE" and clear.details["override"] is True
+    assert warning.actor is Actor.RULE and warning.status.value == "WARNING"
     cleared_at = len(engine.breaker.history)
     engine.process(path("BTCUSDT", [(40.01, 75.0), (50, 75.5)], start=T0))
-    assert states(engine)[cleared_at:] == ["WARNING"]
+    assert states(engine)[cleared_at:] == []
     # ...but a new, lower low is a new crash
     engine.process([Tick("BTCUSDT", 74.0, 1.0, T0 + 51 * MIN)])
     assert states(engine)[-1] == "TRIGGERED"

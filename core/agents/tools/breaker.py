@@ -63,9 +63,13 @@ def trigger_circuit_breaker(ctx: DeskContext, run: RunState | None, reason: str,
     before = ctx.breaker.status
     reason = f"agent: {str(reason)[:300]}"
     snapshot = ctx.guardian.snapshot() if ctx.guardian is not None else {}
-    done = ctx.breaker.trigger(reason, {"requested_by": _role(run)}, snapshot, actor=Actor.AGENT,
-                               time_ms=ctx.now_ms(), symbol=symbol if symbol in ctx.market.symbols else None,
-                               trigger_type="agent")
+    try:
+        done = ctx.breaker.trigger(reason, {"requested_by": _role(run)}, snapshot, actor=Actor.AGENT,
+                                   time_ms=ctx.now_ms(), symbol=symbol if symbol in ctx.market.symbols else None,
+                                   trigger_type="agent")
+    except IllegalTransition as exc:  # an operator's recent clear holds agents off
+        return {"status": "refused", "previous": before.value, "breaker_status": ctx.breaker.status.value,
+                "epoch": ctx.breaker.epoch, "note": str(exc)}
     if run is not None and done:
         run.escalations.append({"action": "trigger", "reason": reason, "epoch": ctx.breaker.epoch})
     return {"status": "triggered" if done else "unchanged", "previous": before.value,
