@@ -6,11 +6,24 @@ silently ignored setting. Loading and precedence live in core.config.
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 
 Percent = float
+
+# Upper bounds of money, quantities and counts. No desk comes near them; they turn a typo
+# (three zeros too many, 1e300) into an error that names the key, and they keep every
+# product the gate forms (quantity x price, sums of notionals and fees) finite and exact
+# to the cent in a float (2**53 cents is about 9e13 USD).
+MAX_USD = 1e9  # a billion dollars: more than one API key's account, one order or one day's loss
+MAX_QUANTITY = 1e12  # base units: room for tokens priced at a millionth of a dollar (1e12 of them is $1M)
+MAX_ORDERS_PER_MINUTE = 600  # Binance spot's own order limit is 100 per 10 seconds
+MAX_OPEN_POSITIONS = 1000  # well above performance.max_symbols' default of 200 watched symbols
+MAX_BPS = 1000.0  # 10%: a spread or slippage model beyond that is no market to trade
+
+Usd = Annotated[float, Field(gt=0, le=MAX_USD)]
+Quantity = Annotated[float, Field(gt=0, le=MAX_QUANTITY)]
 
 
 class Strict(BaseModel):
@@ -65,8 +78,8 @@ class WarningClear(Strict):
 
 class StaleData(Strict):
     enabled: bool = True
-    seconds: float = Field(30.0, gt=0)
-    cadence_multiple: float = Field(3.0, ge=1)
+    seconds: float = Field(30.0, gt=0, le=3600)  # an hour of silence unnoticed is no stale check
+    cadence_multiple: float = Field(3.0, ge=1, le=100)
 
 
 class CircuitBreakerSettings(Strict):
@@ -136,8 +149,8 @@ class FuturesDivergence(Strict):
 class LiquidationCascade(Strict):
     enabled: bool = True
     window_minutes: float = Field(5.0, gt=0)
-    min_notional_usd: float = Field(5_000_000.0, gt=0)
-    min_count: int = Field(20, ge=1)
+    min_notional_usd: float = Field(5_000_000.0, gt=0, le=1e12)  # a market-wide threshold, above MAX_USD
+    min_count: int = Field(20, ge=1, le=1_000_000)
 
 
 class SpikeTypes(Strict):
@@ -186,28 +199,28 @@ class CrewSettings(Strict):
     llm_model: str = "rules"
     llm_base_url: str | None = None
     max_concurrent_runs: int = Field(2, ge=1, le=16)
-    max_runs_per_minute: int = Field(6, ge=1)
+    max_runs_per_minute: int = Field(6, ge=1, le=600)  # each run may call a paid model
     # a five-agent run costs ~15k tokens on the rules model and ~25k on a remote one (tool schemas)
-    token_budget_per_proposal: int = Field(60_000, ge=100)
-    cost_budget_usd_per_proposal: float = Field(0.05, ge=0)
+    token_budget_per_proposal: int = Field(60_000, ge=100, le=10_000_000)
+    cost_budget_usd_per_proposal: float = Field(0.05, ge=0, le=100)
     guardian_interval_seconds: float = Field(60.0, gt=0)
     news_feeds: list[str] = Field(default_factory=list)
 
 
 # ---------------------------------------------------------------------------- trading
 class RiskSettings(Strict):
-    account_equity_usd: float = Field(10_000.0, gt=0)
+    account_equity_usd: Usd = 10_000.0
     risk_per_trade_percent: Percent = Field(0.5, gt=0, le=10)
-    max_order_notional_usd: float = Field(1_000.0, gt=0)
+    max_order_notional_usd: Usd = 1_000.0
     # an entry smaller than this is dust no exchange fills (Binance's MIN_NOTIONAL is 5 USDT on most pairs)
     min_order_notional_usd: float = Field(5.0, ge=0, le=1_000)
-    max_order_quantity: dict[str, float] = Field(default_factory=lambda: {"BTCUSDT": 0.05, "ETHUSDT": 1.0})
-    max_position_notional_usd: float = Field(2_500.0, gt=0)
-    max_open_positions: int = Field(3, ge=1)
+    max_order_quantity: dict[str, Quantity] = Field(default_factory=lambda: {"BTCUSDT": 0.05, "ETHUSDT": 1.0})
+    max_position_notional_usd: Usd = 2_500.0
+    max_open_positions: int = Field(3, ge=1, le=MAX_OPEN_POSITIONS)
     price_collar_percent: Percent = Field(2.0, gt=0, lt=50)
-    max_orders_per_minute: int = Field(10, ge=1)
-    daily_loss_limit_usd: float = Field(200.0, gt=0)
-    weekly_loss_limit_usd: float = Field(500.0, gt=0)
+    max_orders_per_minute: int = Field(10, ge=1, le=MAX_ORDERS_PER_MINUTE)
+    daily_loss_limit_usd: Usd = 200.0
+    weekly_loss_limit_usd: Usd = 500.0
     warning_size_factor: float = Field(0.5, gt=0, le=1)
     recovering_size_factor: float = Field(0.25, gt=0, le=1)
     stop_loss_percent: Percent = Field(2.0, gt=0, lt=50)
@@ -215,17 +228,17 @@ class RiskSettings(Strict):
 
 
 class PaperSettings(Strict):
-    starting_balance_usd: float = Field(10_000.0, gt=0)
+    starting_balance_usd: Usd = 10_000.0
     taker_fee: float = Field(0.001, ge=0, lt=0.05)
     maker_fee: float = Field(0.001, ge=0, lt=0.05)
-    spread_bps: float = Field(2.0, ge=0)
-    slippage_bps_per_10k_usd: float = Field(1.0, ge=0)
+    spread_bps: float = Field(2.0, ge=0, le=MAX_BPS)
+    slippage_bps_per_10k_usd: float = Field(1.0, ge=0, le=MAX_BPS)
 
 
 class ExecutionSettings(Strict):
     mode: Literal["paper", "testnet", "live"] = "paper"
     default_order_type: Literal["market", "limit", "post_only"] = "limit"
-    proposal_ttl_seconds: float = Field(120.0, gt=0)
+    proposal_ttl_seconds: float = Field(120.0, gt=0, le=3600)  # an hour-old price is no basis for an order
     # approving refuses a proposal whose price moved more than this since it was made
     max_approval_drift_percent: float = Field(1.0, gt=0, lt=50)
     auto_approve_paper: bool = False
@@ -241,18 +254,19 @@ class ExecutionSettings(Strict):
 # ---------------------------------------------------------------------------- ops
 class MonitoringSettings(Strict):
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
-    log_max_bytes: int = Field(5_000_000, ge=10_000)
-    log_backups: int = Field(5, ge=0)
+    log_max_bytes: int = Field(5_000_000, ge=10_000, le=1_000_000_000)
+    log_backups: int = Field(5, ge=0, le=100)
     terminal_bell: bool = True
     webhook_url: str | None = None
     webhook_style: Literal["slack", "telegram", "ntfy", "json"] = "json"
 
 
 class PerformanceSettings(Strict):
-    max_symbols: int = Field(200, ge=1)
+    # sizes of buffers held in memory: bounded so that a typo cannot ask for more than the machine has
+    max_symbols: int = Field(200, ge=1, le=5000)  # Binance lists a few thousand spot symbols
     ui_fps: int = Field(10, ge=1, le=60)
-    max_spike_queue_rows: int = Field(200, ge=10)
-    decision_latency_sample: int = Field(1_000_000, ge=1000)
+    max_spike_queue_rows: int = Field(200, ge=10, le=100_000)
+    decision_latency_sample: int = Field(1_000_000, ge=1000, le=10_000_000)  # 8 bytes each
 
 
 class SimSettings(Strict):
