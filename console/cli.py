@@ -127,25 +127,25 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _load(args: argparse.Namespace) -> tuple[Any, Any]:
+def _load(args: argparse.Namespace, paths: Any) -> Any:
     from core.config import load_config
-    from core.paths import AppPaths
 
-    paths = AppPaths.resolve(args.data_dir)
-    loaded = load_config(
+    return load_config(
         args.config, user_config=paths.user_config_file, overrides=args.overrides,
         dotenv_paths=[Path.cwd() / ".env", paths.user_dotenv],
     )
-    return loaded, paths
 
 
 def _setup_logs(loaded: Any, paths: Any) -> None:
     from core.logs import setup_logging
+    from core.paths import DataDirError
 
-    s = loaded.settings
-    secrets = [v.get_secret_value() for v in s.secrets.model_dump().values() if v is not None]
-    setup_logging(paths.log_file, s.monitoring.log_level, s.monitoring.log_max_bytes, s.monitoring.log_backups,
-                  secrets)
+    paths.ensure(paths.log_dir)
+    m = loaded.settings.monitoring
+    try:
+        setup_logging(paths.log_file, m.log_level, m.log_max_bytes, m.log_backups)
+    except OSError as exc:
+        raise DataDirError(f"{paths.log_file}: cannot open the log file: {exc.strerror or exc}") from None
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -153,32 +153,48 @@ def main(argv: list[str] | None = None) -> None:
 
 
 def run(argv: list[str] | None = None) -> int:
-    from core.config import ConfigError
+    """The command's exit code. Nothing but one line per failure reaches the terminal:
+    2 for usage, path and config errors, 1 for anything unexpected (its traceback goes
+    to the log file, or to a private file in the temp directory when there is none yet)."""
+    import os
 
+    from core import logs
+    from core.config import ConfigError, register_secrets
+    from core.paths import AppPaths, DataDirError
+    from core.redact import one_line
+
+    logs.hold_early_records()
+    register_secrets(os.environ)  # now, so that even a crash before the config is loaded cannot print a key
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser()
+    paths = None
     try:
         args = parser.parse_args(argv)
         if args.command is None:
             args = parser.parse_args([*argv, "console"])
-        loaded, paths = _load(args)
+        paths = AppPaths.resolve(args.data_dir)
+        loaded = _load(args, paths)
         _setup_logs(loaded, paths)
-        handler = _COMMANDS[args.command]
-        return handler(args, loaded, paths)
-    except UsageError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        code = _COMMANDS[args.command](args, loaded, paths)
+        sys.stdout.flush()  # a closed pipe fails here, in the handler below, not at exit
+        return code
+    except (UsageError, DataDirError) as exc:
+        print(one_line(f"error: {exc}"), file=sys.stderr)
         return EXIT_USAGE
     except ConfigError as exc:
-        print(f"config error: {exc}", file=sys.stderr)
+        print(one_line(f"config error: {exc}"), file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
     except BrokenPipeError:
+        # the reader went away: point stdout at /dev/null so the flush at exit does not raise again
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return EXIT_FAILED
     except Exception as exc:  # the last line of defence: one line here, the traceback in the log
-        log.exception("unexpected error")
-        print(f"error: {type(exc).__name__}: {exc} (details in the log file)", file=sys.stderr)
+        written = logs.write_crash(exc, paths.log_file if paths else None)
+        where = f"traceback in {written}" if written else "no log file could be written"
+        print(one_line(f"error: {type(exc).__name__}: {exc} ({where})"), file=sys.stderr)
         return EXIT_FAILED
 
 
@@ -187,11 +203,12 @@ def cmd_config(args: argparse.Namespace, loaded: Any, paths: Any) -> int:
     import yaml
 
     from core.config import redacted_dump
+    from core.redact import mask
 
     if args.action == "check":
-        print(f"config ok: {' + '.join(loaded.sources)}")
-    elif args.action == "show":
-        print(yaml.safe_dump(redacted_dump(loaded.settings), sort_keys=False), end="")
+        print(mask(f"config ok: {' + '.join(loaded.sources)}"))
+    elif args.action == "show":  # secrets are masked by key; mask() also catches one pasted into another setting
+        print(mask(yaml.safe_dump(redacted_dump(loaded.settings), sort_keys=False)), end="")
     else:
         print(f"data dir:    {paths.data_dir}\nconfig dir:  {paths.config_dir}\nuser config: "
               f"{paths.user_config_file}\nlog file:    {paths.log_file}\njournal:     {paths.journal}")

@@ -48,3 +48,9 @@ def mask(text: str) -> str:
         if secret in text:
             text = text.replace(secret, MASK)
     return text
+
+
+def one_line(text: str, limit: int = 500) -> str:
+    """`text` masked, on one line and at most `limit` characters: what a terminal is shown."""
+    line = " ".join(mask(str(text)).split())
+    return line if len(line) <= limit else line[: limit - 1] + "…"
