@@ -37,8 +37,11 @@ class Engine:
         feed: Feed,
         breaker: CircuitBreakerState | None = None,
         bus: EventBus | None = None,
+        wall_ms: Callable[[], int] | None = None,
     ) -> None:
         self.settings = settings
+        self.wall_ms = wall_ms or (lambda: time.time_ns() // 1_000_000)
+        self.clock_interval_s = 1.0  # how often a live feed's silence is checked against the wall clock
         self.feed = feed
         self.bus = bus or EventBus()
         self.breaker = breaker or CircuitBreakerState()
@@ -152,8 +155,8 @@ class Engine:
     async def _clock_loop(self) -> None:
         """Wall-clock stale check for live feeds (a silent websocket sends no ticks to check on)."""
         while True:
-            await asyncio.sleep(1.0)
-            self.guardian.on_clock(time.time_ns() // 1_000_000)
+            await asyncio.sleep(self.clock_interval_s)
+            self.guardian.on_clock(self.wall_ms())
 
     def stop(self) -> None:
         self.feed.stop()
@@ -194,5 +197,5 @@ class Engine:
     def now_ms(self) -> int:
         """The engine's notion of now: event time of the last tick (wall time for live feeds)."""
         if self.feed.realtime or not self.guardian.last_time_ms:
-            return time.time_ns() // 1_000_000
+            return self.wall_ms()
         return self.guardian.last_time_ms

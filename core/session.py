@@ -26,17 +26,26 @@ from core.desk.proposal import TradeProposal
 from core.desk.rules_proposer import RulesProposer, Skip
 from core.engine import Engine
 from core.events import (
-    Actor, BreakerChanged, ReasoningLine, SpikeDetected, SpikeStatus, Tick,
+    Actor, BreakerChanged, BreakerStatus, JournalHealth, ReasoningLine, SpikeDetected, SpikeStatus, Tick,
 )
 from core.market.feed import Feed
 from core.settings import Settings
+from core.market.state import MarketState
+from core.trading.exchange import Exchange
 from core.trading.gate import OrderGate
-from core.trading.paper import PaperExchange
+from core.trading.orders import Order, OrderStatus, OrderType, Origin, Side, new_client_order_id
+from core.trading.paper import QUOTE, PaperExchange, base_asset
 from core.trading.portfolio import Portfolio
 
 log = logging.getLogger("spikeguard.session")
 
 MODES = {"paper": "PAPER", "testnet": "TESTNET", "live": "LIVE"}
+
+ExchangeFactory = Callable[[Settings, MarketState, Callable[[], int]], Exchange]
+
+
+def paper_exchange(settings: Settings, market: MarketState, clock: Callable[[], int]) -> Exchange:
+    return PaperExchange(settings.execution.paper, market, clock)
 
 
 @dataclass
@@ -62,7 +71,8 @@ def describe_spike(spike: SpikeDetected) -> str:
 
 class Session:
     def __init__(self, settings: Settings, feed: Feed, *, journal: Any = None, journal_path: Path | None = None,
-                 breaker: CircuitBreakerState | None = None, wall_clock: Callable[[], int] | None = None) -> None:
+                 breaker: CircuitBreakerState | None = None, wall_clock: Callable[[], int] | None = None,
+                 exchange_factory: ExchangeFactory | None = None) -> None:
         self.settings = settings
         self.feed = feed
         self.wall_clock = wall_clock or (lambda: time.time_ns() // 1_000_000)
@@ -73,8 +83,8 @@ class Session:
         self.journal_path = journal_path
         self.mode = MODES[settings.execution.mode]
         self.portfolio = Portfolio(settings.execution.paper.starting_balance_usd)
-        self.exchange = PaperExchange(settings.execution.paper, self.engine.market, self.engine.now_ms)
-        self.gate = OrderGate(settings.risk_management, self.breaker, self.engine.market, self.exchange,
+        exchange = (exchange_factory or paper_exchange)(settings, self.engine.market, self.engine.now_ms)
+        self.gate = OrderGate(settings.risk_management, self.breaker, self.engine.market, exchange,
                               self.portfolio, journal=journal, clock=self.engine.now_ms)
         self.approvals = ApprovalQueue(self.gate, self.breaker, self.engine.market, self.bus, journal=journal,
                                        wall_clock=self.wall_clock,
@@ -85,6 +95,8 @@ class Session:
         self.decision_maker = DeskDecisionMaker(self.proposer.decide, "rules")
         self.desk_enabled = True
         self._breaker_rows: dict[int, Any] = {}  # epoch -> future of its circuit_breaker_events row id
+        self._saved_floor = 0  # epochs up to this one are on disk already (restored from the journal)
+        self.journal_health: JournalHealth | None = None  # the latest, once the journal has reported
         self._decisions: set[asyncio.Task] = set()
         self.agent_desk: Any = None
         self._tasks: list[asyncio.Task] = []
@@ -97,16 +109,45 @@ class Session:
 
     # ------------------------------------------------------------------ the hot-path hooks
     def _on_tick(self, tick: Tick) -> None:
-        if tick.symbol in self.exchange.watched_symbols:
-            self.exchange.on_tick(tick)
+        self.gate.on_market_tick(tick)
         self.approvals.on_price(tick.symbol, tick.price)
 
     def _on_breaker_change(self, change: BreakerChanged) -> None:
         self.reason("guardian", "reason", f"{change.previous.value} -> {change.status.value}: {change.reason}"
                     f" (epoch {change.epoch}, by {change.actor.value})", change.time_ms)
-        if self.journal is not None:
+        if change.details.get("adopted_from") == "journal":
+            self._saved_floor = max(self._saved_floor, change.epoch)  # that row is where it came from
+        elif self.journal is not None:
             self._breaker_rows[change.epoch] = self.journal.enqueue_breaker_change(
                 change, self.breaker.snapshot().to_dict())
+
+    # ------------------------------------------------------------------ durable before shown
+    def breaker_saved(self, epoch: int | None = None) -> bool:
+        """Whether the transition to `epoch` (default: the current one) is on disk. Without a
+        journal there is nothing to wait for."""
+        epoch = self.breaker.epoch if epoch is None else epoch
+        if self.journal is None or epoch <= self._saved_floor:
+            return True
+        row = self._breaker_rows.get(epoch)
+        return row is not None and row.done() and not row.cancelled() and row.exception() is None
+
+    async def wait_saved(self, epoch: int) -> None:
+        """Until the transition to `epoch` is on disk (a failing journal keeps retrying)."""
+        if self.breaker_saved(epoch):
+            return
+        row = self._breaker_rows.get(epoch)
+        if row is None:
+            raise KeyError(f"no journal row pending for epoch {epoch}")
+        await asyncio.wrap_future(row)
+
+    def _on_journal_health(self, health: JournalHealth) -> None:
+        self.journal_health = health
+        if health.ok:
+            self.reason("operator", "reason", "journal writing again: every held row is on disk")
+        else:
+            self.reason("operator", "error", f"JOURNAL FAILING: {health.error}; new entries blocked, "
+                                             f"{health.unwritten} rows held in memory")
+        self.bus.publish(health)
 
     def _on_spike(self, spike: SpikeDetected) -> None:
         text = describe_spike(spike)
@@ -216,18 +257,21 @@ class Session:
         self.journal_path = path
         self.gate.journal = journal
         self.approvals.journal = journal
+        add_listener = getattr(journal, "add_health_listener", None)
+        if add_listener is not None:
+            add_listener(self._on_journal_health)
 
     async def restore(self) -> dict[str, Any]:
-        """A TRIGGERED breaker stays TRIGGERED across a restart or a crash; the paper book
-        (positions from fills, open orders) comes back as it was."""
-        from core.breaker.machine import BreakerRecord
-        from core.trading.paper import QUOTE, base_asset
-
+        """A restart takes up where the journal left off: the breaker's last state (TRIGGERED
+        stays TRIGGERED), positions from the fills, and the open orders, each re-submitted
+        through the gate under that restored state (an entry the gate refuses now is
+        cancelled, and the cancellation is journaled; protective exits rest again)."""
         journal = self.journal
         restored: dict[str, Any] = {"breaker": None, "fills": 0, "open_orders": 0, "cancelled": 0}
         record = await journal.last_breaker_record()
         if record:
-            self.breaker.adopt(BreakerRecord.from_dict(record))
+            last_row = (await journal.recent("circuit_breaker_events", 1))[0]
+            self._adopt_journal_record(record, int(last_row.get("epoch") or 0))
             restored["breaker"] = self.breaker.status.value
         fills = await journal.fills()
         for fill in fills:
@@ -236,18 +280,41 @@ class Session:
         open_orders = await journal.open_orders()
         if fills or open_orders:
             balances: dict[str, float] = {QUOTE: self.portfolio.cash}
-            for symbol, pos in self.portfolio.positions().items():
+            for symbol, pos in self.portfolio.positions(open_only=True).items():
                 asset = base_asset(symbol)
-                if asset and pos.quantity > 0:
+                if asset:
                     balances[asset] = balances.get(asset, 0.0) + pos.quantity
-            cancelled = self.exchange.restore(balances, open_orders)
+            cancelled = self.gate.restore(balances, open_orders)
             restored["open_orders"] = len(open_orders) - len(cancelled)
             restored["cancelled"] = len(cancelled)
-        if any((restored["breaker"], restored["fills"], restored["open_orders"])):
+            for order in cancelled:
+                self.reason("operator", "reason", f"restored order {order.client_order_id} {order.side.value} "
+                            f"{order.quantity:g} {order.symbol} cancelled: {order.reason}")
+        if any((restored["breaker"], restored["fills"], restored["open_orders"], restored["cancelled"])):
             self.reason("operator", "reason", f"restored from the journal: breaker {restored['breaker'] or 'SAFE'}, "
-                        f"{restored['fills']} fills, {restored['open_orders']} open orders")
+                        f"{restored['fills']} fills, {restored['open_orders']} open orders, "
+                        f"{restored['cancelled']} cancelled")
         log.info("restored %s", restored)
         return restored
+
+    def _adopt_journal_record(self, record: dict[str, Any], row_epoch: int) -> None:
+        """The journal's last breaker state becomes ours. A record that cannot be taken as it
+        is (unreadable, illegal) fails closed: TRIGGERED, one epoch past the journal's."""
+        from core.breaker.machine import BreakerRecord, IllegalTransition
+
+        try:
+            self.breaker.adopt(BreakerRecord.from_dict(record), source="journal")
+            return
+        except (IllegalTransition, KeyError, TypeError, ValueError) as exc:
+            why = f"{type(exc).__name__}: {exc}"
+        epoch = max(row_epoch, record.get("epoch") if isinstance(record.get("epoch"), int) else 0)
+        log.error("the journal's last breaker record could not be restored (%s): failing closed", why)
+        now = self.wall_clock()
+        self.breaker.adopt(BreakerRecord(
+            status=BreakerStatus.TRIGGERED, epoch=max(epoch, self.breaker.epoch) + 1, since_ms=now,
+            reason=f"restore: the journal's last breaker record could not be read ({why})", actor=Actor.RULE,
+            trigger_type="restore_failed", triggered_at_ms=now, trigger_reason="restore failed",
+            trigger_actor=Actor.RULE), source="restore")
 
     # ------------------------------------------------------------------ running
     async def run(self, on_batch: Callable[[], None] | None = None) -> None:
@@ -284,8 +351,8 @@ class Session:
             self.approvals.expire_due()
 
     async def close(self, reason: str = "") -> None:
-        """Cancel open entry orders (protective stops stay with the exchange), journal the end
-        of the session, flush the journal."""
+        """Cancel resting entry orders (protective stops stay with the exchange), journal the
+        end of the session, flush the journal."""
         if self._closed:
             return
         self._closed = True
@@ -298,7 +365,7 @@ class Session:
         for order in self.gate.open_orders():
             if not order.reduce_only:
                 try:
-                    await self.gate.cancel(order.client_order_id)
+                    await self.gate.cancel(order.client_order_id, f"session end: {reason or 'closed'}")
                     cancelled += 1
                 except Exception:
                     log.exception("cancel on close failed for %s", order.client_order_id)
@@ -320,9 +387,49 @@ class Session:
         return f"{why[0].upper()}{why[1:]}." if why else None
 
     def clear_breaker(self, reason: str, override: bool = False) -> tuple[bool, str]:
+        """The clear's answer says what the rules did right after it (a condition still true
+        raises WARNING again at once); the journal records the same."""
         ok, message = self.engine.clear_breaker(reason, override=override)
-        self._operator_action("clear_breaker", reason, {"ok": ok, "override": override, "message": message})
+        self._operator_action("clear_breaker", reason, {"ok": ok, "override": override, "message": message,
+                                                        "state_after": self.breaker.status.value,
+                                                        "epoch_after": self.breaker.epoch})
         return ok, message
+
+    async def flatten(self, symbol: str | None, reason: str) -> list[str]:
+        """The operator's flatten (any breaker state): for each position (or the one given),
+        cancel its orders, then sell it at market, reduce-only, through the gate. If the sale
+        is refused, the protective stops that were cancelled go back. One line per symbol."""
+        symbols = [symbol] if symbol else sorted(self.portfolio.positions(open_only=True))
+        lines = []
+        for sym in symbols:
+            lines.append(await self._flatten_one(sym, reason))
+        self._operator_action("flatten", reason, {"symbol": symbol or "ALL", "results": lines})
+        return lines
+
+    async def _flatten_one(self, symbol: str, reason: str) -> str:
+        held = self.portfolio.quantity(symbol)
+        if held <= 0:
+            return f"{symbol}: no position"
+        stops = [o for o in self.gate.open_orders() if o.symbol == symbol and o.reduce_only]
+        for order in self.gate.open_orders():
+            if order.symbol == symbol:
+                await self.gate.cancel(order.client_order_id, f"flatten: {reason}")
+        sale = await self.gate.submit(Order(symbol=symbol, side=Side.SELL, type=OrderType.MARKET, quantity=held,
+                                            reduce_only=True, origin=Origin.OPERATOR, operator_confirmed=True))
+        if sale.status in (OrderStatus.FILLED, OrderStatus.PARTIALLY_FILLED, OrderStatus.NEW):
+            return f"{symbol}: sell {held:g} {sale.status.value.lower()}"
+        for stop in stops:  # the position is still there: so is its protection
+            await self.gate.submit(stop.with_(client_order_id=new_client_order_id(), quantity=stop.remaining,
+                                              filled_quantity=0.0, status=OrderStatus.INTENT, reason=None))
+        return f"{symbol}: sell {sale.status.value.lower()}: {sale.reason}"
+
+    async def cancel_order(self, client_order_id: str, reason: str) -> Order:
+        """The operator's cancel of one order (allowed in every state), journaled."""
+        order = await self.gate.cancel(client_order_id, f"operator: {reason}" if reason else "operator")
+        self._operator_action("cancel_order", reason, {"client_order_id": client_order_id,
+                                                       "status": order.status.value, "symbol": order.symbol,
+                                                       "reduce_only": order.reduce_only})
+        return order
 
     def pause_scanner(self, paused: bool) -> None:
         self.engine.scanner.paused = paused
@@ -359,6 +466,9 @@ class Session:
 
     def has_exposure(self) -> bool:
         return bool(self.open_positions()) or bool(self.gate.open_orders())
+
+    def open_orders(self) -> list[Order]:
+        return self.gate.open_orders()
 
 
 __all__ = ["Session", "MODES", "DeskDecisionMaker", "describe_spike"]

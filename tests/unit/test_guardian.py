@@ -222,3 +222,28 @@ def test_a_move_raced_by_another_actor_is_deferred_not_fatal(settings):
     engine.process(path("BTCUSDT", [(20.01, 97.0), (45, 97.0)], start=T0))
     assert states(engine) == ["WARNING", "TRIGGERED"]
     assert engine.ticks > 0 and engine.breaker.status.value == "TRIGGERED"
+
+
+def test_recovery_needs_the_rebound_not_only_time_without_a_new_low(settings):
+    engine = make_engine(settings)
+    trough = _crash(engine, 0.16, 0.01)  # a 1% bounce: below the 3% rebound_percent
+    engine.process(path("BTCUSDT", [(40, trough * 1.01), (80, trough * 1.01)], start=T0))
+    assert states(engine)[-1] == "TRIGGERED"
+    engine.process(path("BTCUSDT", [(80, trough * 1.04), (81, trough * 1.04)], start=T0))
+    assert states(engine)[-1] == "RECOVERING"
+
+
+def test_market_wide_triggers_at_exactly_the_breadth_fraction(settings):
+    engine = make_engine(settings)
+    engine.process(_alts(5, [0.09, 0.09, 0.09]))  # 3 of 5 = 60% = breadth_fraction
+    assert "TRIGGERED" in states(engine)
+
+
+def test_an_operator_trip_during_a_rule_episode_is_never_auto_recovered(settings):
+    engine = make_engine(settings)
+    trough = _crash(engine, 0.16, 0.05)
+    engine.process(path("BTCUSDT", [(40, trough * 1.05), (60, trough * 1.05)], start=T0))
+    assert states(engine)[-1] == "RECOVERING"
+    assert engine.force_trigger("operator: I do not trust this bounce")
+    engine.process(path("BTCUSDT", [(60, trough * 1.05), (70, 97.0), (300, 97.0)], start=T0))
+    assert states(engine)[-1] == "TRIGGERED" and engine.breaker.history[-1].actor is Actor.OPERATOR

@@ -1,0 +1,152 @@
+"""The approval queue's rules, each with a test that fails when the rule is removed or
+weakened: drift, the epoch fence on the send, the expiry boundary, only pending proposals
+are approvable, a trip voids what was proposed before it. And the session's: auto-approval
+only on paper, spikes blocked by the breaker never reach the desk."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from core.config import load_config
+from core.desk.proposal import ProposalStatus, TradeProposal
+from core.desk.rules_proposer import Skip
+from core.events import SpikeDetected, SpikeType
+from core.session import Session
+from core.trading.orders import OrderStatus
+from tests.helpers import MIN, T0, ListFeed, path
+
+WALL0 = 1_767_225_600_000
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.t = WALL0
+
+    def __call__(self) -> int:
+        return self.t
+
+
+def make_session(clock: Clock, **execution) -> Session:
+    settings = load_config(env={}, dotenv_paths=[]).settings
+    if execution:  # model_copy does not validate: a test may build what the config would refuse
+        settings = settings.model_copy(update={"execution": settings.execution.model_copy(update=execution)})
+    s = Session(settings, ListFeed(), wall_clock=clock)
+    s.engine.process(path("ETHUSDT", [(0, 3_000.0), (10, 3_000.0)]))
+    return s
+
+
+def proposal(s: Session, clock: Clock, qty: float = 0.1, ttl_s: float = 120) -> TradeProposal:
+    return TradeProposal(
+        created_ms=clock.t, expires_ms=clock.t + int(ttl_s * 1000), symbol="ETHUSDT", side="BUY", quantity=qty,
+        entry_type="limit", entry_price=2_995.0, stop_loss=2_900.0, take_profit=3_100.0, reference_price=3_000.0,
+        breaker_epoch=s.breaker.epoch, breaker_status=s.breaker.status.value, confidence=0.7, risk_usd=9.5,
+        notional_usd=299.5, reward_risk=1.1, rationale="test", source="rules").sealed()
+
+
+def approve(s: Session, p: TradeProposal):
+    return asyncio.run(s.approve(p.proposal_id, p.content_hash))
+
+
+def test_an_intact_pending_proposal_is_sent():
+    clock = Clock()
+    s = make_session(clock)
+    p = proposal(s, clock)
+    s.approvals.add(p)
+    result = approve(s, p)
+    assert result.ok and result.order.status is OrderStatus.NEW
+    assert s.approvals.status[p.proposal_id] is ProposalStatus.EXECUTED
+
+
+def test_a_price_that_drifted_past_the_limit_is_refused():
+    clock = Clock()
+    s = make_session(clock)
+    p = proposal(s, clock)
+    s.approvals.add(p)
+    s.engine.process(path("ETHUSDT", [(10.1, 3_000.0 * 1.015), (10.2, 3_000.0 * 1.015)]))  # +1.5%, limit 1%
+    result = approve(s, p)
+    assert not result.ok and "price moved +1.50%" in result.message
+    assert s.gate.sent == 0
+
+
+def test_a_breaker_move_between_the_preview_and_the_send_is_fenced():
+    clock = Clock()
+    s = make_session(clock)
+    p = proposal(s, clock)
+    s.approvals.add(p)
+
+    def move_on_approval(prop, status, note):  # runs between the preview and the send
+        if status is ProposalStatus.APPROVED:
+            s.breaker.set_warning("moved under the operator's hand", time_ms=T0 + 11 * MIN)
+
+    s.approvals.on_status.append(move_on_approval)
+    result = approve(s, p)
+    assert not result.ok and "stale breaker epoch" in result.message
+    assert s.gate.sent == 0
+
+
+def test_a_proposal_is_expired_at_exactly_its_expiry():
+    clock = Clock()
+    s = make_session(clock)
+    p = proposal(s, clock)
+    s.approvals.add(p)
+    clock.t = p.expires_ms
+    result = approve(s, p)
+    assert not result.ok and result.message == "refused: the proposal expired"
+    assert s.approvals.status[p.proposal_id] is ProposalStatus.EXPIRED
+
+
+@pytest.mark.parametrize("final", ["reject", "skip", "expire"])
+def test_only_a_pending_proposal_can_be_approved(final):
+    clock = Clock()
+    s = make_session(clock)
+    p = proposal(s, clock)
+    s.approvals.add(p)
+    if final == "reject":
+        assert s.approvals.reject(p.proposal_id, "no")
+    elif final == "skip":
+        s.approvals.skip(p, "stale")
+    else:
+        clock.t = p.expires_ms + 1
+        s.approvals.expire_due()
+        clock.t = WALL0  # even back inside its time to live
+    result = approve(s, p)
+    assert not result.ok and "not pending" in result.message
+    assert s.gate.sent == 0
+
+
+def test_a_trip_voids_pending_proposals():
+    clock = Clock()
+    s = make_session(clock)
+    p = proposal(s, clock)
+    s.approvals.add(p)
+    s.force_trigger("crash")
+    assert s.approvals.status[p.proposal_id] is ProposalStatus.SKIPPED
+    assert "TRIGGERED" in s.approvals.notes[p.proposal_id]
+    assert not approve(s, p).ok
+
+
+def test_auto_approval_is_only_ever_on_paper():
+    clock = Clock()
+    assert make_session(clock, auto_approve_paper=True).auto_approve
+    assert not make_session(clock, auto_approve_paper=True, mode="testnet").auto_approve
+    assert not make_session(clock, auto_approve_paper=True, mode="live").auto_approve
+    assert not make_session(clock).auto_approve
+
+
+def spike(symbol: str = "ETHUSDT") -> SpikeDetected:
+    return SpikeDetected(symbol, SpikeType.SPOT_PRICE_SPIKE, "dump", 4.0, 1, 3.0, 3_000.0, 2_880.0, 0.8,
+                         T0 + 10 * MIN, 0.1)
+
+
+def test_a_spike_blocked_by_the_breaker_never_reaches_the_desk():
+    clock = Clock()
+    s = make_session(clock)
+    asked = []
+    s.decision_maker.decide = lambda sp, row: asked.append(sp) or Skip("noted")
+    s.engine._on_spike(spike())
+    assert len(asked) == 1
+    s.force_trigger("crash")
+    s.engine._on_spike(spike())
+    assert len(asked) == 1, "a spike blocked by the breaker was sent to the desk"
