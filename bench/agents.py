@@ -1,6 +1,8 @@
 """bench/agents: the agent desk with `llm: rules`, beyond the first import.
 
 Prints figures; asserts nothing.
+- importing the desk's modules in a fresh process, which must not import CrewAI
+  (goal: under 1 s; tests/agents/test_offline.py checks that crewai stays out);
 - the one-time cost of loading CrewAI (in a worker thread) and the longest stall it caused
   on the event loop meanwhile (what the console would feel);
 - spike -> proposal latency over N runs of the five-agent crew (goal: median <= 300 ms);
@@ -22,12 +24,14 @@ import json
 import os
 import resource
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from common import pct, quiet_logs  # noqa: E402 - after the sys.path setup
@@ -43,6 +47,26 @@ def rss_mb() -> float:
 
 def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+DESK_IMPORT = """
+import json, sys, time
+t = time.perf_counter()
+import core.agents, core.agents.desk, core.agents.crew, core.agents.tools, core.agents.llm
+import core.agents.analyst, core.agents.offline, core.agents.context, core.agents.untrusted
+print(json.dumps({"seconds": time.perf_counter() - t, "crewai": "crewai" in sys.modules}))
+"""
+
+
+def desk_import(repeats: int = 5) -> dict:
+    """Import time of the desk's modules, each time in a fresh interpreter (the best of `repeats`)."""
+    runs = []
+    for _ in range(repeats):
+        out = subprocess.run([sys.executable, "-c", DESK_IMPORT], capture_output=True, text=True, cwd=REPO,
+                             env={**os.environ, "PYTHONPATH": str(REPO)}, check=True)
+        runs.append(json.loads(out.stdout.strip().splitlines()[-1]))
+    return {"best_s": round(min(r["seconds"] for r in runs), 3), "worst_s": round(max(r["seconds"] for r in runs), 3),
+            "imported_crewai": any(r["crewai"] for r in runs)}
 
 
 class Ticker:
@@ -83,9 +107,10 @@ async def bench(runs: int) -> dict:
     from core.session import Session
     from tests.helpers import ListFeed, path
 
+    figures: dict = {"desk_import": desk_import()}  # before this process loads crewai
     storage = Path(tempfile.mkdtemp(prefix="spikeguard-bench-crewai-"))
     offline.configure(storage)
-    figures: dict = {"rss_before_crewai_mb": round(rss_mb(), 1)}
+    figures["rss_before_crewai_mb"] = round(rss_mb(), 1)
     ticker = Ticker()
     ticker.start()
     t0 = time.perf_counter()
@@ -180,6 +205,9 @@ def main() -> None:
     s = f["spike_to_proposal_ms"]
     e = f["event_to_bus_ms"]
     lat = f["loop_lateness_during_runs_ms"]
+    d = f["desk_import"]
+    print(f"desk modules import (fresh process, without crewai): best {d['best_s']:.2f} s, worst {d['worst_s']:.2f} s"
+          f"   (goal < 1 s){'   CREWAI WAS IMPORTED' if d['imported_crewai'] else ''}")
     print(f"crewai import (worker thread): {f['crewai_import_s']:.2f} s; longest loop stall meanwhile "
           f"{f['loop_max_stall_during_import_ms']:.0f} ms")
     print(f"first run (cold): {f['first_run_ms']:.0f} ms -> {f['first_decision']}")

@@ -278,11 +278,14 @@ async def test_the_guardian_crew_runs_periodically_while_recovering(tmp_path, cl
         monitored = [d["decision"] for d in desk.decisions if d["decision_type"] == "market_monitored"]
         assert len(monitored) >= 3 and set(monitored[1:]) <= {"WAIT", "RESUME_ELIGIBLE"}
         assert session.breaker.status is BreakerStatus.RECOVERING  # advice only: the agents never loosen it
+        [timer] = [t for t in asyncio.all_tasks() if t.get_name() == "crew:recovery"]
         session.breaker.clear(reason="operator", actor=Actor.OPERATOR)
-        await asyncio.sleep(0.3)
-        count = desk.guardian_runs
-        await asyncio.sleep(0.4)
-        assert desk.guardian_runs == count, "the timer stops once the breaker leaves RECOVERING"
+        # the clear stops the timer: wait for that task to end (the timeout only bounds a failure)
+        await asyncio.wait([timer], timeout=30)
+        assert timer.done(), "the timer stops once the breaker leaves RECOVERING"
+        await settle(desk)
+        assert not [t for t in asyncio.all_tasks() if t.get_name().startswith("crew:") and not t.done()], \
+            "nothing is left that could start another guardian run"
     finally:
         await desk.close()
 

@@ -13,20 +13,18 @@ from tests.agents.conftest import make_settings
 from tests.conftest import REPO
 
 IMPORT_ALL = """
-import json, sys, time
-t = time.perf_counter()
+import json, sys
 import core.agents, core.agents.desk, core.agents.crew, core.agents.tools, core.agents.llm
 import core.agents.analyst, core.agents.offline, core.agents.context, core.agents.untrusted
-print(json.dumps({"crewai": "crewai" in sys.modules, "seconds": time.perf_counter() - t}))
+print(json.dumps({"crewai": "crewai" in sys.modules}))
 """
 
 
 def test_importing_the_desk_does_not_import_crewai():
+    # how long the import takes is a figure of bench/agents.py
     out = subprocess.run([sys.executable, "-c", IMPORT_ALL], capture_output=True, text=True, cwd=REPO,
                          env={**os.environ, "PYTHONPATH": str(REPO)}, timeout=60, check=True)
-    got = json.loads(out.stdout.strip().splitlines()[-1])
-    assert got["crewai"] is False
-    assert got["seconds"] < 1.0
+    assert json.loads(out.stdout.strip().splitlines()[-1]) == {"crewai": False}
 
 
 def test_the_offline_environment_is_set_before_crewai():
