@@ -17,11 +17,16 @@ The chain
   row_id, changes JSON) written in the same transaction as the UPDATE. A mutable column's
   current value must equal its last recorded change, or its inserted value.
 
+- The head is signed (HMAC-SHA256, core.journal.head) with a key kept outside the journal;
+  given the key, verify() checks the signature, so cutting the tail off and rewriting the
+  head to match is found too.
+
 What this proves and what it does not: a row edited, deleted, inserted or moved with a
 plain SQLite tool, without recomputing every later hash and the head, is found, with the
-first bad row named. Someone who rewrites the whole chain from the edit onwards and the
-head can forge it; to catch that, copy the head hash (Journal.head()) somewhere else
-(a log, a second machine) and compare.
+first bad row named. Without the key, someone who rewrites the whole chain from the edit
+onwards and the head can forge it. With it, they also need the key; an older head with its
+signature, copied back with the rows after it deleted, still verifies: to catch that,
+copy the head (Journal.head()) somewhere else (a log, a second machine) and compare.
 """
 
 from __future__ import annotations
@@ -35,6 +40,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from core.journal.head import signature_problem
 from core.journal.schema import GENESIS_HASH, JournalError
 
 CHAINED_TABLES: tuple[str, ...] = (
@@ -113,14 +119,15 @@ def _is_sqlite(path: Path) -> bool:
     return head == b"" or head == b"SQLite format 3\x00"
 
 
-def verify(path: str | Path) -> AuditResult:
+def verify(path: str | Path, key: bytes | None = None) -> AuditResult:
     """Walk every chained row in chain_seq order and report the first bad one.
 
     Checks, in this order of precedence: PRAGMA integrity_check; the chain (a chain_seq gap
     = a deleted row, prev_hash not linking = rows reordered or rewritten, a hash mismatch =
     an edited row, ids out of order within a table, the end of the chain against the stored
-    head = a truncated tail); then the mutable columns against their recorded updates.
-    Raises JournalError when the file is missing, not SQLite, or not a journal.
+    head = a truncated tail, and with `key` the head's signature); then the mutable columns
+    against their recorded updates. Raises JournalError when the file is missing, not
+    SQLite, or not a journal.
     """
     p = Path(path)
     if not p.is_file():
@@ -136,7 +143,7 @@ def verify(path: str | Path) -> AuditResult:
             raise JournalError(f"{p} is not a spikeguard journal (not a SQLite database: {e})") from None
         if "audit_head" not in tables:
             raise JournalError(f"{p} is not a spikeguard journal (no audit_head table)")
-        return _verify(conn, tables)
+        return _verify(conn, tables, key)
     finally:
         try:
             conn.execute("ROLLBACK")
@@ -145,7 +152,7 @@ def verify(path: str | Path) -> AuditResult:
         conn.close()
 
 
-def _verify(conn: sqlite3.Connection, tables: set[str]) -> AuditResult:
+def _verify(conn: sqlite3.Connection, tables: set[str], key: bytes | None) -> AuditResult:
     integrity_rows = [r[0] for r in conn.execute("PRAGMA integrity_check")]
     integrity = "ok" if integrity_rows == ["ok"] else "; ".join(str(r) for r in integrity_rows[:5])
     problems: list[dict[str, Any]] = []
@@ -253,6 +260,11 @@ def _verify(conn: sqlite3.Connection, tables: set[str]) -> AuditResult:
     elif head_seq == last_seq and head["last_hash"] != (prev if n else GENESIS_HASH):
         structural.append(_problem("audit_head", 1, last_seq,
                                    "the head hash does not match the last row: the head or the last row was changed"))
+    if head is not None and key is not None:
+        unsigned_genesis = n == 0 and head_seq == 0 and not head.get("head_signature")
+        bad_signature = None if unsigned_genesis else signature_problem(key, head)
+        if bad_signature:
+            structural.append(_problem("audit_head", 1, head_seq, bad_signature))
 
     structural.sort(key=lambda pr: pr["chain_seq"] if isinstance(pr["chain_seq"], int) else -1)
     problems.extend(structural)

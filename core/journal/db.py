@@ -1,22 +1,39 @@
 """Journal: the append-only, hash-chained SQLite record of everything the engine does.
 
+Opening
+- One process per journal: Journal.open takes an advisory lock on journal.db.lock
+  (core.journal.lock) before it writes anything, and refuses a second process, naming the
+  holder's PID.
+- It refuses a journal it cannot write: after the migrations it commits a real write (the
+  head's updated_at, synchronous=FULL), so a read-only file or filesystem or a full disk is
+  a one-line JournalError at start, not a silent engine later.
+- It refuses a chain head it cannot trust (core.journal.head): the head must match the last
+  chained row and, with a key, carry a valid signature. force=True opens it anyway, journals
+  the forced open (an operator_actions row saying what did not verify) and appends after the
+  last row, re-signed.
+
 Connections and tasks
 - One aiosqlite WRITE connection (autocommit mode, explicit BEGIN IMMEDIATE / COMMIT),
-  owned by ONE writer task. Every write is a request on an asyncio queue; nothing else
-  writes. A second aiosqlite READ connection (PRAGMA query_only) serves the read methods:
-  in WAL mode it never waits for the writer and only ever sees committed rows.
-- The writer takes whatever is queued (up to max_batch requests) and writes it in one
-  transaction: the rows, their chain columns, the audit_head row, then COMMIT. Only after
-  the COMMIT returns are the requests' futures resolved, so an acknowledged id is on disk
-  (durable against a killed process; with synchronous=FULL, which the writer sets whenever
-  the batch holds a breaker, order, fill or operator row, also against power loss).
-  batching=False commits every request alone (the benchmark's comparison).
-- If a batch fails (a duplicate fill_id, an update of a missing row, a full disk), it is
-  rolled back and its requests are retried one transaction each, so one bad request fails
-  alone with a JournalError and the others land.
-- Before every batch, under the write lock, the writer compares the stored chain head with
-  its own; if another process appended rows it reloads its counters, so two processes can
-  share a journal without forking the chain.
+  owned by ONE writer task. Every write is a request appended to an in-memory list of
+  unwritten requests; nothing else writes. A second aiosqlite READ connection (PRAGMA
+  query_only) serves the read methods: in WAL mode it never waits for the writer and only
+  ever sees committed rows.
+- The writer takes the oldest unwritten requests (up to max_batch) and writes them in one
+  transaction: the rows, their chain columns, the signed audit_head row, then COMMIT. Only
+  after the COMMIT returns are the requests' futures resolved, so an acknowledged id is on
+  disk (durable against a killed process; with synchronous=FULL, which the writer sets
+  whenever the batch holds a breaker, order, fill or operator row, also against power
+  loss). batching=False commits every request alone (the benchmark's comparison).
+
+Failures (core.journal.faults)
+- A write that fails for an environmental reason (disk full, read-only, I/O error, locked)
+  loses nothing: the requests stay unwritten, in order, the journal is `failing`, health
+  listeners hear it, and the writer retries with backoff (50 ms doubling to 2 s) until it
+  can write; then it writes them in order and resolves their futures.
+- A request that fails for its own reason (a duplicate fill_id, an update of a missing row)
+  fails alone with a JournalError; the rest of its batch is written one transaction each.
+- close() keeps trying for a bounded time, then fails what is left and raises JournalError
+  saying how many rows were not written.
 
 Two ways to write
 - async record_*/update_*/mark_* methods, for code on the engine's loop: they return the
@@ -24,35 +41,39 @@ Two ways to write
 - submit(kind, payload) and the enqueue_* helpers, for synchronous callers (the breaker's
   subscriber runs inside a transition, maybe on another thread): thread-safe, never block,
   return a concurrent.futures.Future that resolves to the row id after the commit. Off the
-  loop thread they use loop.call_soon_threadsafe. The queue is unbounded: a caller is
-  never blocked or refused while the journal is open.
+  loop thread they use loop.call_soon_threadsafe. Nothing is bounded: a caller is never
+  blocked or refused while the journal is open, also while it is failing.
 
 Cancelling a task that awaits record_* does not withdraw the write; the row still lands.
 
-This module holds Journal (lifecycle, queueing, the writer task's loop, the API, reads).
-Rows are built in core.journal.rows; the transaction that appends them to the chain is in
-core.journal.writer.
+This module holds Journal (lifecycle, the unwritten requests, the writer task's loop, the
+API, reads). Rows are built in core.journal.rows; the transaction that appends them to the
+chain is in core.journal.writer.
 """
 
 from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import itertools
 import json
 import logging
 import sqlite3
 import threading
+from collections import deque
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import aiosqlite
 
-from core.events import BreakerChanged, BreakerStatus, SpikeDetected
+from core.events import BreakerChanged, BreakerStatus, JournalHealth, SpikeDetected
 from core.journal import audit
 from core.journal.audit import CHAINED_TABLES
+from core.journal.faults import describe, unwritable
+from core.journal.lock import JournalLock
 from core.journal.rows import BREAKER_STATUS_MAP  # noqa: F401  (re-exported: core.journal imports it from here)
-from core.journal.rows import BARRIER, Req, RowBuilder
+from core.journal.rows import BARRIER, Req, RowBuilder, now_ms
 from core.journal.schema import JournalError, migrate
 from core.journal.writer import ChainWriter
 from core.trading.orders import Fill, Order
@@ -71,28 +92,42 @@ JSON_COLUMNS: dict[str, tuple[str, ...]] = {
     "row_updates": ("changes",),
 }
 
-_STOP = object()
+RETRY_FIRST_S = 0.05
+RETRY_MAX_S = 2.0
+CLOSE_TIMEOUT_S = 5.0
+_STUCK_GRACE_S = 1.0  # past close's deadline, how long a writer stuck inside SQLite is waited for
+
+FORCED_OPEN = "journal_forced_open"
 
 
 class Journal:
     """See the module docstring. Open with `await Journal.open(path)`, close with `await close()`."""
 
-    def __init__(self, path: Path, batching: bool, max_batch: int) -> None:
+    def __init__(self, path: Path, batching: bool, max_batch: int, key: bytes | None) -> None:
         self.path = path
         self.batching = batching
         self.max_batch = max(1, int(max_batch))
         self.schema_version = 0
+        self._key = key
+        self._lock: JournalLock | None = None
         self._db: aiosqlite.Connection | None = None
         self._rdb: aiosqlite.Connection | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._loop_thread: int | None = None
-        self._queue: asyncio.Queue[Any] = asyncio.Queue()
+        self._unwritten: deque[Req] = deque()  # accepted, not yet committed, oldest first
+        self._unwritten_rows = 0  # the same, barriers not counted
+        self._wakeup = asyncio.Event()
+        self._closing = asyncio.Event()
+        self._close_deadline = 0.0
         self._writer: asyncio.Task[None] | None = None
         self._accepting = False
         self._writer_done = False
         self._fatal: BaseException | None = None
+        self._failing = False
+        self._abandoned = 0  # rows given up on when the writer stopped
+        self._health_listeners: list[Callable[[JournalHealth], None]] = []
         self._rows = RowBuilder()
-        self._chain = ChainWriter(path, self._rows)  # only the writer task touches it after open
+        self._chain = ChainWriter(path, self._rows, key)  # only the writer task touches it after open
         # figures
         self.rows_written = 0
         self.batches = 0
@@ -101,8 +136,12 @@ class Journal:
 
     # ------------------------------------------------------------------ lifecycle
     @classmethod
-    async def open(cls, path: str | Path, *, batching: bool = True, max_batch: int = 256,
-                   busy_timeout_ms: int = 10_000) -> "Journal":
+    async def open(cls, path: str | Path, *, key: bytes | None = None, force: bool = False, batching: bool = True,
+                   max_batch: int = 256, busy_timeout_ms: int = 10_000) -> "Journal":
+        """Open (create, migrate) the journal at `path`. Raises JournalError, one line, when
+        another process holds it, when it cannot be written, or when its head does not
+        verify (`key`: the head's signature is checked and every commit signs; `force`:
+        open anyway, journaling what did not verify)."""
         p = Path(path).expanduser()
         try:
             p.parent.mkdir(parents=True, exist_ok=True)
@@ -110,25 +149,28 @@ class Journal:
             raise JournalError(f"cannot create the journal's folder {p.parent}: {e}") from None
         if p.is_dir():
             raise JournalError(f"cannot open journal {p}: it is a directory")
-        self = cls(p, batching, max_batch)
+        self = cls(p, batching, max_batch, key)
         try:
-            await self._open(busy_timeout_ms)
+            await self._open(busy_timeout_ms, force)
+        except (sqlite3.Error, OSError) as e:
+            await self._abort_open()
+            raise JournalError(f"cannot open journal {p}: {describe(e)}") from None
         except BaseException:
-            await self._close_connections()
+            await self._abort_open()
             raise
         return self
 
-    async def _open(self, busy_timeout_ms: int) -> None:
+    async def _open(self, busy_timeout_ms: int, force: bool) -> None:
         self._loop = asyncio.get_running_loop()
         self._loop_thread = threading.get_ident()
-        try:
-            self._db = await aiosqlite.connect(str(self.path), isolation_level=None, timeout=busy_timeout_ms / 1000)
-        except sqlite3.Error as e:
-            raise JournalError(f"cannot open journal {self.path}: {e}") from None
+        self._lock = JournalLock.acquire(self.path)  # before anything is written
+        self._db = await _connect(self.path, busy_timeout_ms)
         self._chain.db = self._db
         try:
             mode = (await (await self._db.execute("PRAGMA journal_mode=WAL")).fetchone())[0]
         except sqlite3.DatabaseError as e:
+            if getattr(e, "sqlite_errorname", None) != "SQLITE_NOTADB":
+                raise
             raise JournalError(f"{self.path} is not a spikeguard journal (not a SQLite database: {e})") from None
         if str(mode).lower() != "wal":
             log.warning("journal %s: WAL mode refused (journal_mode=%s)", self.path, mode)
@@ -138,13 +180,39 @@ class Journal:
         for table in CHAINED_TABLES:
             cur = await self._db.execute(f'PRAGMA table_info("{table}")')
             self._rows.add_table(table, await cur.fetchall())
-        await self._chain.load_state()
-        self._rdb = await aiosqlite.connect(str(self.path), isolation_level=None, timeout=busy_timeout_ms / 1000)
+        problems = await self._chain.load_state()
+        if problems and not force:
+            raise JournalError(f"journal {self.path} cannot be trusted: {'; '.join(problems)}; check it with "
+                               f"`spikeguard audit verify`, or open it anyway with --force (the forced open is "
+                               f"journaled)")
+        try:
+            if problems:
+                await self._record_forced_open(problems)
+            else:
+                await self._chain.probe()
+        except (sqlite3.Error, OSError) as e:
+            raise JournalError(f"cannot write journal {self.path}: {describe(e)}") from None
+        self._rdb = await _connect(self.path, busy_timeout_ms)
         await self._rdb.execute("PRAGMA query_only=1")
         await self._rdb.execute(f"PRAGMA busy_timeout={int(busy_timeout_ms)}")
         self._accepting = True
         self._writer = asyncio.create_task(self._run(), name=f"journal-writer:{self.path.name}")
         self._writer.add_done_callback(self._on_writer_done)
+
+    async def _record_forced_open(self, problems: list[str]) -> None:
+        """The forced open, journaled (and signed) before anything else is appended."""
+        log.warning("journal %s opened with --force: %s", self.path, "; ".join(problems))
+        stored = {k: self._chain.stored_head.get(k) for k in ("last_seq", "last_hash", "last_ids")}
+        end = {"last_seq": self._chain.chain_end["last_seq"], "last_hash": self._chain.chain_end["last_hash"]}
+        req = self._rows.build("operator_action", {
+            "action": FORCED_OPEN, "actor": "operator", "reason": "opened with --force: " + "; ".join(problems),
+            "details": {"severity": "warning", "problems": problems, "stored_head": stored, "chain_end": end,
+                        "signed": self._key is not None}})
+        await self._chain.write([req])
+
+    async def _abort_open(self) -> None:
+        await self._close_connections()
+        self._release_lock()
 
     def _on_writer_done(self, task: asyncio.Task[None]) -> None:
         """However the writer ended (even cancelled before its first step), nobody waits forever."""
@@ -153,34 +221,47 @@ class Journal:
         if task.cancelled() and self._fatal is None:
             self._fatal = asyncio.CancelledError("journal writer cancelled")
             self.last_error = "journal writer cancelled"
-        err = JournalError(f"journal {self.path} is closed")
-        while not self._queue.empty():
-            it = self._queue.get_nowait()
-            if it is not _STOP:
-                _fail(it.fut, err)
+        self._abandon(JournalError(f"journal {self.path} is closed"))
 
-    async def close(self) -> None:
-        """Write everything queued, commit, stop the writer, close the connections."""
-        if self._writer is None:
-            await self._close_connections()
-            return
-        self._accepting = False
-        self._queue.put_nowait(_STOP)
+    async def close(self, timeout: float = CLOSE_TIMEOUT_S) -> None:
+        """Write everything unwritten, stop the writer, close the connections, drop the lock.
+        While the journal is failing, keep retrying for up to `timeout` seconds; then raise
+        JournalError saying how many rows could not be written (after closing). Never hangs."""
         writer, self._writer = self._writer, None
         try:
-            await asyncio.wait({writer})  # the writer's own failure was logged; close anyway
+            if writer is not None:
+                assert self._loop is not None
+                self._accepting = False
+                self._close_deadline = self._loop.time() + max(0.0, timeout)
+                self._closing.set()
+                self._wakeup.set()
+                done, _ = await asyncio.wait({writer}, timeout=max(0.0, timeout) + _STUCK_GRACE_S)
+                if not done:  # stuck inside one SQLite call (a busy wait): stop waiting for it
+                    log.error("journal %s: the writer did not stop within %.1fs; abandoning it", self.path, timeout)
+                    writer.cancel()
+                    await asyncio.wait({writer})
         finally:
             await self._close_connections()
+            self._release_lock()
+        abandoned, self._abandoned = self._abandoned, 0
+        if abandoned:
+            raise JournalError(f"journal {self.path}: {abandoned} row(s) could not be written before close"
+                               + (f" ({self.last_error})" if self.last_error else ""))
 
     async def _close_connections(self) -> None:
         for name in ("_rdb", "_db"):
             conn = getattr(self, name)
             setattr(self, name, None)
             if conn is not None:
-                try:
-                    await conn.close()
+                try:  # a connection stuck in a busy wait is abandoned (its thread is a daemon)
+                    await asyncio.wait_for(conn.close(), _STUCK_GRACE_S)
                 except Exception:  # closing must not hide the error that got us here
                     log.exception("closing the journal connection failed")
+
+    def _release_lock(self) -> None:
+        lock, self._lock = self._lock, None
+        if lock is not None:
+            lock.release()
 
     async def __aenter__(self) -> "Journal":
         return self
@@ -193,45 +274,56 @@ class Journal:
         return not self._accepting
 
     @property
-    def pending(self) -> int:
-        return self._queue.qsize()
+    def failing(self) -> bool:
+        """True from a write failing for an environmental reason until everything held is written."""
+        return self._failing
+
+    @property
+    def unwritten(self) -> int:
+        """Rows accepted and held in memory, not yet on disk."""
+        return self._unwritten_rows
+
+    def add_health_listener(self, fn: Callable[[JournalHealth], None]) -> None:
+        """`fn(JournalHealth)` is called on the journal's loop when the journal starts failing
+        (ok=False, the error, the rows held) and when it has written them all (ok=True)."""
+        self._health_listeners.append(fn)
+
+    def remove_health_listener(self, fn: Callable[[JournalHealth], None]) -> None:
+        if fn in self._health_listeners:
+            self._health_listeners.remove(fn)
 
     def stats(self) -> dict[str, Any]:
         return {"path": str(self.path), "rows_written": self.rows_written, "batches": self.batches,
-                "pending": self.pending, "failed_requests": self.failed_requests, "last_error": self.last_error,
-                "chain_seq": self._chain.seq, "batching": self.batching, "schema_version": self.schema_version}
-
-    @property
-    def _sync(self) -> str | None:
-        """The write connection's PRAGMA synchronous, as the writer last set it."""
-        return self._chain.sync
+                "unwritten": self.unwritten, "failing": self.failing, "failed_requests": self.failed_requests,
+                "last_error": self.last_error, "chain_seq": self._chain.seq, "batching": self.batching,
+                "schema_version": self.schema_version, "signed": self._key is not None}
 
     # ------------------------------------------------------------------ the writer task
     async def _run(self) -> None:
-        stopping = False
-        reqs: list[Req] = []
+        delay = RETRY_FIRST_S
         try:
             while True:
-                item = await self._queue.get()
-                batch = [item]
-                if self.batching:
-                    while len(batch) < self.max_batch and not self._queue.empty():
-                        batch.append(self._queue.get_nowait())
-                reqs = []
-                for it in batch:
-                    if it is _STOP:
-                        stopping = True
-                    else:
-                        reqs.append(it)
-                if stopping:  # whatever was queued behind the stop (a thread's late submit) is written too
-                    while not self._queue.empty():
-                        it = self._queue.get_nowait()
-                        if it is not _STOP:
-                            reqs.append(it)
-                for i in range(0, len(reqs), self.max_batch if self.batching else 1):
-                    await self._commit_batch(reqs[i:i + (self.max_batch if self.batching else 1)])
-                if stopping:
+                if not self._unwritten:
+                    if self._closing.is_set():
+                        return
+                    self._wakeup.clear()
+                    await self._wakeup.wait()
+                    continue
+                batch = list(itertools.islice(self._unwritten, self.max_batch if self.batching else 1))
+                caught_up = len(batch) == len(self._unwritten)
+                error = await self._settle(batch)
+                if error is None:
+                    delay = RETRY_FIRST_S
+                    if self._failing and caught_up:
+                        self._set_failing(False)
+                    continue
+                self.last_error = describe(error)
+                if not self._failing:
+                    self._set_failing(True)
+                if self._closing.is_set() and self._loop.time() >= self._close_deadline:  # type: ignore[union-attr]
                     return
+                await self._pause(delay)
+                delay = min(delay * 2, RETRY_MAX_S)
         except BaseException as e:  # a bug or a cancelled writer: never leave a caller waiting
             self._fatal = e
             self.last_error = f"journal writer stopped: {e!r}"
@@ -241,34 +333,77 @@ class Journal:
         finally:
             self._writer_done = True
             self._accepting = False
-            err = JournalError(f"journal {self.path} is closed")
-            for it in reqs:  # in flight when the writer stopped (already-resolved ones are skipped)
-                _fail(it.fut, err)
-            while not self._queue.empty():
-                it = self._queue.get_nowait()
-                if it is not _STOP:
-                    _fail(it.fut, err)
+            reason = f": {self.last_error}" if self._failing else " is closed"
+            self._abandon(JournalError(f"journal {self.path}{reason}"))
 
-    async def _commit_batch(self, reqs: list[Req]) -> None:
-        if not reqs:
-            return
+    async def _settle(self, batch: list[Req]) -> BaseException | None:
+        """Write `batch`, the oldest unwritten requests. Returns None once every one of them
+        is written or failed for its own reason, or the environmental error that stopped
+        the writing; the requests not written stay unwritten, in order."""
         try:
-            results = await self._write(reqs)
+            results = await self._write(batch)
         except Exception as e:
-            if len(reqs) == 1:
-                self._failed(reqs[0], e)
-                return
-            log.warning("journal batch of %d failed (%s); writing its requests one by one", len(reqs), e)
-            for r in reqs:
+            if unwritable(e):
+                return e
+            if len(batch) == 1:
+                self._take(1)
+                self._failed(batch[0], e)
+                return None
+            log.warning("journal batch of %d failed (%s); writing its requests one by one", len(batch), e)
+            for r in batch:
                 try:
                     res = await self._write([r])
                 except Exception as e1:
+                    if unwritable(e1):
+                        return e1
+                    self._take(1)
                     self._failed(r, e1)
                 else:
+                    self._take(1)
                     _resolve(r.fut, res[0])
-            return
-        for r, res in zip(reqs, results):
+            return None
+        self._take(len(batch))
+        for r, res in zip(batch, results):
             _resolve(r.fut, res)
+        return None
+
+    def _take(self, n: int) -> None:
+        for _ in range(n):
+            if self._unwritten.popleft().kind != BARRIER:
+                self._unwritten_rows -= 1
+
+    def _abandon(self, err: JournalError) -> None:
+        """Fail every unwritten request (the writer has stopped)."""
+        self._abandoned += self._unwritten_rows
+        while self._unwritten:
+            _fail(self._unwritten.popleft().fut, err)
+        self._unwritten_rows = 0
+
+    async def _pause(self, delay: float) -> None:
+        """The retry backoff; close() cuts it short once, then retries run to its deadline."""
+        assert self._loop is not None
+        if self._closing.is_set():
+            await asyncio.sleep(max(0.0, min(delay, self._close_deadline - self._loop.time())))
+            return
+        try:
+            await asyncio.wait_for(self._closing.wait(), delay)
+        except asyncio.TimeoutError:
+            pass
+
+    def _set_failing(self, failing: bool) -> None:
+        self._failing = failing
+        if failing:
+            log.error("journal %s cannot write (%s): %d row(s) held in memory, retrying", self.path,
+                      self.last_error, self.unwritten)
+        else:
+            log.warning("journal %s writes again: every held row is on disk", self.path)
+        event = JournalHealth(ok=not failing, error=self.last_error if failing else None, unwritten=self.unwritten,
+                              time_ms=now_ms())
+        for fn in list(self._health_listeners):
+            try:
+                fn(event)
+            except Exception:  # a listener's bug must not stop the writer
+                log.exception("journal health listener failed")
 
     def _failed(self, req: Req, e: BaseException) -> None:
         self.failed_requests += 1
@@ -292,20 +427,24 @@ class Journal:
         if not self._accepting:
             raise JournalError(f"journal {self.path} is closed")
 
+    def _append(self, req: Req) -> None:
+        """On the loop: add to the unwritten requests and wake the writer."""
+        if self._writer_done:
+            _fail(req.fut, JournalError(f"journal {self.path} is closed"))
+            return
+        self._unwritten.append(req)
+        if req.kind != BARRIER:
+            self._unwritten_rows += 1
+        self._wakeup.set()
+
     async def _call(self, kind: str, payload: dict[str, Any]) -> Any:
         """Queue from the loop thread and wait for the commit."""
         self._check_open()
         req = self._rows.build(kind, payload)
         assert self._loop is not None
         req.fut = self._loop.create_future()
-        self._queue.put_nowait(req)
+        self._append(req)
         return await req.fut
-
-    def _enqueue_on_loop(self, req: Req) -> None:
-        if self._writer_done:
-            _fail(req.fut, JournalError(f"journal {self.path} is closed"))
-        else:
-            self._queue.put_nowait(req)
 
     def submit(self, kind: str, payload: dict[str, Any] | None = None, /, **kwargs: Any) -> concurrent.futures.Future:
         """Queue a write from any thread without blocking. The future resolves to the row id
@@ -322,10 +461,10 @@ class Journal:
         req.fut = fut
         assert self._loop is not None
         if threading.get_ident() == self._loop_thread:
-            self._enqueue_on_loop(req)
+            self._append(req)
         else:
             try:
-                self._loop.call_soon_threadsafe(self._enqueue_on_loop, req)
+                self._loop.call_soon_threadsafe(self._append, req)
             except RuntimeError as e:  # the loop is closed
                 _fail(fut, JournalError(f"journal {self.path} is closed ({e})"))
         return fut
@@ -411,9 +550,19 @@ class Journal:
         return await self._call("operator_action", {"action": action, "reason": reason, "details": details,
                                                     "actor": actor, "time_ms": time_ms})
 
-    async def flush(self) -> None:
-        """Wait until everything queued before this call is committed."""
-        await self._call(BARRIER, {})
+    async def flush(self, timeout: float | None = None) -> None:
+        """Wait until everything queued before this call is on disk. Raises JournalError when
+        that takes longer than `timeout` seconds (the journal is failing, say)."""
+        self._check_open()
+        req = self._rows.build(BARRIER, {})
+        assert self._loop is not None
+        req.fut = self._loop.create_future()
+        self._append(req)
+        try:  # shielded: on a timeout the barrier stays queued, harmless
+            await asyncio.wait_for(asyncio.shield(req.fut), timeout)
+        except asyncio.TimeoutError:
+            raise JournalError(f"journal {self.path}: flush timed out after {timeout:g}s with {self.unwritten} "
+                               f"row(s) not yet written" + (f" ({self.last_error})" if self.failing else "")) from None
 
     # ------------------------------------------------------------------ reads (committed rows only)
     async def _fetch(self, sql: str, params: tuple[Any, ...] = ()) -> list[sqlite3.Row]:
@@ -483,13 +632,20 @@ class Journal:
         return out
 
     async def head(self) -> dict[str, Any]:
-        """The stored chain head {last_seq, last_hash, updated_at}: copy it elsewhere to anchor the chain."""
-        rows = await self._fetch("SELECT last_seq, last_hash, updated_at FROM audit_head WHERE id = 1")
+        """The stored chain head {last_seq, last_hash, updated_at, head_signature}: copy it
+        elsewhere to anchor the chain."""
+        rows = await self._fetch("SELECT last_seq, last_hash, updated_at, head_signature FROM audit_head WHERE id = 1")
         return rows[0] if rows else {}
 
     async def verify(self) -> audit.AuditResult:
-        """core.journal.audit.verify on this file, in a thread (one read snapshot)."""
-        return await asyncio.to_thread(audit.verify, self.path)
+        """core.journal.audit.verify on this file (with this journal's key), in a thread (one read snapshot)."""
+        return await asyncio.to_thread(audit.verify, self.path, self._key)
+
+
+async def _connect(path: Path, busy_timeout_ms: int) -> aiosqlite.Connection:
+    conn = aiosqlite.connect(str(path), isolation_level=None, timeout=busy_timeout_ms / 1000)
+    conn.daemon = True  # a journal left open (or stuck) must not keep the process alive at exit
+    return await conn
 
 
 def _decode(table: str, row: dict[str, Any]) -> dict[str, Any]:

@@ -5,7 +5,8 @@ Holds the value helpers, Req (what a builder hands the writer), RowBuilder (one 
 request kind; runs on the caller's thread, so a row is a snapshot taken when it is
 submitted) and the breaker-episode bookkeeping the writer applies in transition order.
 Every value is normalised to what SQLite will give back, so a row's hash computed before
-the insert equals the one the verifier computes from the stored row.
+the insert equals the one the verifier computes from the stored row, and every text value
+(JSON columns included) has the known secrets masked (core.redact) before it is hashed.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from core.events import BreakerChanged, BreakerStatus, SpikeDetected, iso_utc
 from core.journal import audit
 from core.journal.audit import MUTABLE
 from core.journal.schema import JournalError
+from core.redact import mask
 from core.trading.orders import Fill, Order
 
 BREAKER_STATUS_MAP: dict[BreakerStatus, str] = {
@@ -100,12 +102,12 @@ def _normalise(value: Any, affinity: str) -> Any:
             return int(value)
     elif affinity == "TEXT":
         if isinstance(value, (int, float)):
-            return str(value)
+            value = str(value)
     if isinstance(value, (dict, list, tuple)):
-        return _json(value)
-    if not isinstance(value, (int, float, str, bytes)):
-        return str(value)
-    return value
+        value = _json(value)
+    elif not isinstance(value, (int, float, str, bytes)):
+        value = str(value)
+    return mask(value) if isinstance(value, str) else value
 
 
 @dataclass
@@ -177,7 +179,11 @@ class RowBuilder:
         builder = self._BUILDERS.get(kind)
         if builder is None:
             raise JournalError(f"unknown journal request kind {kind!r} (known: {', '.join(sorted(self._BUILDERS))})")
-        return builder(self, **payload)
+        try:
+            return builder(self, **payload)
+        except (TypeError, ValueError, OverflowError, OSError) as e:  # a value no row can hold (a time past
+            # year 9999 is an OSError from the C library): this request's fault
+            raise JournalError(f"journal {kind} row refused: {e}") from None
 
     # ------------------------------------------------------------------ one builder per kind
     def _b_spike(self, spike: SpikeDetected, agent_detected_by: str = "scanner", status: str = "detected",

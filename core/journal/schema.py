@@ -4,7 +4,8 @@ The four seed tables (spike_events, circuit_breaker_events, agent_decisions,
 agent_performance) keep every column the seed design lists, with the seed's names. Next to
 them: orders (append-only order events), fills, proposals, operator_actions, row_updates
 (the chained log of every change to a mutable column), schema_version and audit_head (the
-hash chain's head: last chain_seq and its hash, one row).
+hash chain's head: last chain_seq, its hash, each table's last id and the head's signature,
+one row).
 
 Conventions
 - ids are INTEGER PRIMARY KEY; the single writer allocates them itself (MAX(id)+1), so
@@ -254,6 +255,8 @@ _V1: list[str] = [
 # schema_version row, by migrate(). schema_version itself is created outside the list.
 MIGRATIONS: list[tuple[int, list[str]]] = [
     (1, _V1),
+    # the chain head's HMAC (core.journal.head), written by a writer that holds the key
+    (2, ["ALTER TABLE audit_head ADD COLUMN head_signature TEXT"]),
 ]
 
 SCHEMA_VERSION = MIGRATIONS[-1][0]
@@ -278,6 +281,8 @@ async def read_version(conn: Any, path: str) -> int:
         cur = await conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")
         tables = {r[0] for r in await cur.fetchall()}
     except sqlite3.DatabaseError as e:
+        if getattr(e, "sqlite_errorname", None) != "SQLITE_NOTADB":  # a disk or file fault, not a foreign file
+            raise
         raise JournalError(f"{path} is not a spikeguard journal (not a SQLite database: {e})") from None
     if "schema_version" not in tables:
         user_tables = {t for t in tables if not t.startswith("sqlite_")}

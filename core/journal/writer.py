@@ -3,7 +3,12 @@ that appends to it.
 
 ChainWriter holds the chain head, the next id of every table, the open breaker episode and
 the connection's synchronous mode. Only the journal's writer task calls it, so none of this
-needs a lock; the task itself (the queue, batching, futures) lives in core.journal.db.
+needs a lock; the task itself (the queue, batching, retries, futures) lives in core.journal.db.
+
+The journal's lock (core.journal.lock) keeps every other spikeguard out, so the stored head
+only ever moves when this writer commits. Before every batch, under SQLite's write lock, the
+writer checks that it is still where this writer left it; if not, something outside
+spikeguard wrote to the file, and the writer raises ChainHeadMoved rather than adopt it.
 """
 
 from __future__ import annotations
@@ -17,41 +22,52 @@ from typing import Any
 import aiosqlite
 
 from core.events import iso_utc
+from core.journal import head as chain_head
 from core.journal.audit import CHAINED_TABLES, hashed_content, row_hash
+from core.journal.faults import ChainHeadMoved
 from core.journal.rows import BARRIER, Req, RowBuilder, episode_from_last_row, now_ms
 from core.journal.schema import GENESIS_HASH, JournalError
 
 log = logging.getLogger("spikeguard.journal")
 
+_HEAD_COLUMNS = ("last_seq", "last_hash", "last_ids", "head_signature", "updated_at")
+
 
 class ChainWriter:
-    """See the module docstring. `db` is the journal's write connection, set at open."""
+    """See the module docstring. `db` is the journal's write connection, set at open. With a
+    `key`, every commit signs the head; without one the signature column is cleared."""
 
-    def __init__(self, path: Path, rows: RowBuilder) -> None:
+    def __init__(self, path: Path, rows: RowBuilder, key: bytes | None = None) -> None:
         self.path = path
         self.rows = rows
+        self.key = key
         self.db: aiosqlite.Connection | None = None
         self.seq = 0
         self.head = GENESIS_HASH
+        self.stored_head: dict[str, Any] = {}  # the audit_head row as this writer last saw or wrote it
+        self.chain_end: dict[str, Any] = {}
         self.next_id: dict[str, int] = {}
         self.episode: dict[str, Any] = {}
         self.sync: str | None = None
 
     # ------------------------------------------------------------------ state
-    async def load_state(self) -> None:
+    async def load_state(self) -> list[str]:
+        """Read the head and the end of the chain. The writer appends after the last row;
+        returns why the stored head cannot be trusted (empty when it can)."""
         assert self.db is not None
-        cur = await self.db.execute("SELECT last_seq, last_hash FROM audit_head WHERE id = 1")
+        cur = await self.db.execute(f"SELECT {', '.join(_HEAD_COLUMNS)} FROM audit_head WHERE id = 1")
         row = await cur.fetchone()
         if row is None:
             raise JournalError(f"journal {self.path} has no chain head (audit_head row missing): run `verify`")
-        self.seq, self.head = int(row[0]), str(row[1])
-        for table in CHAINED_TABLES:
-            cur = await self.db.execute(f'SELECT MAX(id) FROM "{table}"')
-            self.next_id[table] = int((await cur.fetchone())[0] or 0) + 1
+        self.stored_head = dict(zip(_HEAD_COLUMNS, row))
+        self.chain_end = await chain_head.read_chain_end(self.db, CHAINED_TABLES)
+        self.seq, self.head = self.chain_end["last_seq"], self.chain_end["last_hash"]
+        self.next_id = {t: self.chain_end["last_ids"][t] + 1 for t in CHAINED_TABLES}
         cur = await self.db.execute(
             "SELECT breaker_status, triggered_at, trigger_reason, event_time_ms, breaker_record "
             "FROM circuit_breaker_events ORDER BY id DESC LIMIT 1")
         self.episode = episode_from_last_row(await cur.fetchone())
+        return chain_head.head_problems(self.stored_head, self.chain_end, self.key)
 
     def _save_state(self) -> tuple[Any, ...]:
         return self.seq, self.head, dict(self.next_id), dict(self.episode)
@@ -78,12 +94,7 @@ class ChainWriter:
         await self.set_sync("FULL" if any(r.durable for r in reqs) else "NORMAL")
         await db.execute("BEGIN IMMEDIATE")
         try:
-            cur = await db.execute("SELECT last_seq, last_hash FROM audit_head WHERE id = 1")
-            head = await cur.fetchone()
-            if head is None or (int(head[0]), head[1]) != (self.seq, self.head):
-                log.warning("journal %s: another writer appended rows; reloading the chain head", self.path)
-                await self.load_state()
-                state = self._save_state()
+            await self._check_head()
             pending: dict[str, list[tuple[Any, ...]]] = {}
             results: list[int | None] = []
             rows = 0
@@ -103,9 +114,7 @@ class ChainWriter:
                     rows += 1
             await self._flush_inserts(pending)
             if rows:
-                last_ids = json.dumps({t: n - 1 for t, n in sorted(self.next_id.items())}, separators=(",", ":"))
-                await db.execute("UPDATE audit_head SET last_seq = ?, last_hash = ?, last_ids = ?, updated_at = ? "
-                                 "WHERE id = 1", (self.seq, self.head, last_ids, iso_utc(now_ms())))
+                written = await self._write_head()
             await db.execute("COMMIT")
         except BaseException:
             self._restore_state(state)
@@ -114,7 +123,56 @@ class ChainWriter:
             except sqlite3.Error:
                 pass
             raise
+        if rows:
+            self.stored_head = written
         return results, rows
+
+    async def probe(self) -> None:
+        """A real write at open, committed and synced, so a journal that cannot be written is
+        refused before anything relies on it. With a key it signs the (trusted) head."""
+        db = self.db
+        assert db is not None
+        await self.set_sync("FULL")
+        await db.execute("BEGIN IMMEDIATE")
+        try:
+            await self._check_head()
+            head = dict(self.stored_head, updated_at=iso_utc(now_ms()))
+            if self.key is not None:
+                head["head_signature"] = chain_head.signature(self.key, head["last_seq"], head["last_hash"],
+                                                              head["last_ids"])
+            await db.execute("UPDATE audit_head SET updated_at = ?, head_signature = ? WHERE id = 1",
+                             (head["updated_at"], head["head_signature"]))
+            await db.execute("COMMIT")
+        except BaseException:
+            try:
+                await db.execute("ROLLBACK")
+            except sqlite3.Error:
+                pass
+            raise
+        self.stored_head = head
+
+    async def _check_head(self) -> None:
+        """Inside the transaction: the stored head is still the one this writer left."""
+        assert self.db is not None
+        cur = await self.db.execute("SELECT last_seq, last_hash FROM audit_head WHERE id = 1")
+        now = await cur.fetchone()
+        if now is None or tuple(now) != (self.stored_head.get("last_seq"), self.stored_head.get("last_hash")):
+            found = "missing" if now is None else f"chain_seq {now[0]!r}"
+            raise ChainHeadMoved(
+                f"journal {self.path}: the chain head moved under the writer (now {found}, expected chain_seq "
+                f"{self.stored_head.get('last_seq')!r}): something outside spikeguard wrote to it; "
+                f"not writing (check it with `spikeguard audit verify`)")
+
+    async def _write_head(self) -> dict[str, Any]:
+        """The head after this transaction's rows, signed with the key (or unsigned without one)."""
+        assert self.db is not None
+        last_ids = json.dumps({t: n - 1 for t, n in sorted(self.next_id.items())}, separators=(",", ":"))
+        sig = chain_head.signature(self.key, self.seq, self.head, last_ids) if self.key is not None else None
+        head = {"last_seq": self.seq, "last_hash": self.head, "last_ids": last_ids, "head_signature": sig,
+                "updated_at": iso_utc(now_ms())}
+        await self.db.execute("UPDATE audit_head SET last_seq = ?, last_hash = ?, last_ids = ?, head_signature = ?, "
+                              "updated_at = ? WHERE id = 1", tuple(head[c] for c in _HEAD_COLUMNS))
+        return head
 
     def _chain(self, table: str, row: dict[str, Any], pending: dict[str, list[tuple[Any, ...]]]) -> int:
         """Give a row its id and chain columns; queue it for this transaction's insert."""

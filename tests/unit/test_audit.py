@@ -1,8 +1,11 @@
 """Tamper evidence: build a journal, tamper with it using plain sqlite3 in each way, and
-check that verify() names the first bad row."""
+check that verify() names the first bad row; the signed chain head, its key file, and
+opening a journal whose head does not verify."""
 
 from __future__ import annotations
 
+import json
+import os
 import sqlite3
 from pathlib import Path
 
@@ -10,8 +13,9 @@ import pytest
 
 from core.breaker.state import CircuitBreakerState
 from core.events import Actor, SpikeDetected, SpikeType
-from core.journal import Journal, verify
-from core.journal.audit import GENESIS_HASH, canonical_json, hashed_content, row_hash
+from core.journal import Journal, JournalError, verify
+from core.journal.audit import CHAIN_COLUMNS, CHAINED_TABLES, GENESIS_HASH, canonical_json, hashed_content, row_hash
+from core.journal.keys import KEY_FILE, load_or_create_key
 from core.trading.orders import Fill, Order, OrderStatus, OrderType, Side
 
 T0 = 1_700_000_000_000
@@ -25,12 +29,20 @@ def _spike(i: int) -> SpikeDetected:
 
 @pytest.fixture
 async def journal(tmp_path: Path) -> Path:
-    """A journal with rows in every table kind, some mutable columns updated. Chain order:
+    """A journal with rows in every table, some mutable columns updated. Chain order:
     1 spike1, 2 spike2, 3 order a, 4 breaker trig, 5 order a NEW, 6 fill, 7 update spike1,
     8 breaker recovering, 9 order b, 10 proposal, 11 update proposal, 12 decision,
-    13 operator action, 14 order b CANCELED, 15 breaker cleared."""
+    13 operator action, 14 order b CANCELED, 15 breaker cleared, 16 agent performance."""
     path = tmp_path / "journal.db"
     j = await Journal.open(path, batching=False)
+    try:
+        await _fill_every_table(j)
+    finally:
+        await j.close()
+    return path
+
+
+async def _fill_every_table(j: Journal) -> None:
     state = CircuitBreakerState()
     a = Order("BTCUSDT", Side.BUY, OrderType.LIMIT, 0.01, price=50_000.0, client_order_id="a")
     b = Order("ETHUSDT", Side.SELL, OrderType.MARKET, 0.5, client_order_id="b")
@@ -53,8 +65,8 @@ async def journal(tmp_path: Path) -> Path:
     await j.record_order(b.with_(status=OrderStatus.CANCELED), T0 + 70)
     state.clear(100.0, actor=Actor.OPERATOR, time_ms=T0 + 80)
     await j.record_breaker_change(state.history[-1], state.snapshot().to_dict())
-    await j.close()
-    return path
+    await j.record_agent_performance("guardian", "daily", total_decisions=3, correct_decisions=2,
+                                     incorrect_decisions=1, notes="fine", time_ms=T0 + 90)
 
 
 def sql(path: Path, statement: str, params: tuple = ()) -> list[tuple]:
@@ -81,8 +93,8 @@ def bad(path: Path) -> dict:
 def test_an_untouched_journal_verifies(journal: Path) -> None:
     result = verify(journal)
     assert result.ok, result.problems
-    assert result.rows_checked == 15 and result.first_bad is None and result.integrity == "ok"
-    assert result.head["last_seq"] == 15
+    assert result.rows_checked == 16 and result.first_bad is None and result.integrity == "ok"
+    assert result.head["last_seq"] == 16
     assert "ok" in result.summary()
 
 
@@ -192,18 +204,20 @@ def test_an_edited_update_row_is_named(journal: Path) -> None:
 
 
 def test_a_truncated_chain_is_named(journal: Path) -> None:
+    sql(journal, "DELETE FROM agent_performance WHERE id = 1")  # chain_seq 16
     sql(journal, "DELETE FROM circuit_breaker_events WHERE id = 3")  # chain_seq 15
     sql(journal, "DELETE FROM orders WHERE id = 4")  # chain_seq 14
     fb = bad(journal)
     assert (fb["table"], fb["id"], fb["chain_seq"]) == ("audit_head", 1, 14)
     assert "truncated" in fb["problem"]
     assert "orders id 4" in fb["problem"] and "circuit_breaker_events id 3" in fb["problem"]
+    assert "agent_performance id 1" in fb["problem"]
 
 
 def test_an_edited_head_is_named(journal: Path) -> None:
     sql(journal, "UPDATE audit_head SET last_hash = ? WHERE id = 1", ("f" * 64,))
     fb = bad(journal)
-    assert (fb["table"], fb["chain_seq"]) == ("audit_head", 15)
+    assert (fb["table"], fb["chain_seq"]) == ("audit_head", 16)
 
 
 def test_an_edit_with_a_recomputed_hash_breaks_the_next_link(journal: Path) -> None:
@@ -221,9 +235,9 @@ def test_an_edit_with_a_recomputed_hash_breaks_the_next_link(journal: Path) -> N
 
 def test_a_row_inserted_behind_the_journal_is_named(journal: Path) -> None:
     sql(journal, "INSERT INTO operator_actions (id, time, actor, action, chain_seq, prev_hash, row_hash) "
-                 "VALUES (2, 't', 'operator', 'forged', 16, 'x', 'y')")
+                 "VALUES (2, 't', 'operator', 'forged', 17, 'x', 'y')")
     fb = bad(journal)
-    assert (fb["table"], fb["id"], fb["chain_seq"]) == ("operator_actions", 2, 16)
+    assert (fb["table"], fb["id"], fb["chain_seq"]) == ("operator_actions", 2, 17)
 
 
 async def test_journal_verify_runs_while_open(journal: Path) -> None:
@@ -231,8 +245,219 @@ async def test_journal_verify_runs_while_open(journal: Path) -> None:
     try:
         await j.record_operator_action("note", "still fine")
         result = await j.verify()
-        assert result.ok and result.rows_checked == 16
+        assert result.ok and result.rows_checked == 17
         head = await j.head()
-        assert head["last_seq"] == 16 and head["last_hash"] == result.head["last_hash"]
+        assert head["last_seq"] == 17 and head["last_hash"] == result.head["last_hash"]
     finally:
         await j.close()
+
+
+def _edited(value: object) -> object:
+    if value is None:
+        return "x"
+    if isinstance(value, int):
+        return value + 1000
+    if isinstance(value, float):
+        return value * 2 + 1
+    return f"{value}x"
+
+
+def test_every_column_of_every_table_is_covered(journal: Path) -> None:
+    """Any one stored value changed with plain SQL, in any table, is found and the row named:
+    no table's rows skip the hash check and no column is left out of the evidence."""
+    missed: list[str] = []
+    con = sqlite3.connect(str(journal), isolation_level=None)
+    try:
+        con.execute("PRAGMA synchronous=OFF")  # a scratch copy: each edit is undone right after
+        for table in CHAINED_TABLES:
+            cols = [r[1] for r in con.execute(f"PRAGMA table_info({table})")]
+            row_id, seq = con.execute(f"SELECT id, chain_seq FROM {table} ORDER BY id LIMIT 1").fetchone()
+            for col in cols:
+                old = con.execute(f'SELECT "{col}" FROM {table} WHERE id = ?', (row_id,)).fetchone()[0]
+                edited_id = _edited(row_id) if col == "id" else row_id
+                con.execute(f'UPDATE {table} SET "{col}" = ? WHERE id = ?', (_edited(old), row_id))
+                result = verify(journal)
+                con.execute(f'UPDATE {table} SET "{col}" = ? WHERE id = ?', (old, edited_id))
+                named = any(p["table"] == table and (p["id"] == edited_id or p["chain_seq"] == seq)
+                            for p in result.problems)
+                if result.ok or (col not in CHAIN_COLUMNS and not named):
+                    missed.append(f"{table}.{col}")
+    finally:
+        con.close()
+    assert verify(journal).ok  # every edit was undone
+    assert not missed, f"edits not found by verify: {missed}"
+
+
+def test_a_proposals_quantity_and_payload_are_evidence(journal: Path) -> None:
+    sql(journal, "UPDATE proposals SET quantity = 100.0 WHERE proposal_id = 'p1'")
+    assert (bad(journal)["table"], bad(journal)["id"]) == ("proposals", 1)
+    sql(journal, "UPDATE proposals SET quantity = 1.0 WHERE proposal_id = 'p1'")
+    assert verify(journal).ok
+    payload = json.loads(sql(journal, "SELECT payload FROM proposals WHERE id = 1")[0][0])
+    sql(journal, "UPDATE proposals SET payload = ? WHERE id = 1", (json.dumps({**payload, "quantity": 100.0}),))
+    assert (bad(journal)["table"], bad(journal)["id"]) == ("proposals", 1)
+
+
+# ---------------------------------------------------------------------------- the key file
+def test_the_key_is_created_owner_only_and_reused(tmp_path: Path) -> None:
+    config = tmp_path / "config"
+    key = load_or_create_key(config)
+    assert len(key) == 32
+    assert (os.stat(config / KEY_FILE).st_mode & 0o777) == 0o600
+    assert load_or_create_key(config) == key
+    assert load_or_create_key(tmp_path / "other") != key
+
+
+@pytest.mark.parametrize("mode", [0o640, 0o604, 0o644, 0o666])
+def test_a_key_readable_by_others_is_refused_in_one_line(tmp_path: Path, mode: int) -> None:
+    load_or_create_key(tmp_path)
+    path = tmp_path / KEY_FILE
+    path.chmod(mode)
+    with pytest.raises(JournalError) as err:
+        load_or_create_key(tmp_path)
+    msg = str(err.value)
+    assert f"chmod 600 {path}" in msg and f"{mode:04o}" in msg and "\n" not in msg
+
+
+def test_something_else_where_the_key_should_be_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / KEY_FILE
+    path.write_text("not a key\n")
+    path.chmod(0o600)
+    with pytest.raises(JournalError, match="not a spikeguard key"):
+        load_or_create_key(tmp_path)
+    path.unlink()
+    os.mkfifo(path, 0o600)  # would block a plain open()
+    with pytest.raises(JournalError, match="not a regular file"):
+        load_or_create_key(tmp_path)
+
+
+# ---------------------------------------------------------------------------- the signed head
+@pytest.fixture
+def key(tmp_path: Path) -> bytes:
+    return load_or_create_key(tmp_path / "config")
+
+
+@pytest.fixture
+async def signed(tmp_path: Path, key: bytes) -> Path:
+    """The same rows as `journal`, written with the key: every commit signed the head."""
+    path = tmp_path / "signed.db"
+    j = await Journal.open(path, key=key, batching=False)
+    try:
+        await _fill_every_table(j)
+    finally:
+        await j.close()
+    return path
+
+
+async def test_a_signed_journal_verifies_with_its_key_only(signed: Path, key: bytes) -> None:
+    assert verify(signed, key).ok and verify(signed).ok
+    fb = bad_with(signed, b"k" * 32)
+    assert (fb["table"], fb["chain_seq"]) == ("audit_head", 16) and "signature" in fb["problem"]
+    j = await Journal.open(signed, key=key)  # reopened and appended to, still signed
+    try:
+        await j.record_operator_action("note", "again")
+        assert (await j.verify()).ok
+    finally:
+        await j.close()
+    assert verify(signed, key).ok
+
+
+def bad_with(path: Path, key: bytes) -> dict:
+    result = verify(path, key)
+    assert not result.ok
+    return result.first_bad
+
+
+def _cut_the_tail_and_rewrite_the_head(path: Path, keep: int) -> None:
+    """The attack from the report: delete the last rows, then copy the new last row's hash
+    (and each table's last id) into audit_head with plain SQL."""
+    con = sqlite3.connect(str(path))
+    try:
+        for table in CHAINED_TABLES:
+            con.execute(f"DELETE FROM {table} WHERE chain_seq > ?", (keep,))
+        last = next(h for t in CHAINED_TABLES for (h,) in
+                    con.execute(f"SELECT row_hash FROM {t} WHERE chain_seq = ?", (keep,)))
+        ids = {t: con.execute(f"SELECT COALESCE(MAX(id), 0) FROM {t}").fetchone()[0] for t in CHAINED_TABLES}
+        con.execute("UPDATE audit_head SET last_seq = ?, last_hash = ?, last_ids = ?",
+                    (keep, last, json.dumps(ids, separators=(",", ":"))))
+        con.commit()
+    finally:
+        con.close()
+
+
+async def test_a_cut_tail_with_a_rewritten_head_is_found_with_the_key(signed: Path, key: bytes) -> None:
+    _cut_the_tail_and_rewrite_the_head(signed, keep=13)  # the clear, the cancel and the stats are gone
+    assert verify(signed).ok  # the chain alone cannot tell: that is what the signature is for
+    fb = bad_with(signed, key)
+    assert (fb["table"], fb["chain_seq"]) == ("audit_head", 13) and "signature does not verify" in fb["problem"]
+    with pytest.raises(JournalError) as err:
+        await Journal.open(signed, key=key)
+    msg = str(err.value)
+    assert "signature does not verify" in msg and "--force" in msg and str(signed) in msg and "\n" not in msg
+    assert sql(signed, "SELECT MAX(chain_seq) FROM operator_actions")[0][0] == 13  # refused: nothing appended
+
+
+async def test_force_opens_it_journals_what_did_not_verify_and_re_signs(signed: Path, key: bytes) -> None:
+    _cut_the_tail_and_rewrite_the_head(signed, keep=13)
+    j = await Journal.open(signed, key=key, force=True)
+    try:
+        forced = (await j.recent("operator_actions", 1))[0]
+        assert (forced["action"], forced["actor"], forced["chain_seq"]) == ("journal_forced_open", "operator", 14)
+        assert forced["details"]["severity"] == "warning"
+        assert any("signature does not verify" in p for p in forced["details"]["problems"])
+        assert "--force" in forced["reason"]
+        await j.record_operator_action("note", "after the forced open")
+    finally:
+        await j.close()
+    assert verify(signed, key).ok
+    j = await Journal.open(signed, key=key)  # signed again: no force needed
+    await j.close()
+
+
+async def test_a_corrupt_head_is_refused_without_a_key_too(journal: Path) -> None:
+    sql(journal, "UPDATE audit_head SET last_hash = ? WHERE id = 1", ("f" * 64,))
+    before = sql(journal, "SELECT * FROM audit_head")
+    with pytest.raises(JournalError) as err:
+        await Journal.open(journal)
+    msg = str(err.value)
+    assert "chain head says chain_seq 16" in msg and "--force" in msg and "\n" not in msg
+    assert sql(journal, "SELECT * FROM audit_head") == before  # not appended to
+    j = await Journal.open(journal, force=True)
+    try:
+        forced = (await j.recent("operator_actions", 1))[0]
+        assert forced["action"] == "journal_forced_open" and forced["prev_hash"] == sql(
+            journal, "SELECT row_hash FROM agent_performance WHERE id = 1")[0][0]  # appended after the real last row
+    finally:
+        await j.close()
+    assert verify(journal).ok
+
+
+async def test_a_head_behind_its_rows_or_with_wrong_ids_is_refused(journal: Path) -> None:
+    sql(journal, "UPDATE audit_head SET last_ids = ? WHERE id = 1", ('{"orders":9}',))
+    with pytest.raises(JournalError, match="last ids do not match the tables"):
+        await Journal.open(journal)
+    sql(journal, "DELETE FROM agent_performance")  # the last row gone, the head left as it was
+    with pytest.raises(JournalError, match="the last row is chain_seq 15"):
+        await Journal.open(journal)
+
+
+async def test_a_keyless_writer_leaves_the_head_unsigned(signed: Path, key: bytes) -> None:
+    j = await Journal.open(signed)  # library use: no key, no check
+    try:
+        await j.record_operator_action("note", "written without the key")
+    finally:
+        await j.close()
+    assert sql(signed, "SELECT head_signature FROM audit_head")[0][0] is None
+    assert "not signed" in bad_with(signed, key)["problem"]
+    with pytest.raises(JournalError, match="the chain head is not signed.*--force"):
+        await Journal.open(signed, key=key)
+
+
+async def test_a_new_journal_is_signed_from_its_first_open(tmp_path: Path, key: bytes) -> None:
+    path = tmp_path / "new.db"
+    j = await Journal.open(path)  # created without a key (db init before the key existed)
+    await j.close()
+    j = await Journal.open(path, key=key)  # an empty genesis head has nothing to hide
+    await j.close()
+    assert sql(path, "SELECT head_signature FROM audit_head")[0][0] is not None
+    assert verify(path, key).ok

@@ -1,11 +1,16 @@
 """The journal: schema (every seed column), migrations, opening errors, durable writes,
-the single writer under concurrency (tasks and a thread), restore reads, batching."""
+the single writer under concurrency (tasks and a thread), restore reads, batching, one
+process per journal, secrets masked. Faults (a full or read-only disk, a second process)
+are in tests/integration/test_journal_faults.py."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import os
 import sqlite3
 import threading
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -13,9 +18,11 @@ import pytest
 from core.breaker.backend import MemoryBackend
 from core.breaker.machine import BreakerRecord
 from core.breaker.state import CircuitBreakerState
-from core.events import Actor, BreakerChanged, BreakerStatus, SpikeDetected, SpikeType
+from core.events import Actor, BreakerChanged, BreakerStatus, JournalHealth, SpikeDetected, SpikeType
+from core import redact
 from core.journal import MIGRATIONS, SCHEMA_VERSION, Journal, JournalError, verify
 from core.journal import schema as journal_schema
+from core.journal.lock import lock_path
 from core.trading.orders import Fill, Order, OrderStatus, OrderType, Side
 
 T0 = 1_700_000_000_000
@@ -86,9 +93,27 @@ def order(**kw) -> Order:
 def sqlite_rows(path: Path, sql: str, params: tuple = ()) -> list[tuple]:
     con = sqlite3.connect(str(path))
     try:
-        return con.execute(sql, params).fetchall()
+        rows = con.execute(sql, params).fetchall()
+        con.commit()
+        return rows
     finally:
         con.close()
+
+
+@contextlib.asynccontextmanager
+async def opened(path: Path, **kw) -> AsyncIterator[Journal]:
+    """A journal that is closed however the test ends (an open one keeps its threads alive)."""
+    j = await Journal.open(path, **kw)
+    try:
+        yield j
+    finally:
+        await j.close()
+
+
+async def sync_mode(j: Journal) -> str:
+    """The write connection's PRAGMA synchronous, as the last commit left it."""
+    cur = await j._db.execute("PRAGMA synchronous")
+    return {0: "OFF", 1: "NORMAL", 2: "FULL", 3: "EXTRA"}[(await cur.fetchone())[0]]
 
 
 @pytest.fixture
@@ -98,8 +123,8 @@ def jpath(tmp_path: Path) -> Path:
 
 # ---------------------------------------------------------------------------- schema
 async def test_schema_has_every_seed_column_and_index(jpath: Path) -> None:
-    j = await Journal.open(jpath)
-    await j.close()
+    async with opened(jpath):
+        pass
     for table, cols in {**SEED_COLUMNS, **OWN_COLUMNS}.items():
         have = {r[1] for r in sqlite_rows(jpath, f"PRAGMA table_info({table})")}
         missing = [c for c in cols if c not in have]
@@ -114,33 +139,31 @@ async def test_schema_has_every_seed_column_and_index(jpath: Path) -> None:
             first_cols.add(info[0][2])
         assert set(cols) <= first_cols, f"{table}: not indexed {set(cols) - first_cols}"
     # fill_id and proposal_id are unique, chain_seq unique everywhere
-    with pytest.raises(sqlite3.IntegrityError):
-        con = sqlite3.connect(str(jpath))
-        for _ in range(2):
-            con.execute("INSERT INTO fills (fill_id, client_order_id, symbol, side, quantity, price, time, time_ms,"
-                        " chain_seq, prev_hash, row_hash) VALUES ('f', 'c', 'S', 'BUY', 1, 1, 't', 0, ?, '', '')",
-                        (10_000 + _,))
-    con.close()
+    con = sqlite3.connect(str(jpath))
+    try:
+        with pytest.raises(sqlite3.IntegrityError):
+            for _ in range(2):
+                con.execute("INSERT INTO fills (fill_id, client_order_id, symbol, side, quantity, price, time, "
+                            "time_ms, chain_seq, prev_hash, row_hash) "
+                            "VALUES ('f', 'c', 'S', 'BUY', 1, 1, 't', 0, ?, '', '')", (10_000 + _,))
+    finally:
+        con.close()
 
 
 async def test_wal_mode_and_parent_dirs_created(jpath: Path) -> None:
     assert not jpath.parent.exists()
-    j = await Journal.open(jpath)
-    try:
+    async with opened(jpath):
         assert jpath.exists()
         assert sqlite_rows(jpath, "PRAGMA journal_mode")[0][0] == "wal"
-    finally:
-        await j.close()
 
 
 async def test_migrations_apply_once_and_reopen_is_idempotent(jpath: Path) -> None:
-    j = await Journal.open(jpath)
-    assert j.schema_version == SCHEMA_VERSION == MIGRATIONS[-1][0]
-    await j.record_order(order(), T0)
-    await j.close()
+    async with opened(jpath) as j:
+        assert j.schema_version == SCHEMA_VERSION == MIGRATIONS[-1][0]
+        await j.record_order(order(), T0)
     for _ in range(2):
-        j = await Journal.open(jpath)
-        await j.close()
+        async with opened(jpath):
+            pass
     assert [r[0] for r in sqlite_rows(jpath, "SELECT version FROM schema_version ORDER BY version")] == [
         v for v, _ in MIGRATIONS]
     assert sqlite_rows(jpath, "SELECT COUNT(*) FROM orders")[0][0] == 1
@@ -149,25 +172,24 @@ async def test_migrations_apply_once_and_reopen_is_idempotent(jpath: Path) -> No
 
 async def test_a_new_migration_is_applied_once_and_old_rows_still_verify(jpath: Path,
                                                                          monkeypatch: pytest.MonkeyPatch) -> None:
-    j = await Journal.open(jpath)
-    await j.record_order(order(), T0)
-    await j.close()
+    async with opened(jpath) as j:
+        await j.record_order(order(), T0)
     v2 = SCHEMA_VERSION + 1
     monkeypatch.setattr(journal_schema, "MIGRATIONS", [*MIGRATIONS, (v2, ["ALTER TABLE orders ADD COLUMN venue TEXT"])])
     monkeypatch.setattr(journal_schema, "SCHEMA_VERSION", v2)
     for _ in range(2):
-        j = await Journal.open(jpath)
-        assert j.schema_version == v2
-        await j.record_order(order(), T0 + 1)
-        await j.close()
+        async with opened(jpath) as j:
+            assert j.schema_version == v2
+            await j.record_order(order(), T0 + 1)
     assert "venue" in {r[1] for r in sqlite_rows(jpath, "PRAGMA table_info(orders)")}
-    assert [r[0] for r in sqlite_rows(jpath, "SELECT version FROM schema_version")] == [1, v2]
+    assert [r[0] for r in sqlite_rows(jpath, "SELECT version FROM schema_version ORDER BY version")] == [
+        *(v for v, _ in MIGRATIONS), v2]
     assert verify(jpath).ok  # the NULL column is outside the old rows' hashes
 
 
 async def test_a_failing_migration_is_rolled_back(jpath: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    j = await Journal.open(jpath)
-    await j.close()
+    async with opened(jpath):
+        pass
     v2 = SCHEMA_VERSION + 1
     monkeypatch.setattr(journal_schema, "MIGRATIONS",
                         [*MIGRATIONS, (v2, ["CREATE TABLE half_done (a INTEGER)", "THIS IS NOT SQL"])])
@@ -179,12 +201,9 @@ async def test_a_failing_migration_is_rolled_back(jpath: Path, monkeypatch: pyte
 
 
 async def test_a_newer_schema_is_refused_clearly(jpath: Path) -> None:
-    j = await Journal.open(jpath)
-    await j.close()
-    con = sqlite3.connect(str(jpath))
-    con.execute("INSERT INTO schema_version (version, applied_at) VALUES (9, 'later')")
-    con.commit()
-    con.close()
+    async with opened(jpath):
+        pass
+    sqlite_rows(jpath, "INSERT INTO schema_version (version, applied_at) VALUES (9, 'later')")
     with pytest.raises(JournalError) as err:
         await Journal.open(jpath)
     assert str(err.value) == (f"journal schema version 9 is newer than this spikeguard (knows {SCHEMA_VERSION}): "
@@ -204,30 +223,26 @@ async def test_a_file_that_is_not_sqlite_is_refused_in_one_line(tmp_path: Path) 
 
 async def test_a_foreign_sqlite_database_is_refused(tmp_path: Path) -> None:
     other = tmp_path / "other.db"
-    con = sqlite3.connect(str(other))
-    con.execute("CREATE TABLE customers (id INTEGER)")
-    con.commit()
-    con.close()
+    sqlite_rows(other, "CREATE TABLE customers (id INTEGER)")
     with pytest.raises(JournalError, match="not a spikeguard journal"):
         await Journal.open(other)
 
 
 # ---------------------------------------------------------------------------- writes
 async def test_acknowledged_writes_survive_close_and_reopen(jpath: Path) -> None:
-    j = await Journal.open(jpath)
-    sid = await j.record_spike(spike())
-    await j.update_spike(sid, status="analyzed", context_analysis={"news": "none"}, pnl=12)
-    did = await j.record_agent_decision("risk_manager", "risk_assessed", "APPROVE", agent_role="risk",
-                                        confidence=0.7, reasoning="ok", input_data={"spike": sid},
-                                        output_data={"size": 1}, execution_time_ms=12.5, spike_event_id=sid)
-    pid = await j.record_agent_performance("risk_manager", "daily", total_decisions=10, correct_decisions=7,
-                                           incorrect_decisions=3, avg_confidence=0.6)
-    oid = await j.record_operator_action("force_trigger", "manual halt", {"keys": "T"})
-    await j.record_proposal({"proposal_id": "p1", "created_ms": T0, "expires_ms": T0 + 60_000, "symbol": "SOLUSDT",
-                             "side": "BUY", "quantity": 1.0, "entry_type": "market", "stop_loss": 95.0,
-                             "take_profit": 110.0, "content_hash": "abc"}, spike_event_id=sid)
-    await j.update_proposal("p1", status="approved", decided_by="operator", decision_reason="looks right")
-    await j.close()
+    async with opened(jpath) as j:
+        sid = await j.record_spike(spike())
+        await j.update_spike(sid, status="analyzed", context_analysis={"news": "none"}, pnl=12)
+        did = await j.record_agent_decision("risk_manager", "risk_assessed", "APPROVE", agent_role="risk",
+                                            confidence=0.7, reasoning="ok", input_data={"spike": sid},
+                                            output_data={"size": 1}, execution_time_ms=12.5, spike_event_id=sid)
+        pid = await j.record_agent_performance("risk_manager", "daily", total_decisions=10, correct_decisions=7,
+                                               incorrect_decisions=3, avg_confidence=0.6)
+        oid = await j.record_operator_action("force_trigger", "manual halt", {"keys": "T"})
+        await j.record_proposal({"proposal_id": "p1", "created_ms": T0, "expires_ms": T0 + 60_000,
+                                 "symbol": "SOLUSDT", "side": "BUY", "quantity": 1.0, "entry_type": "market",
+                                 "stop_loss": 95.0, "take_profit": 110.0, "content_hash": "abc"}, spike_event_id=sid)
+        await j.update_proposal("p1", status="approved", decided_by="operator", decision_reason="looks right")
 
     j = await Journal.open(jpath)
     try:
@@ -254,7 +269,22 @@ async def test_acknowledged_writes_survive_close_and_reopen(jpath: Path) -> None
 
 
 async def test_concurrent_tasks_and_a_thread_all_land_on_a_gap_free_chain(jpath: Path) -> None:
-    j = await Journal.open(jpath)
+    async with opened(jpath) as j:
+        results, thread_ids = await _write_from_tasks_and_a_thread(j)
+    n_tasks, per_task, per_thread = 16, 20, 150
+    acked = [r for rs in results for r in rs] + thread_ids
+    assert len(acked) == len(set(acked)) == n_tasks * per_task + per_thread
+    for table, row_id in acked:
+        assert sqlite_rows(jpath, f"SELECT COUNT(*) FROM {table} WHERE id = ?", (row_id,))[0][0] == 1
+    seqs = sorted(r[0] for t in ("spike_events", "orders", "agent_decisions", "operator_actions")
+                  for r in sqlite_rows(jpath, f"SELECT chain_seq FROM {t}"))
+    assert seqs == list(range(1, len(acked) + 1))
+    assert sqlite_rows(jpath, "SELECT last_seq FROM audit_head")[0][0] == len(acked)
+    result = verify(jpath)
+    assert result.ok and result.rows_checked == len(acked), result.first_bad
+
+
+async def _write_from_tasks_and_a_thread(j: Journal) -> tuple[list, list]:
     n_tasks, per_task, per_thread = 16, 20, 150
 
     async def worker(k: int) -> list[tuple[str, int]]:
@@ -280,31 +310,21 @@ async def test_concurrent_tasks_and_a_thread_all_land_on_a_gap_free_chain(jpath:
 
     th = threading.Thread(target=thread_writer)
     th.start()
-    results = await asyncio.gather(*(worker(k) for k in range(n_tasks)))
-    await asyncio.to_thread(th.join)
+    try:
+        results = await asyncio.gather(*(worker(k) for k in range(n_tasks)))
+    finally:
+        await asyncio.to_thread(th.join)
     thread_ids = [(t, await asyncio.wrap_future(f)) for t, f in thread_futs]
-    await j.close()
-
-    acked = [r for rs in results for r in rs] + thread_ids
-    assert len(acked) == len(set(acked)) == n_tasks * per_task + per_thread
-    for table, row_id in acked:
-        assert sqlite_rows(jpath, f"SELECT COUNT(*) FROM {table} WHERE id = ?", (row_id,))[0][0] == 1
-    seqs = sorted(r[0] for t in ("spike_events", "orders", "agent_decisions", "operator_actions")
-                  for r in sqlite_rows(jpath, f"SELECT chain_seq FROM {t}"))
-    assert seqs == list(range(1, len(acked) + 1))
-    assert sqlite_rows(jpath, "SELECT last_seq FROM audit_head")[0][0] == len(acked)
-    result = verify(jpath)
-    assert result.ok and result.rows_checked == len(acked), result.first_bad
+    return results, thread_ids
 
 
 async def test_batching_on_and_off_both_write_everything(tmp_path: Path) -> None:
     for batching in (True, False):
         path = tmp_path / f"b{batching}.db"
-        j = await Journal.open(path, batching=batching)
-        ids = await asyncio.gather(*(j.record_order(order(), T0 + i) for i in range(60)))
-        assert sorted(ids) == list(range(1, 61))
-        stats = j.stats()
-        await j.close()
+        async with opened(path, batching=batching) as j:
+            ids = await asyncio.gather(*(j.record_order(order(), T0 + i) for i in range(60)))
+            assert sorted(ids) == list(range(1, 61))
+            stats = j.stats()
         if batching:
             assert stats["batches"] < 60  # requests queued together share a commit
         else:
@@ -314,39 +334,57 @@ async def test_batching_on_and_off_both_write_everything(tmp_path: Path) -> None
 
 
 async def test_synchronous_full_only_for_critical_batches(jpath: Path) -> None:
-    j = await Journal.open(jpath)
-    try:
-        await j.record_spike(spike())
-        assert j._sync == "NORMAL"
-        await j.record_fill(Fill("c1", "BTCUSDT", Side.BUY, 1.0, 10.0, 0.01, "taker", T0))
-        assert j._sync == "FULL"
+    """Order intents, order events, fills, breaker rows (and their notified flag) and
+    operator actions survive a power cut: their commits run at synchronous=FULL."""
+    change = BreakerChanged(epoch=1, previous=BreakerStatus.SAFE, status=BreakerStatus.TRIGGERED, reason="halt",
+                            actor=Actor.OPERATOR, time_ms=T0)
+    intent = order()
+    assert intent.status is OrderStatus.INTENT
+    async with opened(jpath) as j:
+        durable = [
+            lambda: j.record_order(intent, T0),
+            lambda: j.record_order(intent.with_(status=OrderStatus.NEW), T0 + 1),
+            lambda: j.record_fill(Fill("c1", "BTCUSDT", Side.BUY, 1.0, 10.0, 0.01, "taker", T0)),
+            lambda: j.record_breaker_change(change),
+            lambda: j.mark_user_notified(1),
+            lambda: j.record_operator_action("force_trigger", "halt"),
+        ]
+        for k, write in enumerate(durable):
+            await j.record_spike(spike())
+            assert await sync_mode(j) == "NORMAL"
+            await write()
+            assert await sync_mode(j) == "FULL", f"durable write {k} committed at NORMAL"
         await j.record_agent_decision("a", "x")
-        assert j._sync == "NORMAL"
-    finally:
-        await j.close()
+        assert await sync_mode(j) == "NORMAL"
 
 
 async def test_a_bad_request_fails_alone_and_the_rest_of_its_batch_lands(jpath: Path) -> None:
-    j = await Journal.open(jpath)
-    fill = Fill("c1", "BTCUSDT", Side.BUY, 1.0, 10.0, 0.01, "taker", T0, fill_id="dup")
-    await j.record_fill(fill)
-    results = await asyncio.gather(j.record_order(order(), T0), j.record_fill(fill), j.update_spike(99, status="x"),
-                                   j.record_spike(spike()), return_exceptions=True)
-    assert isinstance(results[0], int) and isinstance(results[3], int)
-    assert isinstance(results[1], JournalError) and "UNIQUE" in str(results[1])
-    assert isinstance(results[2], JournalError) and "no spike_events row with id 99" in str(results[2])
-    with pytest.raises(JournalError, match="cannot be changed"):
-        await j.update_spike(1, trading_pair="XRPUSDT")
-    assert j.stats()["failed_requests"] == 2
-    await j.close()
+    async with opened(jpath) as j:
+        fill = Fill("c1", "BTCUSDT", Side.BUY, 1.0, 10.0, 0.01, "taker", T0, fill_id="dup")
+        await j.record_fill(fill)
+        results = await asyncio.gather(j.record_order(order(), T0), j.record_fill(fill),
+                                       j.update_spike(99, status="x"), j.record_spike(spike()),
+                                       j.record_agent_decision("a", "x", spike_event_id=2**70), j.record_spike(spike()),
+                                       return_exceptions=True)
+        assert isinstance(results[0], int) and isinstance(results[3], int) and isinstance(results[5], int)
+        assert isinstance(results[1], JournalError) and "UNIQUE" in str(results[1])
+        assert isinstance(results[2], JournalError) and "no spike_events row with id 99" in str(results[2])
+        assert isinstance(results[4], JournalError) and "too large" in str(results[4])  # SQLite cannot store it
+        assert j.stats()["failed_requests"] == 3 and not j.failing
+        # refused as it is built, before it is queued
+        with pytest.raises(JournalError, match="cannot be changed"):
+            await j.update_spike(1, trading_pair="XRPUSDT")
+        with pytest.raises(JournalError, match="refused"):
+            await j.record_order(order(quantity=10**400), T0)
+        with pytest.raises(JournalError, match="refused"):
+            await j.record_order(order(), 2**70)
     assert verify(jpath).ok
     assert sqlite_rows(jpath, "SELECT COUNT(*) FROM fills")[0][0] == 1
 
 
 async def test_closed_journal_refuses_writes(jpath: Path) -> None:
-    j = await Journal.open(jpath)
-    fut = j.enqueue_order(order(), T0)  # queued before close: written by close
-    await j.close()
+    async with opened(jpath) as j:
+        fut = j.enqueue_order(order(), T0)  # queued before close: written by close
     assert fut.result(timeout=1) == 1
     with pytest.raises(JournalError, match="closed"):
         await j.record_order(order(), T0)
@@ -367,8 +405,27 @@ async def test_unknown_kind_and_column_are_errors(jpath: Path) -> None:
 
 # ---------------------------------------------------------------------------- restore reads
 async def test_breaker_rows_and_restore_after_restart(jpath: Path) -> None:
-    j = await Journal.open(jpath)
     state = CircuitBreakerState()
+    async with opened(jpath) as j:
+        await _journal_an_episode(j, state)
+
+    async with opened(jpath) as j:
+        record = await j.last_breaker_record()
+        assert record == state.snapshot().to_dict()
+        restored = CircuitBreakerState(MemoryBackend(BreakerRecord.from_dict(record)))
+        assert restored.status is BreakerStatus.TRIGGERED and restored.epoch == 5
+        # the episode survives the restart: clearing after reopen still gets triggered_at/downtime
+        restored.subscribe(j.breaker_subscriber(restored))
+        restored.clear(0.0, time_ms=T0 + 1_060_000)
+        await j.flush()
+        last = (await j.recent("circuit_breaker_events", 1))[0]
+        assert (last["status"], last["triggered_at"], last["downtime_seconds"]) == (
+            "cleared", "2023-11-14T22:30:00.000Z", 60.0)
+        assert (await j.recent("circuit_breaker_events", 5))[-2]["user_notified"] == 0
+    assert verify(jpath).ok
+
+
+async def _journal_an_episode(j: Journal, state: CircuitBreakerState) -> None:
     state.subscribe(j.breaker_subscriber(state))  # the synchronous hot-path subscriber
     snap = {"references": {"BTCUSDT": {"price": 42_150.0, "drop_60m_percent": 17.3, "drop_5m_percent": 4.0},
                            "ETHUSDT": {"price": 2_100.0, "drop_60m_percent": 15.1, "drop_5m_percent": 3.0}}}
@@ -396,25 +453,6 @@ async def test_breaker_rows_and_restore_after_restart(jpath: Path) -> None:
     assert clr["downtime_seconds"] == 840.0 and clr["recovery_time_seconds"] == 300.0
     assert clr["actor"] == "operator" and trig2["triggered_at"] == "2023-11-14T22:30:00.000Z"
     await j.mark_user_notified(trig["id"])
-    await j.close()
-
-    j = await Journal.open(jpath)
-    try:
-        record = await j.last_breaker_record()
-        assert record == state.snapshot().to_dict()
-        restored = CircuitBreakerState(MemoryBackend(BreakerRecord.from_dict(record)))
-        assert restored.status is BreakerStatus.TRIGGERED and restored.epoch == 5
-        # the episode survives the restart: clearing after reopen still gets triggered_at/downtime
-        restored.subscribe(j.breaker_subscriber(restored))
-        restored.clear(0.0, time_ms=T0 + 1_060_000)
-        await j.flush()
-        last = (await j.recent("circuit_breaker_events", 1))[0]
-        assert (last["status"], last["triggered_at"], last["downtime_seconds"]) == (
-            "cleared", "2023-11-14T22:30:00.000Z", 60.0)
-        assert (await j.recent("circuit_breaker_events", 5))[-2]["user_notified"] == 0
-    finally:
-        await j.close()
-    assert verify(jpath).ok
 
 
 async def test_last_breaker_record_without_a_stored_record(jpath: Path) -> None:
@@ -432,32 +470,32 @@ async def test_last_breaker_record_without_a_stored_record(jpath: Path) -> None:
 
 
 async def test_latest_and_open_orders_and_fills(jpath: Path) -> None:
-    j = await Journal.open(jpath)
     a = order(client_order_id="a")
     b = order(client_order_id="b", side=Side.SELL, type=OrderType.STOP, price=None, stop_price=40_000.0,
               reduce_only=True)
     c = order(client_order_id="c")
-    await j.record_order(a, T0)
-    await j.record_order(b, T0 + 1)
-    await j.record_order(a.with_(status=OrderStatus.NEW, exchange_order_id="x1"), T0 + 2)
-    await j.record_order(c, T0 + 3)
-    await j.record_order(c.with_(status=OrderStatus.DENIED, reason="breaker TRIGGERED"), T0 + 4)
-    await j.record_order(b.with_(status=OrderStatus.UNKNOWN), T0 + 5)
     f1 = Fill("a", "BTCUSDT", Side.BUY, 0.004, 50_000.0, 0.2, "maker", T0 + 6)
-    await j.record_fill(f1)
-    await j.record_order(a.with_(status=OrderStatus.PARTIALLY_FILLED, filled_quantity=0.004,
-                                 average_price=50_000.0, exchange_order_id="x1"), T0 + 6)
-    await j.close()
+    async with opened(jpath) as j:
+        await j.record_order(a, T0)
+        await j.record_order(b, T0 + 1)
+        await j.record_order(a.with_(status=OrderStatus.NEW, exchange_order_id="x1"), T0 + 2)
+        await j.record_order(c, T0 + 3)
+        await j.record_order(c.with_(status=OrderStatus.DENIED, reason="breaker TRIGGERED"), T0 + 4)
+        await j.record_order(b.with_(status=OrderStatus.UNKNOWN), T0 + 5)
+        await j.record_fill(f1)
+        await j.record_order(a.with_(status=OrderStatus.PARTIALLY_FILLED, filled_quantity=0.004,
+                                     average_price=50_000.0, exchange_order_id="x1"), T0 + 6)
 
     j = await Journal.open(jpath)
     try:
         latest = await j.latest_orders()
         assert [(o.client_order_id, o.status) for o in latest] == [
             ("c", OrderStatus.DENIED), ("b", OrderStatus.UNKNOWN), ("a", OrderStatus.PARTIALLY_FILLED)]
-        opened = {o.client_order_id: o for o in await j.open_orders()}
-        assert set(opened) == {"a", "b"}
-        assert opened["b"].stop_price == 40_000.0 and opened["b"].reduce_only and opened["b"].type is OrderType.STOP
-        assert opened["a"].filled_quantity == 0.004 and opened["a"].exchange_order_id == "x1"
+        still_open = {o.client_order_id: o for o in await j.open_orders()}
+        assert set(still_open) == {"a", "b"}
+        assert still_open["b"].stop_price == 40_000.0 and still_open["b"].reduce_only
+        assert still_open["b"].type is OrderType.STOP
+        assert still_open["a"].filled_quantity == 0.004 and still_open["a"].exchange_order_id == "x1"
         assert [o.status for o in await j.order_events("a")] == [
             OrderStatus.INTENT, OrderStatus.NEW, OrderStatus.PARTIALLY_FILLED]
         assert await j.fills() == [f1] and await j.fills("a") == [f1] and await j.fills("b") == []
@@ -467,36 +505,93 @@ async def test_latest_and_open_orders_and_fills(jpath: Path) -> None:
         await j.close()
 
 
-async def test_two_journals_on_one_file_keep_one_chain(jpath: Path) -> None:
-    """Two writers (as two processes would) interleave: each reloads the head under the
-    write lock when the other appended, so the chain stays single and gap-free."""
-    j1 = await Journal.open(jpath)
-    j2 = await Journal.open(jpath)
+# ---------------------------------------------------------------------------- one process per journal
+async def test_a_second_open_of_one_journal_is_refused_naming_the_holder(jpath: Path) -> None:
+    """(A second process is refused the same way: tests/integration/test_journal_faults.py.)"""
+    async with opened(jpath) as j:
+        await j.record_order(order(), T0)
+        with pytest.raises(JournalError) as err:
+            await Journal.open(jpath)
+        msg = str(err.value)
+        assert f"PID {os.getpid()}" in msg and str(jpath) in msg and "\n" not in msg
+        assert lock_path(jpath).read_text().splitlines()[0] == str(os.getpid())
+        assert await j.record_order(order(), T0 + 1) == 2  # the holder is untouched
+    async with opened(jpath) as j:  # closing released the lock
+        assert (await j.counts())["orders"] == 2
+    assert verify(jpath).ok
+
+
+async def test_a_refused_open_touches_nothing(jpath: Path) -> None:
+    async with opened(jpath) as j:
+        await j.record_order(order(), T0)
+        await j.flush()
+        before = sqlite_rows(jpath, "SELECT last_seq, last_hash, updated_at FROM audit_head")
+        for _ in range(3):
+            with pytest.raises(JournalError, match="in use"):
+                await Journal.open(jpath)
+        assert sqlite_rows(jpath, "SELECT last_seq, last_hash, updated_at FROM audit_head") == before
+
+
+async def test_rows_written_behind_the_journal_stop_it_instead_of_being_adopted(jpath: Path) -> None:
+    """With every other spikeguard locked out, a head that moves is a write from outside:
+    the journal fails closed (holds its rows, says why) rather than chain onto it."""
+    events: list[JournalHealth] = []
+    failing = asyncio.Event()
+    j = await Journal.open(jpath)
     try:
-        ids = []
-        for i in range(10):
-            ids.append(("orders", await j1.record_order(order(), T0 + i)))
-            ids.append(("spike_events", await j2.record_spike(spike(t=T0 + i))))
-        both = await asyncio.gather(*(j.record_operator_action("note", str(i)) for i in range(20)
-                                      for j in (j1, j2)))
-        assert len(set(both)) == 40
+        j.add_health_listener(lambda e: (events.append(e), failing.set()))
+        await j.record_order(order(), T0)
+        await j.flush()
+        sqlite_rows(jpath, "INSERT INTO operator_actions (id, time, actor, action, chain_seq, prev_hash, row_hash) "
+                           "VALUES (1, 't', 'someone', 'forged', 2, 'x', 'y')")
+        sqlite_rows(jpath, "UPDATE audit_head SET last_seq = 2, last_hash = 'y'")
+        held = j.enqueue_order(order(), T0 + 1)
+        await asyncio.wait_for(failing.wait(), 30)
+        assert j.failing and j.unwritten == 1 and not held.done()
+        assert [e.ok for e in events] == [False] and "moved under the writer" in events[0].error
+        assert events[0].unwritten == 1
     finally:
-        await j1.close()
-        await j2.close()
-    assert [r[0] for r in sqlite_rows(jpath, "SELECT id FROM orders ORDER BY id")] == list(range(1, 11))
-    result = verify(jpath)
-    assert result.ok and result.rows_checked == 60, result.first_bad
+        with pytest.raises(JournalError, match="1 row"):
+            await j.close(timeout=0)
+    with pytest.raises(JournalError, match="moved under the writer"):
+        held.result(timeout=1)
+    assert sqlite_rows(jpath, "SELECT COUNT(*) FROM orders")[0][0] == 1
+
+
+# ---------------------------------------------------------------------------- secrets
+async def test_known_secrets_never_reach_the_journal(jpath: Path) -> None:
+    secret = "sk-live-4f9a8b7c6d5e4f3a2b1c"
+    redact.register([secret])
+    try:
+        async with opened(jpath) as j:
+            await j.record_operator_action("note", f"pasted {secret} by mistake", {"url": f"https://x/?k={secret}"})
+            await j.record_spike(spike(), context_analysis={"news": f"token {secret}"})
+            await j.record_order(order(reason=f"rejected: bad key {secret}"), T0)
+            await j.record_agent_decision("a", "x", reasoning=secret, input_data=[secret])
+            sid = await j.record_spike(spike())
+            await j.update_spike(sid, outcome=f"the key {secret}")
+            rows = [r for t in ("operator_actions", "spike_events", "orders", "agent_decisions", "row_updates")
+                    for r in await j.recent(t)]
+        assert rows and secret not in repr(rows) and "***" in repr(rows)
+        assert secret.encode() not in b"".join(p.read_bytes() for p in jpath.parent.iterdir() if p.is_file())
+        assert verify(jpath).ok
+    finally:
+        redact.forget_all()
 
 
 async def test_a_dead_writer_fails_waiters_instead_of_hanging(jpath: Path) -> None:
     j = await Journal.open(jpath)
-    futs = [j.enqueue_order(order(), T0) for _ in range(3)]
-    j._writer.cancel()  # the writer dies before it runs a step
-    await asyncio.sleep(0.05)
-    for f in futs:
-        with pytest.raises(JournalError, match="closed"):
-            f.result(timeout=1)
-    with pytest.raises(JournalError, match="writer stopped"):
-        await j.record_order(order(), T0)
-    await j.close()
-    await j.close()  # idempotent
+    try:
+        futs = [j.enqueue_order(order(), T0) for _ in range(3)]
+        writer = j._writer
+        writer.cancel()  # the writer dies before it runs a step
+        await asyncio.wait({writer})
+        for f in futs:
+            with pytest.raises(JournalError, match="closed"):
+                f.result(timeout=1)
+        with pytest.raises(JournalError, match="writer stopped"):
+            await j.record_order(order(), T0)
+    finally:
+        with pytest.raises(JournalError, match="3 row"):
+            await j.close()
+    await j.close()  # idempotent, and says it once
