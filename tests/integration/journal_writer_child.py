@@ -1,11 +1,17 @@
-"""Child process for the kill -9 test: write journal rows forever, print each acknowledged id.
+"""Child process for the journal's process tests.
 
-    python tests/integration/journal_writer_child.py DBPATH
+    python tests/integration/journal_writer_child.py DBPATH               write forever
+    python tests/integration/journal_writer_child.py DBPATH --hold        hold the journal open
+    python tests/integration/journal_writer_child.py DBPATH --leave-open  write a row, exit unclosed
 
-Prints "ready" once the journal is open, then one line "ack TABLE ID" per write, only
-after the awaited commit. Breaker transitions go through the real state machine, restored
-from the journal's last breaker record at start, so epochs must stay consecutive across
-kills. A thread writes operator actions through the thread-safe submit path.
+Writing: prints "ready" once the journal is open, then one line "ack TABLE ID" per write,
+only after the awaited commit. Breaker transitions go through the real state machine,
+restored from the journal's last breaker record at start, so epochs must stay consecutive
+across kills. A thread writes operator actions through the thread-safe submit path.
+
+--hold prints "ready" and keeps the journal (and its lock) until stdin closes.
+--leave-open writes one row, prints "ready" and returns without closing the journal: the
+process must still exit.
 """
 
 from __future__ import annotations
@@ -89,6 +95,21 @@ def thread_loop(j: Journal, stop: threading.Event) -> None:
         say(f"ack operator_actions {fut.result(timeout=30)}")
 
 
+async def hold(path: str) -> None:
+    j = await Journal.open(path)
+    try:
+        say("ready")
+        await asyncio.to_thread(sys.stdin.read)
+    finally:
+        await j.close()
+
+
+async def leave_open(path: str) -> None:
+    j = await Journal.open(path)
+    await j.record_operator_action("note", "left open")
+    say("ready")
+
+
 async def main(path: str) -> None:
     j = await Journal.open(path)
     rec = await j.last_breaker_record()
@@ -101,4 +122,5 @@ async def main(path: str) -> None:
 
 
 if __name__ == "__main__":
-    asyncio.run(main(sys.argv[1]))
+    mode = {"--hold": hold, "--leave-open": leave_open}.get(sys.argv[2] if len(sys.argv) > 2 else "", main)
+    asyncio.run(mode(sys.argv[1]))

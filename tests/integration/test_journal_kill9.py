@@ -1,5 +1,7 @@
 """kill -9 the journal's writer process over and over: every acknowledged id survives, the
-database is intact, the hash chain verifies and the breaker's epochs stay consecutive."""
+database is intact, the hash chain verifies and the breaker's epochs stay consecutive.
+(Each killed writer's lock goes with it: the next round opens the journal again.) Write
+rates are in bench/journal.py."""
 
 from __future__ import annotations
 
@@ -58,7 +60,6 @@ def test_acknowledged_writes_survive_kill_9(tmp_path: Path) -> None:
     db = tmp_path / "journal.db"
     log = tmp_path / "child-stderr.log"
     rng = random.Random(int(os.environ.get("JOURNAL_KILL_SEED", "20240501")))
-    started = time.monotonic()
     acked: set[tuple[str, int]] = set()
     for i in range(ROUNDS):
         # round 1 is killed early, usually while importing or opening (migration); the rest mid-write
@@ -68,7 +69,6 @@ def test_acknowledged_writes_survive_kill_9(tmp_path: Path) -> None:
             if line.startswith("ack "):
                 _, table, row_id = line.split()
                 acked.add((table, int(row_id)))
-    assert time.monotonic() - started < 60
     tables = {t for t, _ in acked}
     assert {"circuit_breaker_events", "orders", "fills", "spike_events", "row_updates", "operator_actions"} <= tables
     assert len(acked) > 200
