@@ -5,15 +5,39 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
-import time
 
+import pytest
 from aiohttp import web
 
+from core import notify
 from core.config import load_config
 from core.events import Actor, BreakerChanged, BreakerStatus
 from core.notify import payload
 from core.session import Session
 from tests.helpers import ListFeed, path
+
+GUARD_S = 30  # only ever reached when something hangs
+
+
+@pytest.fixture
+def alerts_done(monkeypatch: pytest.MonkeyPatch) -> asyncio.Queue:
+    """(status, delivered) for each alert the session's notifier has finished: posted and,
+    when delivered, journaled as user_notified."""
+    done: asyncio.Queue = asyncio.Queue()
+
+    class Observed(notify.WebhookNotifier):
+        async def notify(self, change: BreakerChanged) -> bool:
+            ok = await super().notify(change)
+            if change.status in notify.ALERT_STATES:
+                done.put_nowait((change.status, ok))
+            return ok
+
+    monkeypatch.setattr(notify, "WebhookNotifier", Observed)
+    return done
+
+
+async def finished(done: asyncio.Queue, n: int) -> list[tuple[BreakerStatus, bool]]:
+    return [await asyncio.wait_for(done.get(), GUARD_S) for _ in range(n)]
 
 
 async def receiver():
@@ -33,20 +57,19 @@ async def receiver():
     return runner, port, got
 
 
-async def test_transitions_are_posted_and_journaled(tmp_path):
+async def test_transitions_are_posted_and_journaled(tmp_path, alerts_done):
     runner, port, got = await receiver()
+    db = tmp_path / "j.db"
     try:
         settings = load_config(env={}, dotenv_paths=[], overrides=[
             f"monitoring.webhook_url=http://127.0.0.1:{port}/hooks/desk", "monitoring.webhook_style=json"]).settings
         feed = ListFeed(path("BTCUSDT", [(0, 100.0), (15, 100.0), (35, 83.0)]))
-        db = tmp_path / "j.db"
         session = Session(settings, feed, journal_path=db)
-        await session.run()
-        deadline = time.monotonic() + 10
-        while len(got) < 2 and time.monotonic() < deadline:
-            await asyncio.sleep(0.02)
-        await asyncio.sleep(0.1)  # let the user_notified update land before closing
-        await session.close()
+        try:
+            await session.run()
+            assert await finished(alerts_done, 2) == [(BreakerStatus.WARNING, True), (BreakerStatus.TRIGGERED, True)]
+        finally:
+            await session.close()
     finally:
         await runner.cleanup()
     assert [g["body"]["to"] for g in got] == ["WARNING", "TRIGGERED"]
@@ -57,15 +80,17 @@ async def test_transitions_are_posted_and_journaled(tmp_path):
     assert rows == [("warning", 1), ("triggered", 1)]
 
 
-async def test_a_dead_webhook_does_not_stop_the_engine(tmp_path):
+async def test_a_dead_webhook_does_not_stop_the_engine(tmp_path, alerts_done):
     settings = load_config(env={}, dotenv_paths=[], overrides=[
         "monitoring.webhook_url=http://127.0.0.1:9/unreachable"]).settings
     session = Session(settings, ListFeed(path("BTCUSDT", [(0, 100.0), (15, 100.0), (35, 83.0)])),
                       journal_path=tmp_path / "j.db")
-    await session.run()
-    await asyncio.sleep(0.3)
-    assert session.breaker.status is BreakerStatus.TRIGGERED
-    await session.close()
+    try:
+        await session.run()
+        assert await finished(alerts_done, 2) == [(BreakerStatus.WARNING, False), (BreakerStatus.TRIGGERED, False)]
+        assert session.breaker.status is BreakerStatus.TRIGGERED
+    finally:
+        await session.close()
     with sqlite3.connect(tmp_path / "j.db") as con:
         assert con.execute("SELECT MAX(user_notified) FROM circuit_breaker_events").fetchone()[0] == 0
 
