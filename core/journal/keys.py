@@ -27,13 +27,18 @@ def load_or_create_key(config_dir: Path) -> bytes:
     JournalError, one line, for a key file readable by group or others or not a key."""
     path = key_path(config_dir)
     try:
-        return _read(path)
-    except FileNotFoundError:
-        pass
-    try:
-        return _create(path)
-    except FileExistsError:  # another process created it first
-        return _read(path)
+        try:
+            return _read(path)
+        except FileNotFoundError:
+            pass
+        try:
+            return _create(path)
+        except FileExistsError:  # another process created it first
+            return _read(path)
+    except JournalError:
+        raise
+    except OSError as e:
+        raise JournalError(f"cannot read journal key {path}: {e.strerror}") from None
 
 
 def _read(path: Path) -> bytes:
@@ -59,17 +64,9 @@ def _read(path: Path) -> bytes:
 
 
 def _create(path: Path) -> bytes:
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    except OSError as e:
-        raise JournalError(f"cannot create the journal key's folder {path.parent}: {e.strerror}") from None
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
     key = secrets.token_bytes(KEY_BYTES)
-    try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError:
-        raise
-    except OSError as e:
-        raise JournalError(f"cannot create journal key {path}: {e.strerror}") from None
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)  # FileExistsError: someone was first
     try:
         os.write(fd, (key.hex() + "\n").encode("ascii"))
         os.fsync(fd)

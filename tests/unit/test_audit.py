@@ -329,6 +329,10 @@ def test_something_else_where_the_key_should_be_is_refused(tmp_path: Path) -> No
     os.mkfifo(path, 0o600)  # would block a plain open()
     with pytest.raises(JournalError, match="not a regular file"):
         load_or_create_key(tmp_path)
+    not_a_folder = tmp_path / "config.yaml"
+    not_a_folder.write_text("")
+    with pytest.raises(JournalError, match=f"cannot read journal key {not_a_folder / KEY_FILE}: Not a directory"):
+        load_or_create_key(not_a_folder)
 
 
 # ---------------------------------------------------------------------------- the signed head
