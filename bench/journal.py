@@ -156,7 +156,9 @@ async def full_disk_round(disk, outage_s: float, held: int) -> tuple[float, floa
                 while not failing.is_set():  # the disk may still take a few rows (free space in a page)
                     started = time.perf_counter()
                     futs.append(j.enqueue_operator_action("note", "filling"))
-                    await asyncio.wait({asyncio.wrap_future(futs[-1]), reported}, return_when=asyncio.FIRST_COMPLETED)
+                    view = asyncio.wrap_future(futs[-1])
+                    view.add_done_callback(lambda v: v.cancelled() or v.exception())  # read from futs
+                    await asyncio.wait({view, reported}, return_when=asyncio.FIRST_COMPLETED)
             finally:
                 reported.cancel()
             detected = (time.perf_counter() - started) * 1000

@@ -558,9 +558,10 @@ class Journal:
         assert self._loop is not None
         req.fut = self._loop.create_future()
         self._append(req)
-        try:  # shielded: on a timeout the barrier stays queued, harmless
+        try:  # shielded: on a timeout the barrier stays queued, harmless, and its outcome unread
             await asyncio.wait_for(asyncio.shield(req.fut), timeout)
         except asyncio.TimeoutError:
+            req.fut.add_done_callback(lambda f: f.cancelled() or f.exception())  # no "never retrieved" log
             raise JournalError(f"journal {self.path}: flush timed out after {timeout:g}s with {self.unwritten} "
                                f"row(s) not yet written" + (f" ({self.last_error})" if self.failing else "")) from None
 
