@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import math
 import time
 from collections import deque
 from collections.abc import Callable
@@ -25,6 +24,7 @@ from core.events import (
 from core.latency import LatencyRecorder
 from core.market.feed import Feed
 from core.market.state import MarketState, TooManySymbols
+from core.market.ticks import LATEST_MS, MAX_PRICE, MAX_QTY, MIN_PRICE, implausible
 from core.settings import Settings
 
 log = logging.getLogger("spikeguard.engine")
@@ -90,13 +90,13 @@ class Engine:
         record = self.latency.record
         listeners = self.tick_listeners
         clock = time.perf_counter_ns
-        isfinite = math.isfinite
         for ev in batch:
             if type(ev) is Tick:
                 t0 = clock()
                 price = ev.price
-                if not (price > 0.0 and isfinite(price)) or not (ev.qty >= 0.0 and isfinite(ev.qty)):
-                    self._reject(ev, "price must be positive and finite, quantity non-negative")
+                # the bounds of core/market/ticks.py; NaN fails every comparison
+                if not (MIN_PRICE <= price <= MAX_PRICE and 0.0 <= ev.qty <= MAX_QTY and ev.time_ms <= LATEST_MS):
+                    self._reject(ev, implausible(price, ev.qty, ev.time_ms))
                     continue
                 w = windows.get(ev.symbol)
                 if w is None:

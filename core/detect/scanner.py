@@ -19,7 +19,7 @@ from collections.abc import Callable
 
 from core.events import Liquidation, MarkPrice, SpikeDetected, SpikeType
 from core.market.state import MarketState
-from core.market.windows import MINUTE_MS, SymbolWindows
+from core.market.windows import MINUTE_MS, SymbolWindows, log_ratio
 from core.settings import PairThresholds, SpikeDetectionSettings
 
 SpikeSink = Callable[[SpikeDetected], None]
@@ -112,7 +112,8 @@ class Scanner:
                     move = 1.0 - p / ref
                 if move <= 0.0:
                     continue
-                z = abs(math.log1p(move if direction == "pump" else -move)) / (sigma * math.sqrt(r.minutes[k])) if sigma > 0 else 0.0
+                # the log return from the quotient of prices: a move that rounds to -100% has one too
+                z = abs(log_ratio(p, ref)) / (sigma * math.sqrt(r.minutes[k])) if sigma > 0 else 0.0
                 hit = move >= r.move[k] or (z >= r.z and move >= r.z_floor[k])
                 if hit:
                     confirming += 1
@@ -173,6 +174,8 @@ class Scanner:
         cutoff = event.time_ms - cfg.window_minutes * MINUTE_MS
         while q and q[0][0] <= cutoff:
             total -= abs(q.popleft()[1])
+        if not total < math.inf:  # the running sum overflowed (and inf - inf is NaN): recount the window
+            total = sum(abs(n) for _, n in q)
         self._liq_sums[event.symbol] = total
         if self.paused or total < cfg.min_notional_usd or len(q) < cfg.min_count:
             return

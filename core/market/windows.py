@@ -10,6 +10,10 @@ A window of length w at time t covers ticks with time in (t - w, t], the same co
 as the independent crash labeller, so the guardian's drop is exact, not bucketed.
 Volatility and volume baselines are EWMAs of one-minute samples, updated when a minute
 closes, so they cost nothing on most ticks.
+
+Nothing here raises on a finite positive price or a finite non-negative quantity, however
+extreme. Within the bounds of core/market/ticks.py (the engine admits nothing else) every
+figure is finite; beyond them a ratio or a sum may saturate to infinity, never to an error.
 """
 
 from __future__ import annotations
@@ -21,6 +25,23 @@ MINUTE_MS = 60_000
 TIMEFRAMES_MIN: tuple[int, ...] = (1, 5, 15, 60)
 _COMPACT_AT = 4096  # compact arrays once this many expired entries sit at the front
 SPARK_MINUTES = 60
+
+
+def log_ratio(a: float, b: float) -> float:
+    """log(a / b) for any positive finite a and b. The quotient is the more exact form, but it
+    overflows or underflows for extreme pairs; the difference of the logs never does."""
+    r = a / b
+    if 0.0 < r < math.inf:
+        return math.log(r)
+    return math.log(a) - math.log(b)
+
+
+def _exact_sum(values) -> float:
+    """math.fsum of non-negative values, or inf when their sum exceeds the float range."""
+    try:
+        return math.fsum(values)
+    except OverflowError:  # fsum refuses an intermediate overflow; the true sum is that large
+        return math.inf
 
 
 def _push_max(times: array, values: array, heads: list[int], t: int, value: float, wins: tuple[int, ...],
@@ -154,7 +175,7 @@ class SymbolWindows:
             close = self._minute_close
             gap = minute - prev_minute  # minutes since the last sampled minute (>1 for sparse feeds)
             if self._prev_close == self._prev_close and self._prev_close > 0 and close > 0:
-                r = math.log(close / self._prev_close)
+                r = log_ratio(close, self._prev_close)
                 # a return over `gap` minutes carries gap minutes of variance
                 sample = r * r / gap if gap > 1 else r * r
                 a = self._var_alpha
@@ -184,8 +205,8 @@ class SymbolWindows:
             h = self._h[k] - cut
             self._h[k] = h
             # exact resync bounds floating-point drift of the running sums
-            self._sum_q[k] = math.fsum(qs[h:])
-            self._sum_pq[k] = math.fsum(p * q for p, q in zip(ps[h:], qs[h:]))
+            self._sum_q[k] = _exact_sum(qs[h:])
+            self._sum_pq[k] = _exact_sum(p * q for p, q in zip(ps[h:], qs[h:]))
         for times, prices, heads in ((self._mx_t, self._mx_p, self._mx_h), (self._mn_t, self._mn_p, self._mn_h)):
             cut = heads[self.n - 1]
             if cut:

@@ -357,3 +357,40 @@ def test_first_minute_volume_seeds_baseline(first_minute, p0, p1):
     assert w.sigma_1m() == pytest.approx(abs(math.log(p1 / p0)), rel=1e-9, abs=1e-15)
     if abs(p1 / p0 - 1.0) > 1e-12:
         assert w.sigma_1m() > 0.0
+
+
+# -- beyond the plausible bounds: degraded figures, never an error -------------------------------
+TINY, HUGE = 5e-324, 1.7976931348623157e308
+
+
+@pytest.mark.parametrize("a, b", [(TINY, HUGE), (HUGE, TINY), (1e-308, 1e308), (HUGE, HUGE), (TINY, TINY),
+                                  (100.0, 99.0)])
+def test_log_ratio_is_finite_for_every_pair_of_positive_floats(a, b):
+    r = windows_mod.log_ratio(a, b)
+    assert math.isfinite(r)
+    assert r == pytest.approx(math.log(a) - math.log(b), rel=1e-12, abs=1e-12)
+
+
+def test_sigma_stays_finite_across_the_whole_float_range():
+    """The finding: close/prev underflowed to 0 and math.log(0) stopped the engine."""
+    w = SymbolWindows("TEST")
+    for minute, price in enumerate([100.0, 1e308, TINY, HUGE, 1e-308, 100.0]):
+        w.update(price, 1.0, minute * MINUTE_MS)
+    assert w.ret_samples == 4 and math.isfinite(w.sigma_1m()) and w.sigma_1m() > 700  # the last minute is open
+
+
+def test_compaction_of_sums_past_the_float_range_does_not_raise():
+    """Running sums of 1e308 quantities overflow to inf, and math.fsum raises on that; once the
+    huge ticks leave the window, the exact resync brings the window's figures back."""
+    w = SymbolWindows("TEST")
+    t = 0
+    for _ in range(3 * windows_mod._COMPACT_AT):  # past the 60-minute window, so compaction runs
+        w.update(100.0, 1e308, t)
+        t += 1_000
+    assert w.volume(0) in (0.0, math.inf)  # saturated, not an error
+    for _ in range(2 * windows_mod._COMPACT_AT):
+        w.update(100.0, 1.0, t)
+        t += 1_000
+    assert w.high(3) == w.low(3) == w.last_price == 100.0
+    assert w.count(3) == 3600
+    assert w._sum_q[3] == 3600.0  # resynchronised exactly: the overflow left with its ticks
