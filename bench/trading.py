@@ -1,10 +1,14 @@
-"""bench/trading: the order gate and the journal, measured. Prints figures, asserts nothing.
+"""bench/trading: the order gate, the halt and the durability of a trip. Prints figures,
+asserts nothing.
 
-- gate checks per second (the full pre-trade check of an allowed limit order);
-- tick-to-halt with the gate: from receiving the crossing tick until the breaker is
-  TRIGGERED, the gate denies new orders and the cancels of every open order are issued
-  (20 resting orders on the paper exchange);
-- journal rows per second with synchronous=FULL: one commit per row, and batched.
+- gate checks per second: the full pre-trade check of an allowed limit order, one caller;
+- gate submits per second: check, reservation, a journaled intent (an in-memory journal
+  that takes a turn of the loop, as a commit does), the send and the fill of a market
+  buy, with 1 and with 50 concurrent submitters;
+- tick-to-halt: from receiving the crossing tick until the breaker is TRIGGERED and the
+  halt step has cancelled every resting entry (20 resting orders on the paper exchange);
+- trip-to-durable: from an operator's trip (or the crossing tick of a rule trip) until its
+  circuit_breaker_events row is committed (synchronous=FULL) in a journal on disk.
 Run: .venv/bin/python bench/trading.py [--quick]
 """
 
@@ -19,17 +23,17 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import pct, quiet_logs  # noqa: E402
+from bench.common import pct, quiet_logs  # noqa: E402
 from core.config import load_config  # noqa: E402
 from core.engine import Engine  # noqa: E402
 from core.events import BreakerStatus, Tick  # noqa: E402
-from core.journal import Journal  # noqa: E402
+from core.session import Session  # noqa: E402
 from core.trading.gate import OrderGate  # noqa: E402
 from core.trading.orders import Order, OrderStatus, OrderType, Side  # noqa: E402
 from core.trading.paper import PaperExchange  # noqa: E402
 from core.trading.portfolio import Portfolio  # noqa: E402
+from tests.helpers import ListFeed, path  # noqa: E402
 
 T0 = 1_700_000_000_000
 
@@ -38,19 +42,45 @@ class _NullFeed:
     name, realtime, cadence_ms = "bench", False, 1000
 
 
-def rig(settings):
+class _TurnJournal:
+    """Writing an intent takes one turn of the loop; nothing is kept."""
+
+    failing = False
+
+    async def record_order(self, order: Order, event_time_ms: int | None = None) -> int:
+        await asyncio.sleep(0)
+        return 0
+
+    def enqueue_order(self, order: Order, event_time_ms: int | None = None) -> None:
+        pass
+
+    def enqueue_fill(self, fill) -> None:
+        pass
+
+
+def rig(settings, journal=None):
     engine = Engine(settings, _NullFeed())
-    portfolio = Portfolio(settings.execution.paper.starting_balance_usd)
-    exchange = PaperExchange(settings.execution.paper, engine.market, engine.now_ms)
-    risk = settings.risk_management.model_copy(update={"max_orders_per_minute": 1_000_000})
-    gate = OrderGate(risk, engine.breaker, engine.market, exchange, portfolio, clock=engine.now_ms)
+    portfolio = Portfolio(1e9)
+    exchange = PaperExchange(settings.execution.paper.model_copy(update={"starting_balance_usd": 1e9}),
+                             engine.market, engine.now_ms)
+    # unvalidated copy: a benchmark's caps may exceed what the config accepts
+    risk = settings.risk_management.model_copy(update={
+        "max_orders_per_minute": 10 ** 9, "max_position_notional_usd": 1e12, "max_open_positions": 10 ** 6,
+        "daily_loss_limit_usd": 1e12, "weekly_loss_limit_usd": 1e12})
+    gate = OrderGate(risk, engine.breaker, engine.market, exchange, portfolio, journal, clock=engine.now_ms)
+    engine.tick_listeners.append(gate.on_market_tick)
     engine.process([Tick("BTCUSDT", 100_000.0, 1.0, T0 + i * 1000) for i in range(300)])
-    return engine, gate, exchange
+    return engine, gate
+
+
+def resting_bid(i: int, price: float = 99_000.0) -> Order:
+    return Order(symbol="BTCUSDT", side=Side.BUY, type=OrderType.LIMIT, quantity=0.001, price=price - i * 0.01,
+                 client_order_id=f"bid-{i}")
 
 
 def gate_checks(settings, n: int) -> float:
-    _, gate, _ = rig(settings)
-    order = Order(symbol="BTCUSDT", side=Side.BUY, type=OrderType.LIMIT, quantity=0.001, price=99_900.0)
+    _, gate = rig(settings)
+    order = resting_bid(0)
     started = time.perf_counter()
     for _ in range(n):
         decision = gate.check(order)
@@ -59,35 +89,59 @@ def gate_checks(settings, n: int) -> float:
     return n / elapsed
 
 
+def gate_submits(settings, n: int, concurrency: int) -> float:
+    _, gate = rig(settings, _TurnJournal())
+    buys = [Order(symbol="BTCUSDT", side=Side.BUY, type=OrderType.MARKET, quantity=0.001, client_order_id=f"m{i}")
+            for i in range(n)]
+
+    async def submitter(share: list[Order]) -> None:
+        for order in share:
+            assert (await gate.submit(order)).status is OrderStatus.FILLED
+
+    async def go() -> float:
+        shares = [buys[k::concurrency] for k in range(concurrency)]
+        started = time.perf_counter()
+        await asyncio.gather(*(submitter(s) for s in shares))
+        return time.perf_counter() - started
+
+    return n / asyncio.run(go())
+
+
 def tick_to_halt(settings, trials: int) -> list[float]:
     out = []
     for _ in range(trials):
-        engine, gate, exchange = rig(settings)
+        engine, gate = rig(settings)
         for i in range(20):
-            placed = exchange.place_now(Order(symbol="BTCUSDT", side=Side.BUY, type=OrderType.LIMIT, quantity=0.0005,
-                                              price=99_000.0 - i, client_order_id=f"rest-{i}"))
-            assert placed.status is OrderStatus.NEW
+            assert gate.submit_now(resting_bid(i)).status is OrderStatus.NEW
         crossing = Tick("BTCUSDT", 84_000.0, 1.0, T0 + 301 * 1000)
         t0 = time.perf_counter_ns()
         engine.process([crossing])
         done = gate.last_halt_ns
-        assert engine.breaker.status is BreakerStatus.TRIGGERED and not exchange.open_orders()
-        assert not gate.check(Order(symbol="BTCUSDT", side=Side.BUY, type=OrderType.MARKET, quantity=0.001)).allowed
+        assert engine.breaker.status is BreakerStatus.TRIGGERED and not gate.open_orders()
         out.append((done - t0) / 1000.0)
     return out
 
 
-async def journal_rows(n: int, batching: bool) -> float:
-    with tempfile.TemporaryDirectory() as tmp:
-        journal = await Journal.open(Path(tmp) / "bench.db", batching=batching)
-        orders = [Order(symbol="BTCUSDT", side=Side.BUY, type=OrderType.LIMIT, quantity=0.001, price=99_000.0,
-                        client_order_id=f"o{i}") for i in range(n)]
-        started = time.perf_counter()
-        await asyncio.gather(*(journal.record_order(o, T0 + i) for i, o in enumerate(orders)))
-        elapsed = time.perf_counter() - started
-        await journal.close()
-        return n / elapsed
-
+async def trip_to_durable(settings, trials: int, tmp: Path, rule: bool) -> list[float]:
+    out = []
+    for i in range(trials):
+        db = tmp / f"trip-{'rule' if rule else 'op'}-{i}.db"
+        session = Session(settings, ListFeed(), journal_path=db)
+        await session.open_journal(db)
+        try:
+            session.engine.process(path("BTCUSDT", [(0, 100_000.0), (30, 100_000.0)], step_ms=5000))
+            await session.journal.flush()
+            t0 = time.perf_counter_ns()
+            if rule:
+                session.engine.process([Tick("BTCUSDT", 84_000.0, 1.0, T0 + 31 * 60_000)])
+            else:
+                session.force_trigger("bench")
+            assert session.breaker.status is BreakerStatus.TRIGGERED
+            await session.wait_saved(session.breaker.epoch)
+            out.append((time.perf_counter_ns() - t0) / 1e6)
+        finally:
+            await session.close()
+    return out
 
 
 def main() -> None:
@@ -96,16 +150,22 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true")
     args = ap.parse_args()
     settings = load_config(env={}, dotenv_paths=[]).settings
-    checks, trials, rows = (20_000, 100, 500) if args.quick else (200_000, 1000, 3000)
+    checks, submits, trials, trips = (20_000, 2_000, 100, 15) if args.quick else (200_000, 20_000, 1000, 60)
     rates = [gate_checks(settings, checks) for _ in range(3)]
-    print(f"gate checks: median {statistics.median(rates):,.0f} per second ({checks:,} checks x 3 runs)")
+    print(f"gate checks, one caller: median {statistics.median(rates):,.0f} per second ({checks:,} x 3 runs)")
+    for concurrency in (1, 50):
+        rates = [gate_submits(settings, submits, concurrency) for _ in range(3)]
+        print(f"gate submits (check, reserve, intent, send), {concurrency} concurrent submitter(s): "
+              f"median {statistics.median(rates):,.0f} per second ({submits:,} x 3 runs)")
     lat = tick_to_halt(settings, trials)
-    print(f"tick-to-halt with the gate, 20 open orders cancelled, {trials} trials:")
+    print(f"tick-to-halt, the halt step cancelling 20 resting entries, {trials} trials:")
     print(f"  p50 {pct(lat, 0.5):.1f} us   p99 {pct(lat, 0.99):.1f} us   max {max(lat):.1f} us   (goal p99 <= 1000 us)")
-    single = asyncio.run(journal_rows(rows // 5, batching=False))
-    batched = asyncio.run(journal_rows(rows, batching=True))
-    print(f"journal order rows, synchronous=FULL: {single:,.0f} rows/s one commit per row; "
-          f"{batched:,.0f} rows/s batched ({batched / single:.1f}x)")
+    with tempfile.TemporaryDirectory() as tmp:
+        for rule in (False, True):
+            lat = asyncio.run(trip_to_durable(settings, trips, Path(tmp), rule))
+            what = "rule trip (crossing tick)" if rule else "operator trip"
+            print(f"trip-to-durable, {what} -> its breaker row committed (synchronous=FULL), {trips} trials: "
+                  f"p50 {pct(lat, 0.5):.2f} ms   p99 {pct(lat, 0.99):.2f} ms")
 
 
 if __name__ == "__main__":

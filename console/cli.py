@@ -85,6 +85,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=None, help="sim seed")
     p.add_argument("--speed", type=_speed, default=None, help="market time per real time: a factor, or max")
     p.add_argument("files", nargs="*", metavar="FILE", help="CSV files for --feed replay")
+    p.add_argument("--symbol", metavar="SYMBOL", default=None,
+                   help="with --feed replay and one FILE: its symbol, when the file name does not say it")
     p.add_argument("--db", metavar="FILE", help="the journal (default: journal.db in the data directory)")
     p.add_argument("--headless-ok", action="store_true", help=argparse.SUPPRESS)  # textual-serve has no tty
 
@@ -103,6 +105,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--auto-approve-paper", action="store_true",
                    help="with --agents: approve proposals on the paper exchange, to see what the desk would earn")
     p.add_argument("files", nargs="+", metavar="FILE", help="Binance kline or aggTrades CSV files")
+    p.add_argument("--symbol", metavar="SYMBOL", default=None,
+                   help="the symbol of a single FILE whose name does not say it (e.g. BTCUSDT)")
 
     p = sub.add_parser("simulate", parents=[common], help="run the engine headless over a sim scenario")
     p.add_argument("--scenario", default="flash-crash", help="calm, flash-crash, slow-bleed, pump-and-dump, "
@@ -268,7 +272,7 @@ def cmd_replay(args: argparse.Namespace, loaded: Any, paths: Any) -> int:
     from core.market.replay import ReplayFeed, ReplayInputError
 
     try:
-        feed = ReplayFeed(args.files, speed=args.speed)
+        feed = ReplayFeed(args.files, speed=args.speed, symbol=args.symbol)
     except ReplayInputError as exc:
         raise UsageError(str(exc)) from None
     db = Path(args.db).expanduser() if args.db else None

@@ -26,15 +26,16 @@ def build_feed(args: Any, settings: Any):
         if not args.files:
             raise LaunchError("--feed replay needs CSV files: spikeguard console --feed replay FILE...")
         try:
-            feed = ReplayFeed(args.files, speed=speed if speed is not None else 60.0)
+            feed = ReplayFeed(args.files, speed=speed if speed is not None else 60.0,
+                              symbol=getattr(args, "symbol", None))
         except ReplayInputError as exc:
             raise LaunchError(str(exc)) from None
         label = "replay " + " ".join(s.symbol for s in feed.sources)
     else:
         from core.market.sim import SimFeed
 
-        if args.files:
-            raise LaunchError("files are only for --feed replay")
+        if args.files or getattr(args, "symbol", None):
+            raise LaunchError("files and --symbol are only for --feed replay")
         scenario = args.scenario or sim.scenario
         try:
             feed = SimFeed(scenario=scenario, seed=args.seed if args.seed is not None else sim.seed,

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 _STATE_STYLE = {"SAFE": "green", "WARNING": "yellow", "TRIGGERED": "bold red", "RECOVERING": "blue"}
@@ -42,6 +44,8 @@ def print_report(report: dict[str, Any], title: str, console: Console | None = N
         f"decision latency p50 {lat['p50']:.1f}us p99 {lat['p99']:.1f}us max {lat['max']:.1f}us; "
         f"final state {_state(stats['final_state'])}"
     )
+    for src in stats.get("sources", []):
+        console.print(_source_line(src), highlight=False)
     if stats["bad_rows"]:
         console.print(f"[yellow]{stats['bad_rows']} bad rows skipped[/yellow]")
         for ex in stats["bad_row_examples"][:10]:
@@ -63,6 +67,15 @@ def print_report(report: dict[str, Any], title: str, console: Console | None = N
                       + (" (the protected book missed the rebound)" if p["equity_difference_at_end"] < 0 else ""))
     if stats.get("journal"):
         console.print(f"journal: {stats['journal']}")
+
+
+def _source_line(src: dict[str, Any]) -> str:
+    """BTCUSDT-1m-2021-05-19.csv: BTCUSDT 1m klines, times in ms, 2,880 rows, 0 bad"""
+    kind = {"kline": "klines", "aggtrades": "aggTrades"}.get(src["kind"], "rows of an unknown layout")
+    what = " ".join(x for x in (src["symbol"], src["interval"], kind) if x)
+    unit = src["time_unit"] or "unknown"
+    bad = f"[yellow]{src['bad_rows']:,} bad[/yellow]" if src["bad_rows"] else "0 bad"
+    return f"{escape(Path(src['file']).name)}: {what}, times in {unit}, {src['rows']:,} rows, {bad}"
 
 
 def _short(iso: str) -> str:

@@ -20,6 +20,9 @@ from core.session import Session
 from core.settings import Settings
 
 
+JOURNAL_DRAIN_S = 10.0  # at the end of a run, how long a failing journal may keep retrying
+
+
 def breaker_row(change: BreakerChanged) -> dict[str, Any]:
     return {
         "time": iso_utc(change.time_ms), "from": change.previous.value, "to": change.status.value,
@@ -47,12 +50,21 @@ async def run_headless(
     journal: bool = True,
     agents: bool = False,
     llm: str | None = None,
+    journal_key: bytes | None = None,
+    journal_force: bool = False,
 ) -> tuple[Session, dict[str, Any]]:
     """Run a finite feed through a whole session. With `agents`, the crew answers every
-    spike (the feed waits while a crew runs, so each crew reads the market at its spike)."""
+    spike (the feed waits while a crew runs, so each crew reads the market at its spike).
+
+    A journal that could not write everything by the end (a full disk) is reported in
+    `stats.journal_error`, and the rows it holds are counted in `stats.journal_unwritten`:
+    the run's record is incomplete, and the command says so and fails."""
+    from core.journal import JournalError
+
     tmpdir = Path(tempfile.mkdtemp(prefix="spikeguard-replay-"))
     path = db_path if db_path is not None else (tmpdir / "journal.db" if journal else None)
-    session = Session(settings, feed, journal_path=path)
+    key = journal_key if db_path is not None else None  # a throwaway journal needs no signature
+    session = Session(settings, feed, journal_path=path, journal_key=key, journal_force=journal_force)
     session.desk_enabled = agents  # a plain replay measures the engine
     engine = session.engine
     changes: list[BreakerChanged] = []
@@ -64,23 +76,33 @@ async def run_headless(
         study = ProtectionStudy(settings, engine.market, engine.breaker, feed.symbols, engine.now_ms)
         engine.tick_listeners.append(study.on_tick)
     desk = None
+    counts: dict[str, int] = {}
+    journal_error: str | None = None
+    unwritten = 0
     started = time.perf_counter()
     try:
         if agents:
-            if path is not None and session.journal is None:
-                await session.open_journal(path)  # the crew's decisions are journaled from the first spike
+            if path is not None and session.journal is None:  # the crew's decisions are journaled from the first spike
+                await session.open_journal(path, key=key, force=journal_force)
             desk = await session.start_agent_desk(tmpdir / "crewai", llm=llm, hold_feed=True)
         await session.run(on_batch=(lambda: progress(engine)) if progress is not None else None)
         await session.settle()
         wall = time.perf_counter() - started
-        counts = {}
         if session.journal is not None:
-            await session.journal.flush()
+            try:
+                await session.journal.flush(timeout=JOURNAL_DRAIN_S)
+            except JournalError as exc:
+                journal_error = str(exc)
+                unwritten = session.journal.unwritten
             counts = await session.journal.counts()
         desk_rows = desk.report_rows(session.approvals) if desk is not None else None
     finally:
-        await session.close()
-        shutil.rmtree(tmpdir, ignore_errors=True)
+        try:
+            await session.close()
+        except JournalError as exc:
+            journal_error = journal_error or str(exc)
+        finally:
+            shutil.rmtree(tmpdir, ignore_errors=True)
     stats = feed.stats
     report: dict[str, Any] = {
         "breaker": [breaker_row(c) for c in changes],
@@ -100,6 +122,8 @@ async def run_headless(
             "final_state": engine.breaker.status.value,
             "journal": str(db_path) if db_path is not None else None,
             "journal_rows": counts,
+            "journal_error": journal_error,
+            "journal_unwritten": unwritten,
         },
     }
     if study is not None:

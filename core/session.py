@@ -71,6 +71,7 @@ def describe_spike(spike: SpikeDetected) -> str:
 
 class Session:
     def __init__(self, settings: Settings, feed: Feed, *, journal: Any = None, journal_path: Path | None = None,
+                 journal_key: bytes | None = None, journal_force: bool = False,
                  breaker: CircuitBreakerState | None = None, wall_clock: Callable[[], int] | None = None,
                  exchange_factory: ExchangeFactory | None = None) -> None:
         self.settings = settings
@@ -81,6 +82,8 @@ class Session:
         self.breaker = self.engine.breaker
         self.journal = journal
         self.journal_path = journal_path
+        self._journal_key = journal_key
+        self._journal_force = journal_force
         self.mode = MODES[settings.execution.mode]
         self.portfolio = Portfolio(settings.execution.paper.starting_balance_usd)
         exchange = (exchange_factory or paper_exchange)(settings, self.engine.market, self.engine.now_ms)
@@ -245,11 +248,13 @@ class Session:
         return self.portfolio.equity(self.engine.market.last_prices())
 
     # ------------------------------------------------------------------ the journal
-    async def open_journal(self, path: Path) -> None:
-        """Open (or create) the journal on this loop and restore the last session's state."""
+    async def open_journal(self, path: Path, *, key: bytes | None = None, force: bool = False) -> None:
+        """Open (or create) the journal on this loop and restore the last session's state.
+        With `key`, the journal's head must verify (core.journal.keys); `force` opens one
+        that does not, and journals that it did. Raises JournalError with one line."""
         from core.journal import Journal
 
-        self.attach_journal(await Journal.open(path), path)
+        self.attach_journal(await Journal.open(path, key=key, force=force), path)
         await self.restore()
 
     def attach_journal(self, journal: Any, path: Path | None) -> None:
@@ -321,7 +326,7 @@ class Session:
         loop = asyncio.get_running_loop()
         self.bus.bind_loop(loop)
         if self.journal is None and self.journal_path is not None:
-            await self.open_journal(self.journal_path)
+            await self.open_journal(self.journal_path, key=self._journal_key, force=self._journal_force)
         self._tasks.append(loop.create_task(self._housekeeping()))
         url = self.settings.monitoring.webhook_url
         if url:

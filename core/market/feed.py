@@ -11,8 +11,9 @@ from __future__ import annotations
 import abc
 import asyncio
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
+from typing import Any
 
 from core.events import FeedProblem, MarketEvent
 
@@ -74,6 +75,9 @@ class Feed(abc.ABC):
         self.stats = FeedStats()
         self.symbols: tuple[str, ...] = ()
         self.cadence_ms: int = 1000
+        # pacing reads this clock and waits with this sleep: a test can give both a virtual time
+        self.clock: Callable[[], float] = time.monotonic
+        self.sleep: Callable[[float], Awaitable[None]] = asyncio.sleep
         self._resumed = asyncio.Event()
         self._resumed.set()
         self._stopped = False
@@ -98,6 +102,10 @@ class Feed(abc.ABC):
     def _events(self) -> Iterator[MarketEvent]:
         """The feed's events, in non-decreasing event time."""
 
+    def describe_sources(self) -> list[dict[str, Any]]:
+        """What the feed read from, one dict per input file (none for generated feeds)."""
+        return []
+
     # -- the async interface ------------------------------------------------------------
     async def batches(self) -> AsyncIterator[list[MarketEvent]]:
         """Yield lists of events. At max speed batches are `batch_size` long; when paced,
@@ -121,23 +129,23 @@ class Feed(abc.ABC):
                     batch = []
                     batch_start_ms = t
                 if anchor_event_ms is None or (previous_ms is not None and t - previous_ms > SKIP_GAP_MS):
-                    anchor_event_ms, anchor_wall = t, time.monotonic()
+                    anchor_event_ms, anchor_wall = t, self.clock()
                 previous_ms = t
                 due = anchor_wall + (t - anchor_event_ms) / 1000.0 / self.speed
-                delay = due - time.monotonic()
+                delay = due - self.clock()
                 if delay > 0.002:
                     if batch:
                         yield batch
                         batch = []
                         batch_start_ms = t
-                    await asyncio.sleep(delay)
+                    await self.sleep(delay)
             if not self._resumed.is_set():
                 if batch:
                     yield batch
                     batch = []
-                paused_at = time.monotonic()
+                paused_at = self.clock()
                 await self._resumed.wait()
-                anchor_wall += time.monotonic() - paused_at  # a pause does not make us "late"
+                anchor_wall += self.clock() - paused_at  # a pause does not make us "late"
             batch.append(event)
             stats.events += 1
             stats.last_event_ms = t
