@@ -119,6 +119,7 @@ async def run_headless(
                           else list(engine.problems))
             ],
             "symbols": sorted(engine.market.symbols),
+            "sources": feed.describe_sources(),  # per file: symbol, interval, time unit, rows, bad rows
             "final_state": engine.breaker.status.value,
             "journal": str(db_path) if db_path is not None else None,
             "journal_rows": counts,
