@@ -313,13 +313,10 @@ async def test_batches_at_max_speed_yield_everything() -> None:
     assert feed.stats.last_event_ms == expected[-1].time_ms
 
 
-def test_generation_speed() -> None:
-    """Loose guard on the hot path (the target is well under 2 s for this run)."""
-    import time
-
+def test_half_an_hour_of_flash_crash_is_every_symbol_every_step() -> None:
+    """How fast this generates is a figure of bench/feeds.py, not a bound here."""
     feed = SimFeed("flash-crash", seed=1, duration_s=1800)
-    t0 = time.perf_counter()
-    n = sum(1 for _ in feed._events())
-    elapsed = time.perf_counter() - t0
-    assert n > 8 * 3600
-    assert elapsed < 2.0
+    ticks = [e for e in feed._events() if type(e) is Tick]
+    steps = 1800 * 1000 // feed.tick_interval_ms
+    assert len(ticks) == steps * len(feed.symbols) == 3600 * 8
+    assert ticks[-1].time_ms - ticks[0].time_ms >= (steps - 1) * feed.tick_interval_ms
