@@ -9,13 +9,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import logging
 import sys
 from pathlib import Path
 from typing import Any
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
-log = logging.getLogger("spikeguard.cli")
+FORCE_HELP = "open a journal whose signed head does not verify (the forced open is journaled as a warning)"
 
 
 class UsageError(Exception):
@@ -88,6 +87,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--symbol", metavar="SYMBOL", default=None,
                    help="with --feed replay and one FILE: its symbol, when the file name does not say it")
     p.add_argument("--db", metavar="FILE", help="the journal (default: journal.db in the data directory)")
+    p.add_argument("--force", action="store_true", help=FORCE_HELP)
     p.add_argument("--headless-ok", action="store_true", help=argparse.SUPPRESS)  # textual-serve has no tty
 
     p = sub.add_parser("serve", parents=[common], help="serve the console to a browser (textual-serve)")
@@ -99,6 +99,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--speed", type=_speed, default=0.0, help="max (default) or a factor of real time")
     p.add_argument("--json", action="store_true", help="print exactly one JSON object to stdout")
     p.add_argument("--db", metavar="FILE", help="journal to FILE (default: a temporary database, removed after)")
+    p.add_argument("--force", action="store_true", help=FORCE_HELP)
     p.add_argument("--agents", action="store_true", help="run the agent desk (CrewAI) on every spike")
     p.add_argument("--llm", default=None, metavar="MODEL", help="with --agents: rules (default, offline) or "
                                                                   "provider/model, e.g. openai/gpt-4o-mini")
@@ -117,9 +118,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print exactly one JSON object to stdout")
 
     p = sub.add_parser("db", parents=[common], help="the journal database")
-    p.add_argument("action", choices=("init", "stats"), help="init: create (or migrate) the journal; stats: "
-                                                             "rows per table")
+    p.add_argument("action", choices=("init", "stats"), help="init: create (or migrate) the journal and its "
+                                                             "signing key; stats: rows per table (read only)")
     p.add_argument("--db", metavar="FILE", help="the journal (default: journal.db in the data directory)")
+    p.add_argument("--force", action="store_true", help=FORCE_HELP)
 
     p = sub.add_parser("audit", parents=[common], help="tamper evidence of the journal")
     p.add_argument("action", choices=("verify",), help="verify: walk the hash chain, name the first bad row")
@@ -226,41 +228,69 @@ def _db_path(args: argparse.Namespace, paths: Any) -> Path:
     return paths.journal
 
 
-def cmd_db(args: argparse.Namespace, loaded: Any, paths: Any) -> int:
-    from core.journal import SCHEMA_VERSION, Journal, JournalError
+def journal_choice(args: argparse.Namespace, paths: Any, path: Path | None = None) -> Any:
+    """The journal a command writes, with the installation's signing key (created at first use)."""
+    from core.journal import JournalError, load_or_create_key
+    from core.wiring import JournalChoice
 
-    path = _db_path(args, paths)
-    if args.action == "stats" and not path.exists():
-        raise UsageError(f"{path}: no journal here (create one with: spikeguard db init --db {path})")
-
-    async def go() -> dict[str, int]:
-        journal = await Journal.open(path)
-        try:
-            return await journal.counts()
-        finally:
-            await journal.close()
-
+    paths.ensure(paths.config_dir)
     try:
-        counts = asyncio.run(go())
+        key = load_or_create_key(paths.config_dir)
     except JournalError as exc:
         raise UsageError(str(exc)) from None
-    if args.action == "init":
-        print(f"journal ready: {path} (schema version {SCHEMA_VERSION}, {sum(counts.values())} rows)")
-    else:
-        for table, n in counts.items():
-            print(f"{table:<24} {n}")
+    return JournalChoice(path or _db_path(args, paths), key, getattr(args, "force", False))
+
+
+def cmd_db(args: argparse.Namespace, loaded: Any, paths: Any) -> int:
+    from core.journal import SCHEMA_VERSION, Journal, JournalError, read_counts
+
+    path = _db_path(args, paths)
+    try:
+        if args.action == "stats":  # read only: works beside a running console, which holds the journal's lock
+            if not path.exists():
+                raise UsageError(f"{path}: no journal here (create one with: spikeguard db init --db {path})")
+            for table, n in read_counts(path).items():
+                print(f"{table:<24} {n}")
+            return EXIT_OK
+        choice = journal_choice(args, paths, path)
+
+        async def init() -> int:
+            journal = await Journal.open(choice.path, key=choice.key, force=choice.force)
+            try:
+                return sum((await journal.counts()).values())
+            finally:
+                await journal.close()
+
+        rows = asyncio.run(init())
+    except JournalError as exc:
+        raise UsageError(str(exc)) from None
+    print(f"journal ready: {path} (schema version {SCHEMA_VERSION}, {rows} rows, head signed with "
+          f"{paths.config_dir / 'journal.key'})")
     return EXIT_OK
 
 
 def cmd_audit(args: argparse.Namespace, loaded: Any, paths: Any) -> int:
-    from core.journal import verify
+    """Walk the hash chain; with the installation's key (never created here), check the head's
+    signature too. A signed journal without its key cannot be vouched for."""
+    from core.journal import JournalError, load_or_create_key, verify
+    from core.journal.keys import key_path
 
     path = _db_path(args, paths)
     if not path.exists():
         raise UsageError(f"{path}: no journal here")
-    result = verify(path)
+    key_file = key_path(paths.config_dir)
+    try:
+        key = load_or_create_key(paths.config_dir) if key_file.exists() else None
+        result = verify(path, key)
+    except JournalError as exc:
+        raise UsageError(str(exc)) from None
+    signed = bool((result.head or {}).get("head_signature"))
+    if result.ok and key is None and signed:
+        print(f"audit FAILED: {path}: the head is signed but there is no key at {key_file} to check it")
+        return EXIT_FAILED
     if result.ok:
-        print(f"audit ok: {path}: {result.rows_checked} rows, hash chain intact, integrity_check ok")
+        how = "signed head verified" if key is not None else f"head not signed (no key at {key_file})"
+        print(f"audit ok: {path}: {result.rows_checked} rows, hash chain intact, {how}, integrity_check ok")
         return EXIT_OK
     bad = result.first_bad or {}
     print(f"audit FAILED: {path}: first bad row: table {bad.get('table')} id {bad.get('id')} "
@@ -269,15 +299,13 @@ def cmd_audit(args: argparse.Namespace, loaded: Any, paths: Any) -> int:
 
 
 def cmd_replay(args: argparse.Namespace, loaded: Any, paths: Any) -> int:
-    from core.market.replay import ReplayFeed, ReplayInputError
+    from core.wiring import FeedChoice
 
-    try:
-        feed = ReplayFeed(args.files, speed=args.speed, symbol=args.symbol)
-    except ReplayInputError as exc:
-        raise UsageError(str(exc)) from None
-    db = Path(args.db).expanduser() if args.db else None
     if (args.llm or args.auto_approve_paper) and not args.agents:
         raise UsageError("--llm and --auto-approve-paper need --agents")
+    if args.force and not args.db:
+        raise UsageError("--force is for a journal given with --db")
+    built = _feed(loaded, FeedChoice(kind="replay", files=args.files, symbol=args.symbol, speed=args.speed))
     if args.auto_approve_paper:
         from core.config import ConfigError
 
@@ -286,34 +314,43 @@ def cmd_replay(args: argparse.Namespace, loaded: Any, paths: Any) -> int:
                               f"auto-approval is allowed only on paper")
         loaded.settings = loaded.settings.model_copy(update={"execution": loaded.settings.execution.model_copy(
             update={"auto_approve_paper": True})})
-    return _run_headless(args, loaded, feed, title=", ".join(Path(f).name for f in args.files), db=db)
+    journal = journal_choice(args, paths) if args.db else None
+    return _run_headless(args, loaded, built.feed, title=", ".join(Path(f).name for f in args.files),
+                         journal=journal)
 
 
 def cmd_simulate(args: argparse.Namespace, loaded: Any, paths: Any) -> int:
-    from core.market.sim import SimFeed
+    from core.market.feed import MAX_SPEED
+    from core.market.sim import SCENARIO_LENGTH_S
+    from core.wiring import FeedChoice
+
+    minutes = args.minutes * 60 if args.minutes is not None else SCENARIO_LENGTH_S.get(args.scenario)
+    built = _feed(loaded, FeedChoice(kind="sim", scenario=args.scenario, seed=args.seed, speed=MAX_SPEED,
+                                     duration_s=minutes))
+    return _run_headless(args, loaded, built.feed, title=f"sim {args.scenario} seed {args.seed}")
+
+
+def _feed(loaded: Any, choice: Any) -> Any:
+    from core.wiring import WiringError, build_feed
 
     try:
-        feed = SimFeed(scenario=args.scenario, seed=args.seed)
-        if args.minutes is not None:
-            feed = SimFeed(scenario=args.scenario, seed=args.seed, duration_s=args.minutes * 60)
-        elif feed.scenario_length_s is None:
-            raise UsageError(f"scenario {args.scenario!r} is endless: give --minutes")
-        else:
-            feed = SimFeed(scenario=args.scenario, seed=args.seed, duration_s=feed.scenario_length_s)
-    except ValueError as exc:
+        return build_feed(loaded.settings, choice)
+    except WiringError as exc:
         raise UsageError(str(exc)) from None
-    return _run_headless(args, loaded, feed, title=f"sim {args.scenario} seed {args.seed}")
 
 
-def _run_headless(args: argparse.Namespace, loaded: Any, feed: Any, title: str, db: Path | None = None) -> int:
+def _run_headless(args: argparse.Namespace, loaded: Any, feed: Any, title: str, journal: Any = None) -> int:
+    """Run, print the report, and fail (exit 1, one line) when the journal could not keep it."""
     from core.headless import run_headless
     from core.journal import JournalError
+    from core.redact import one_line
 
     progress_cb, finish = _progress(feed) if sys.stderr.isatty() and not getattr(args, "json", False) else (None, None)
     try:
         _session, report = asyncio.run(run_headless(
-            loaded.settings, feed, progress=progress_cb, db_path=db, agents=getattr(args, "agents", False),
-            llm=getattr(args, "llm", None)))
+            loaded.settings, feed, progress=progress_cb, agents=getattr(args, "agents", False),
+            llm=getattr(args, "llm", None), db_path=journal.path if journal else None,
+            journal_key=journal.key if journal else None, journal_force=journal.force if journal else False))
     except JournalError as exc:
         raise UsageError(str(exc)) from None
     finally:
@@ -328,6 +365,10 @@ def _run_headless(args: argparse.Namespace, loaded: Any, feed: Any, title: str, 
         from console.report import print_report
 
         print_report(report, title)
+    failure = report["stats"].get("journal_error")
+    if failure:
+        print(one_line(f"error: the run's journal is incomplete: {failure}"), file=sys.stderr)
+        return EXIT_FAILED
     return EXIT_OK
 
 

@@ -17,6 +17,7 @@ from core.events import BreakerChanged, SpikeDetected, iso_utc
 from core.market.feed import Feed
 from core.protection import ProtectionStudy
 from core.session import Session
+from core.wiring import JournalChoice, build_session
 from core.settings import Settings
 
 
@@ -64,7 +65,7 @@ async def run_headless(
     tmpdir = Path(tempfile.mkdtemp(prefix="spikeguard-replay-"))
     path = db_path if db_path is not None else (tmpdir / "journal.db" if journal else None)
     key = journal_key if db_path is not None else None  # a throwaway journal needs no signature
-    session = Session(settings, feed, journal_path=path, journal_key=key, journal_force=journal_force)
+    session = build_session(settings, feed, JournalChoice(path, key, journal_force) if path is not None else None)
     session.desk_enabled = agents  # a plain replay measures the engine
     engine = session.engine
     changes: list[BreakerChanged] = []

@@ -11,10 +11,10 @@ agent decisions, proposals, orders, fills and operator actions.
     result = verify(paths.journal, key)                    # tamper check: result.ok, result.first_bad
 """
 
-from core.journal.audit import AuditResult, verify
+from core.journal.audit import AuditResult, read_counts, verify
 from core.journal.db import BREAKER_STATUS_MAP, Journal
 from core.journal.keys import KEY_FILE, load_or_create_key
 from core.journal.schema import MIGRATIONS, SCHEMA_VERSION, JournalError
 
 __all__ = ["AuditResult", "BREAKER_STATUS_MAP", "Journal", "JournalError", "KEY_FILE", "MIGRATIONS",
-           "SCHEMA_VERSION", "load_or_create_key", "verify"]
+           "SCHEMA_VERSION", "load_or_create_key", "read_counts", "verify"]

@@ -119,6 +119,27 @@ def _is_sqlite(path: Path) -> bool:
     return head == b"" or head == b"SQLite format 3\x00"
 
 
+def read_counts(path: str | Path) -> dict[str, int]:
+    """Rows per chained table, read only (no lock: it works beside the process that writes).
+    Raises JournalError when the file is not a journal."""
+    p = Path(path)
+    if not p.is_file() or not _is_sqlite(p):
+        raise JournalError(f"{p} is not a spikeguard journal")
+    try:
+        conn = sqlite3.connect(f"{p.resolve().as_uri()}?mode=ro", uri=True, timeout=30)
+    except sqlite3.Error as e:
+        raise JournalError(f"cannot read journal {p}: {e}") from None
+    try:
+        tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+        if "audit_head" not in tables:
+            raise JournalError(f"{p} is not a spikeguard journal (no audit_head table)")
+        return {t: conn.execute(f'SELECT COUNT(*) FROM "{t}"').fetchone()[0] for t in CHAINED_TABLES if t in tables}
+    except sqlite3.DatabaseError as e:
+        raise JournalError(f"cannot read journal {p}: {e}") from None
+    finally:
+        conn.close()
+
+
 def verify(path: str | Path, key: bytes | None = None) -> AuditResult:
     """Walk every chained row in chain_seq order and report the first bad one.
 
@@ -297,4 +318,5 @@ def _verify(conn: sqlite3.Connection, tables: set[str], key: bytes | None) -> Au
                        problems=problems, head=head, integrity=integrity)
 
 
-__all__ = ["AuditResult", "CHAINED_TABLES", "MUTABLE", "canonical_json", "hashed_content", "row_hash", "verify"]
+__all__ = ["AuditResult", "CHAINED_TABLES", "MUTABLE", "canonical_json", "hashed_content", "read_counts", "row_hash",
+           "verify"]

@@ -1,0 +1,124 @@
+"""The composition root: settings and the command line's choices in, a session out.
+
+This is the one place that decides which feed, exchange, breaker backend and journal a run
+uses. The console, the headless commands and the benchmarks ask it for a session and
+never build those parts themselves; everything past it depends only on interfaces
+(core.market.feed.Feed, core.trading.exchange.Exchange, core.breaker.backend).
+
+What is not built yet is refused here as well as by the configuration (core.config's
+availability check), so no setting can reach a part that does not exist.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from core.breaker.backend import MemoryBackend
+from core.breaker.state import CircuitBreakerState
+from core.market.feed import MAX_SPEED, Feed
+from core.session import ExchangeFactory, Session, paper_exchange
+from core.settings import Settings
+
+DEFAULT_CONSOLE_REPLAY_SPEED = 60.0  # a day of candles in 24 minutes: fast, still readable
+
+
+class WiringError(Exception):
+    """A choice that cannot be built, as the one line the user sees."""
+
+
+@dataclass(frozen=True)
+class FeedChoice:
+    """What the command line asked of the feed; None means the configuration decides."""
+
+    kind: str | None = None  # "sim", "replay", "binance"
+    files: Sequence[str] = ()
+    symbol: str | None = None  # replay: the symbol of a file whose name has none
+    scenario: str | None = None
+    seed: int | None = None
+    speed: float | None = None  # a factor of real time, or MAX_SPEED
+    duration_s: float | None = None  # sim: stop after this much event time (headless runs)
+
+
+@dataclass(frozen=True)
+class BuiltFeed:
+    feed: Feed
+    label: str  # "sim flash-crash", "replay BTCUSDT ETHUSDT"
+    speed_label: str  # "30x", "max"
+
+
+@dataclass(frozen=True)
+class JournalChoice:
+    path: Path
+    key: bytes | None = None  # the head's signing key (core.journal.keys); None: unsigned (a throwaway journal)
+    force: bool = False  # open a journal whose head does not verify, and journal that it was forced
+
+
+def build_feed(settings: Settings, choice: FeedChoice) -> BuiltFeed:
+    kind = choice.kind or settings.testing.feed
+    if kind == "binance":
+        raise WiringError("--feed binance is not available yet: it arrives with the Binance issue (#9); "
+                          "use --feed sim or --feed replay FILE...")
+    if kind == "replay":
+        from core.market.replay import ReplayFeed, ReplayInputError
+
+        if not choice.files:
+            raise WiringError("--feed replay needs CSV files: spikeguard console --feed replay FILE...")
+        speed = choice.speed if choice.speed is not None else DEFAULT_CONSOLE_REPLAY_SPEED
+        try:
+            feed: Feed = ReplayFeed(list(choice.files), speed=speed, symbol=choice.symbol)
+        except ReplayInputError as exc:
+            raise WiringError(str(exc)) from None
+        label = "replay " + " ".join(s.symbol for s in feed.sources)  # type: ignore[attr-defined]
+    else:
+        from core.market.sim import SimFeed
+
+        if choice.files or choice.symbol:
+            raise WiringError("files and --symbol are only for --feed replay")
+        sim = settings.testing.sim
+        scenario = choice.scenario or sim.scenario
+        try:
+            feed = SimFeed(scenario=scenario, seed=choice.seed if choice.seed is not None else sim.seed,
+                           tick_interval_ms=sim.tick_interval_ms,
+                           speed=choice.speed if choice.speed is not None else sim.speed,
+                           duration_s=choice.duration_s)
+        except ValueError as exc:
+            raise WiringError(str(exc)) from None
+        label = f"sim {scenario}"
+    speed_label = "max" if feed.speed == MAX_SPEED else f"{feed.speed:g}x"
+    return BuiltFeed(feed, label, speed_label)
+
+
+def exchange_factory(settings: Settings) -> ExchangeFactory:
+    mode = settings.execution.mode
+    if mode == "paper":
+        return paper_exchange
+    raise WiringError(f"execution.mode: {mode} is not available yet: it arrives with the Binance issue (#9)")
+
+
+def build_breaker(settings: Settings) -> CircuitBreakerState:
+    backend = settings.circuit_breaker.backend
+    if backend == "memory" and not settings.redis.enabled:
+        return CircuitBreakerState(MemoryBackend())
+    raise WiringError("the Redis breaker backend is not available yet: it arrives with the Redis issue (#12)")
+
+
+def build_session(settings: Settings, feed: Feed, journal: JournalChoice | None = None, *,
+                  wall_clock: Callable[[], int] | None = None) -> Session:
+    """A session over `feed`, its parts chosen from the settings. The journal is opened by
+    `open_journal` (it needs the running loop)."""
+    return Session(settings, feed, breaker=build_breaker(settings), exchange_factory=exchange_factory(settings),
+                   journal_path=journal.path if journal else None, journal_key=journal.key if journal else None,
+                   journal_force=journal.force if journal else False, wall_clock=wall_clock)
+
+
+async def open_journal(session: Session, journal: JournalChoice) -> None:
+    """Open the session's journal before anything runs: a journal that is locked by another
+    process, cannot be written or does not verify is refused here, with one line
+    (JournalError), before the console takes the terminal."""
+    await session.open_journal(journal.path, key=journal.key, force=journal.force)
+
+
+__all__ = ["BuiltFeed", "FeedChoice", "JournalChoice", "WiringError", "build_breaker", "build_feed",
+           "build_session", "exchange_factory", "open_journal"]
