@@ -53,6 +53,7 @@ class Engine:
         self.latency = LatencyRecorder(settings.performance.decision_latency_sample)
         self.ticks = 0
         self.rejected_ticks = 0
+        self.rejected_marks = 0  # mark prices and liquidations outside the plausible bounds
         self.started_wall: float | None = None
         self.finished = False
         self._spike_listeners: list[Callable[[SpikeDetected], None]] = []
@@ -119,15 +120,24 @@ class Engine:
                     for fn in listeners:
                         fn(ev)
             elif type(ev) is MarkPrice:
+                if not (MIN_PRICE <= ev.mark_price <= MAX_PRICE and ev.time_ms <= LATEST_MS):
+                    self._reject(ev, implausible(ev.mark_price, 0.0, ev.time_ms))
+                    continue
                 self.scanner.on_mark_price(ev)
             elif type(ev) is Liquidation:
+                if not (MIN_PRICE <= ev.price <= MAX_PRICE and 0.0 <= ev.qty <= MAX_QTY and ev.time_ms <= LATEST_MS):
+                    self._reject(ev, implausible(ev.price, ev.qty, ev.time_ms))
+                    continue
                 self.scanner.on_liquidation(ev)
             elif type(ev) is SymbolEnded:
                 self.market.ended.add(ev.symbol)
                 self.guardian.on_symbol_ended(ev.symbol)
 
-    def _reject(self, ev: Tick, why: str) -> None:
-        self.rejected_ticks += 1
+    def _reject(self, ev: Tick | MarkPrice | Liquidation, why: str) -> None:
+        if type(ev) is Tick:
+            self.rejected_ticks += 1
+        else:
+            self.rejected_marks += 1
         self._problem(FeedProblem(f"{self.feed.name}:{ev.symbol}", None, why))
 
     # ------------------------------------------------------------------ running

@@ -110,7 +110,7 @@ async def run_headless(
         "spikes": [spike_row(s) for s in spikes],
         "stats": {
             "ticks": engine.ticks,
-            "bad_rows": stats.bad_rows + engine.rejected_ticks,
+            "bad_rows": stats.bad_rows + engine.rejected_ticks + engine.rejected_marks,
             "wall_seconds": round(wall, 4),
             "ticks_per_second": round(engine.ticks / wall, 1) if wall > 0 else 0.0,
             "decision_latency_us": engine.latency.summary_us(),

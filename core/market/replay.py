@@ -15,11 +15,12 @@ the replay. Files are read as UTF-8 with or without a byte-order mark, with any 
 from __future__ import annotations
 
 import heapq
+from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-from core.events import FeedProblem, MarketEvent, SymbolEnded, Tick
+from core.events import FeedProblem, MarketEvent, SymbolEnded, Tick, iso_utc
 from core.market.feed import MAX_SPEED, Feed
 from core.market.symbols import QUOTE_ASSETS, check_symbol, is_symbol
 from core.market.ticks import (
@@ -291,19 +292,43 @@ class ReplayFeed(Feed):
     def describe_sources(self) -> list[dict[str, Any]]:
         return [s.describe() for s in self.sources]
 
-    def _source_events(self, src: CsvSource) -> Iterator[MarketEvent]:
+    def _source_events(self, index: int, src: CsvSource) -> Iterator[tuple[MarketEvent, int]]:
         last = None
         for tick in src.ticks():
             last = tick.time_ms
-            yield tick
-        yield SymbolEnded(src.symbol, last if last is not None else 0)
+            yield tick, index
+        yield SymbolEnded(src.symbol, last if last is not None else 0), index
 
     def _events(self) -> Iterator[MarketEvent]:
-        streams = [self._source_events(s) for s in self.sources]
-        if len(streams) == 1:
-            yield from streams[0]
-        else:
-            yield from heapq.merge(*streams, key=lambda e: e.time_ms)
+        """The files merged by time. Files of one symbol and market play as one stream: a
+        tick at or before another file's last tick of it is an overlap (the same data under
+        two names, or two files that cover the same hours) and is skipped and reported; the
+        symbol has ended only when its last file has."""
+        streams = [self._source_events(i, s) for i, s in enumerate(self.sources)]
+        merged = streams[0] if len(streams) == 1 else heapq.merge(*streams, key=lambda pair: pair[0].time_ms)
+        files_left = Counter(s.symbol for s in self.sources)
+        last: dict[tuple[str, str], tuple[int, int]] = {}  # (symbol, market) -> (time, file) of its last tick
+        overlaps: dict[int, list[int]] = {}  # file -> [count, other file, first time, last time]
+        for event, index in merged:
+            if type(event) is SymbolEnded:
+                files_left[event.symbol] -= 1
+                if not files_left[event.symbol]:
+                    yield event
+                continue
+            key = (event.symbol, event.market)
+            previous = last.get(key)
+            if previous is not None and previous[1] != index and event.time_ms <= previous[0]:
+                o = overlaps.setdefault(index, [0, previous[1], event.time_ms, event.time_ms])
+                o[0] += 1
+                o[3] = event.time_ms
+                continue
+            last[key] = (event.time_ms, index)
+            yield event
+        for index, (count, other, first, end) in overlaps.items():
+            self.stats.record_problem(FeedProblem(
+                str(self.sources[index].path), None,
+                f"{count} ticks from {iso_utc(first)} to {iso_utc(end)} overlap {self.sources[other].path.name} "
+                f"(the same {self.sources[index].symbol} hours twice): skipped"))
 
 
 def _refuse_repeats(sources: list[CsvSource]) -> None:

@@ -12,6 +12,8 @@ import uuid
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from core.market.ticks import MAX_PRICE, MIN_PRICE
+
 
 class Side(str, enum.Enum):
     BUY = "BUY"
@@ -142,11 +144,10 @@ class Fill:
 
 
 # No exchange trades a quantity below one satoshi-sized lot (Binance's smallest LOT_SIZE step is
-# 1e-8) or prices a spot pair outside these bounds; values beyond them are typos or attacks.
+# 1e-8), nor an order of a trillion units; an order's prices must be prices a market can print
+# (core.market.ticks). Values beyond them are typos or attacks.
 MIN_QUANTITY = 1e-8
 MAX_QUANTITY = 1e12
-MIN_PRICE = 1e-10
-MAX_PRICE = 1e10
 
 
 def finite_positive(x: object) -> bool:

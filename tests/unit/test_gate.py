@@ -136,8 +136,8 @@ def test_bad_orders_never_reach_the_exchange(order, fragment):
 
 def test_a_market_order_is_counted_at_the_reference_price_not_its_own_price_field():
     rig = Rig(max_order_quantity={})
-    # 0.2 BTC is 2,000 USD at the reference; a price field of 1e-9 must not make it look tiny
-    assert_denied(rig, buy(0.2, price=1e-9), "notional 2,000.00 USD exceeds the per-order cap")
+    # 0.2 BTC is 2,000 USD at the reference; a price field of 1e-6 must not make it look tiny
+    assert_denied(rig, buy(0.2, price=1e-6), "notional 2,000.00 USD exceeds the per-order cap")
 
 
 def test_an_entry_exactly_at_the_per_order_cap_is_allowed_and_a_cent_more_is_not():

@@ -118,6 +118,10 @@ def test_real_bounds_reject_implausible_ticks_and_nothing_raises(events):
     implausible = [e for e in ticks if not (MIN_PRICE <= e.price <= MAX_PRICE and 0.0 <= e.qty <= MAX_QTY)]
     assert engine.ticks + engine.rejected_ticks == len(ticks)
     assert engine.rejected_ticks >= len(implausible)
+    others = [e for e in events if type(e) in (MarkPrice, Liquidation)]
+    bad_others = [e for e in others if not MIN_PRICE <= (e.mark_price if type(e) is MarkPrice else e.price) <= MAX_PRICE
+                  or (type(e) is Liquidation and not 0.0 <= e.qty <= MAX_QTY)]
+    assert engine.rejected_marks == len(bad_others)
     for w in engine.market.symbols.values():
         if w.ticks:
             assert MIN_PRICE <= w.low(w.n - 1) <= w.last_price <= w.high(w.n - 1) <= MAX_PRICE
@@ -162,3 +166,12 @@ def test_a_tick_time_beyond_2100_is_rejected_not_an_overflow(settings):
                     Tick("BTCUSDT", 100.0, 1.0, T0 + 1)])
     assert (engine.ticks, engine.rejected_ticks) == (2, 1)
     assert "time" in engine.problems[-1].error
+
+
+def test_an_absurd_liquidation_or_mark_price_is_rejected(settings):
+    """A liquidation at 1e308 made a cascade spike of infinite notional."""
+    engine = Engine(settings, ListFeed())
+    engine.process([Tick("BTCUSDT", 40_000.0, 1.0, T0), Liquidation("BTCUSDT", "SELL", 1e308, 1e9, T0 + 1),
+                    MarkPrice("BTCUSDT", 1e-300, T0 + 2), Liquidation("BTCUSDT", "SELL", 40_000.0, 1e20, T0 + 3)])
+    assert engine.rejected_marks == 3 and not engine.spikes
+    assert all("plausible" in p.error for p in list(engine.problems)[-3:])

@@ -398,3 +398,28 @@ def test_sources_report_what_each_file_held(tmp_path):
         {"file": str(b), "symbol": "DOGEUSDT", "market": "spot", "kind": "aggtrades", "interval": None,
          "time_unit": "ms", "rows": 1, "bad_rows": 0},
     ]
+
+
+def test_the_same_data_under_another_name_is_not_counted_twice(tmp_path):
+    a = write(tmp_path, "BTCUSDT-1m-a.csv", ROWS_7)
+    copy = write(tmp_path, "BTCUSDT-1m-copy.csv", ROWS_7)
+    feed = ReplayFeed([a, copy])
+    assert ticks_of(feed) == ticks_of(ReplayFeed([a]))
+    (problem,) = feed.stats.problems
+    assert problem.source == str(copy) and "8 ticks" in problem.error and "overlap BTCUSDT-1m-a.csv" in problem.error
+
+
+def test_consecutive_files_of_one_symbol_play_as_one_stream_that_ends_once(tmp_path):
+    day1 = write(tmp_path, "BTCUSDT-1m-day1.csv", ROWS_7)
+    day2 = write(tmp_path, "BTCUSDT-1m-day2.csv", ["1700000120000,98.5,99,98,98.7,5,1700000179999"])
+    out = events(ReplayFeed([day2, day1]))
+    ended = [e for e in out if isinstance(e, SymbolEnded)]
+    assert ended == [SymbolEnded("BTCUSDT", 1_700_000_120_000 + 45_000)] and out[-1] == ended[0]
+    assert len([e for e in out if isinstance(e, Tick)]) == 12
+
+
+def test_spot_and_futures_of_one_symbol_are_not_an_overlap(tmp_path):
+    spot = write(tmp_path, "ETHUSDT-1m-spot.csv", ROWS_7)
+    futures = write(tmp_path, "ETHUSDT-1m-futures.csv", ROWS_7)
+    feed = ReplayFeed([spot, futures])
+    assert len(ticks_of(feed)) == 16 and not feed.stats.problems
