@@ -2,8 +2,12 @@
 it holds no business logic.
 
 Events are drained from the bus once per frame and applied in one batch; the price board
-is rebuilt from market state once per frame. The layout has two forms, chosen by the
-terminal's size: compact (80x24 works) and wide (everything side by side).
+is rebuilt from market state once per frame. The panels are views of the app's models (the
+spikes, reasoning lines and orders it keeps): a change of layout replaces them, and the new
+ones are filled from the models.
+
+It never dies silently: an unexpected exception anywhere (a handler, a worker, a timer) is
+logged with its traceback and ends the app with return code 1 and a one-line `crash`.
 """
 
 from __future__ import annotations
@@ -21,69 +25,32 @@ from pathlib import Path
 
 from textual import work
 from textual.actions import SkipAction
-from textual.app import App, ComposeResult, SystemCommand
+from textual.app import App, SystemCommand
+from textual.await_complete import AwaitComplete
 from textual.binding import Binding
-from textual.containers import Horizontal, Vertical
+from textual.command import CommandPalette
+from textual.events import Resize
 from textual.screen import Screen
-from textual.widgets import Footer, Input, TabbedContent, TabPane
+from textual.widgets import Input
+from textual.worker import WorkerFailed
 
 from console.screens.approve import ApproveScreen
 from console.screens.confirm import BreakerConfirmScreen, QuitScreen, ReasonScreen
 from console.screens.help import HelpScreen
-from console.widgets.breaker_banner import BannerState, BreakerBanner
-from console.widgets.positions import OrdersLog, PositionsPanel
-from console.widgets.price_board import BoardRow, PriceBoard
-from console.widgets.proposal_panel import ProposalPanel
-from console.widgets.reasoning_log import ReasoningLog
+from console.screens.main import MainScreen, Views, wide_enough
+from console.screens.palette import Palette
+from console.widgets.breaker_banner import BannerState
+from console.widgets.price_board import BoardRow
 from console.widgets.spike_queue import SpikeQueue
-from console.widgets.status_bar import StatusBar, StatusInfo
+from console.widgets.status_bar import StatusInfo
 from core.events import BreakerChanged, BreakerStatus, ProposalUpdate, ReasoningLine, SpikeDetected, SpikeStatus
+from core.redact import mask
 from core.session import Session
 from core.trading.orders import Fill, Order
 
-WIDE_MIN_WIDTH, WIDE_MIN_HEIGHT = 120, 32
 STALE_FEED_MS = 3_000
-
-
-class MainScreen(Screen):
-    """The one main screen; `wide` picks the layout and a resize across it recomposes."""
-
-    def __init__(self, wide: bool) -> None:
-        super().__init__()
-        self.wide = wide
-
-    def compose(self) -> ComposeResult:
-        yield BreakerBanner(id="banner")
-        if self.wide:
-            with Horizontal(id="top"):
-                yield PriceBoard(id="board")
-                with Vertical(id="side"):
-                    yield SpikeQueue(id="spikes")
-                    yield ProposalPanel(id="proposal")
-            with Horizontal(id="bottom"):
-                yield ReasoningLog(id="reasoning")
-                with Vertical(id="book"):
-                    yield PositionsPanel(id="positions")
-                    yield OrdersLog(id="orders")
-        else:
-            yield PriceBoard(id="board")
-            with TabbedContent(id="tabs", initial="tab-spikes"):
-                with TabPane("Spikes", id="tab-spikes"):
-                    yield SpikeQueue(id="spikes")
-                with TabPane("Proposal", id="tab-proposal"):
-                    yield ProposalPanel(id="proposal")
-                with TabPane("Reasoning", id="tab-reasoning"):
-                    yield ReasoningLog(id="reasoning")
-                with TabPane("Book", id="tab-book"):
-                    yield PositionsPanel(id="positions")
-                    yield OrdersLog(id="orders")
-        yield StatusBar(id="status")
-        yield Footer()
-
-    def on_resize(self) -> None:
-        app = self.app
-        if isinstance(app, SpikeguardApp):
-            app.layout_check()
+CLOSE_WAIT_S = 1.0  # how long quitting waits for the session (the journal's flush) before the app exits
+log = logging.getLogger("spikeguard.console")
 
 
 class SpikeguardApp(App[int]):
@@ -117,7 +84,7 @@ class SpikeguardApp(App[int]):
         self._spike_index: dict[int, int] = {}
         self._reasoning: deque[ReasoningLine] = deque(maxlen=500)
         self._orders: deque[tuple[Order, int]] = deque(maxlen=300)
-        self._wide: bool | None = None
+        self._filled: Views | None = None  # the panels last filled from the models
         self._epoch_seen = -1
         self._banner_record = None
         self._state_since = wall_clock()
@@ -137,15 +104,18 @@ class SpikeguardApp(App[int]):
         self._board_ticks = -1
         self._side_at = 0.0
         self._shown: dict[str, object] = {}  # what each panel last showed: unchanged panels are not repainted
+        self.crash: str | None = None  # the first unexpected exception, as one line
+        self.closing: asyncio.Task | None = None  # the session's close, once started
 
     # ------------------------------------------------------------------ lifecycle
     def on_mount(self) -> None:
-        self.layout_check(force=True)
+        self.push_screen(MainScreen(wide_enough(*self.size)))
         fps = self.session.settings.performance.ui_fps
         if self.live:
-            self.run_worker(self._run_engine(), name="engine", group="engine", exit_on_error=False)
+            # a worker that raises ends the app (exit_on_error): a dead engine must not look like an ended feed
+            self.run_worker(self._run_engine(), name="engine", group="engine")
             if self.agents_dir is not None and self.session.settings.crew.enabled:
-                self.run_worker(self._start_agents(), name="agents", group="agents", exit_on_error=False)
+                self.run_worker(self._start_agents(), name="agents", group="agents")
             self.set_interval(1 / fps, self.frame)
             if self.watchdog:
                 self.set_interval(2.0, self._tty_watchdog)
@@ -156,10 +126,20 @@ class SpikeguardApp(App[int]):
         self.call_after_refresh(self.frame)
 
     async def on_unmount(self) -> None:
-        """Every way out (q, the palette's quit, a browser tab closing under textual-serve)
-        passes here: the session is closed, so the journal's thread cannot keep us alive."""
+        """Every way out (q, the palette's quit, a crash, a browser tab closing under
+        textual-serve) passes here: the session is closed, so the journal's thread cannot keep
+        us alive."""
         if not self._hung_up:
-            await self.session.close("console closed")
+            reason = f"console crashed: {self.crash}" if self.crash else "console closed"
+            await asyncio.wait({self.close_session(reason)}, timeout=CLOSE_WAIT_S)
+
+    def close_session(self, reason: str) -> asyncio.Task:
+        """Close the session once, as a task: the app waits for it with a bound (a journal that
+        cannot flush must not hold the console open), and launch waits out the rest after the
+        app has returned."""
+        if self.closing is None:
+            self.closing = asyncio.get_running_loop().create_task(self.session.close(reason))
+        return self.closing
 
     async def _start_agents(self) -> None:
         """CrewAI loads in a thread after the first frame; the rules proposer answers until then."""
@@ -172,44 +152,17 @@ class SpikeguardApp(App[int]):
             self.notify(f"agent desk unavailable, the rules proposer stays: {exc}", severity="warning", timeout=8)
 
     async def _run_engine(self) -> None:
-        try:
-            await self.session.run()
-        finally:
-            self.frame()
+        await self.session.run()
+        self.frame()  # the feed ended: say so now
 
-    def layout_check(self, force: bool = False) -> None:
-        size = self.size
-        wide = size.width >= WIDE_MIN_WIDTH and size.height >= WIDE_MIN_HEIGHT
-        if wide == self._wide and not force:
-            return
-        self._wide = wide
-        if isinstance(self.screen, MainScreen) and not force:
-            self.screen.wide = wide
-            self.screen.refresh(recompose=True)
-            self.call_after_refresh(self._repopulate)
-        elif force and not isinstance(self.screen, MainScreen):
-            self.push_screen(MainScreen(wide))
-            self.call_after_refresh(self._repopulate)
-
-    def _repopulate(self) -> None:
-        """Views are rebuilt from the app's models after a layout change."""
-        screen = self._main()
-        if screen is None:
-            return
-        spikes = screen.query_one("#spikes", SpikeQueue)
-        for spike, status, pid in self._spikes:
-            spikes.add_spike(spike, status)
-            if pid:
-                spikes.set_status(spike, status, pid)
-        log = screen.query_one("#reasoning", ReasoningLog)
-        for line in self._reasoning:
-            log.add_line(line)
-        orders = screen.query_one("#orders", OrdersLog)
-        for order, t in self._orders:
-            orders.add_order(order, t)
-        self._shown.clear()
-        self._board_ticks = -1
-        self.frame()
+    # ------------------------------------------------------------------ layout
+    def on_resize(self, event: Resize) -> None:
+        """A resize across the layouts recomposes the main screen, under a dialog too; the frame
+        waits for the new panels and fills them from the models."""
+        screen, wide = self._main(), wide_enough(*event.size)
+        if screen is not None and screen.wide != wide:
+            screen.wide = wide
+            screen.refresh(recompose=True)
 
     def _main(self) -> MainScreen | None:
         for screen in self.screen_stack:
@@ -217,32 +170,50 @@ class SpikeguardApp(App[int]):
                 return screen
         return None
 
+    def _views(self) -> Views | None:
+        """The main screen's panels, filled from the models when they are new; None while a
+        layout change has them out (the frame then waits, and the events with it)."""
+        screen = self._main()
+        views = screen.views() if screen is not None else None
+        if views is not None and views is not self._filled:
+            self._fill(views)
+        return views
+
+    def _fill(self, views: Views) -> None:
+        for spike, status, pid in self._spikes:
+            views.spikes.add_spike(spike, status)
+            if pid:
+                views.spikes.set_status(spike, status, pid)
+        for line in self._reasoning:
+            views.reasoning.add_line(line)
+        for order, t in self._orders:
+            views.orders.add_order(order, t)
+        self._shown.clear()
+        self._board_ticks = -1
+        self._filled = views
+
     # ------------------------------------------------------------------ the frame: batch everything
     def frame(self) -> None:
         """Drain the bus, then repaint only what changed (each update costs a render)."""
-        screen = self._main()
-        if screen is None or not screen.is_mounted:
-            return
-        try:
-            board = screen.query_one("#board", PriceBoard)
-        except Exception:
+        views = self._views()
+        if views is None:
             return
         events = []
         q = self._queue
         while not q.empty():
             events.append(q.get_nowait())
         if events:
-            self._apply(screen, events)
+            self._apply(views, events)
         ticks = self.session.engine.ticks
-        if ticks != self._board_ticks or board.flashing:
+        if ticks != self._board_ticks or views.board.flashing:
             self._board_ticks = ticks
-            board.update_rows(self._board_rows())
-        self._update_banner(screen)
+            views.board.update_rows(self._board_rows())
+        self._update_banner(views)
         now = self.wall_clock()
         if events or now - self._side_at >= 0.5:
             self._side_at = now
-            self._update_side(screen)
-        self._update_status(screen)
+            self._update_side(views)
+        self._update_status(views)
         if self.first_frame_at is None:
             self.first_frame_at = time.perf_counter()
 
@@ -252,10 +223,8 @@ class SpikeguardApp(App[int]):
         self._shown[key] = value
         return True
 
-    def _apply(self, screen: MainScreen, events: list) -> None:
-        spikes = screen.query_one("#spikes", SpikeQueue)
-        log = screen.query_one("#reasoning", ReasoningLog)
-        orders = screen.query_one("#orders", OrdersLog)
+    def _apply(self, views: Views, events: list) -> None:
+        spikes, reasoning, orders = views.spikes, views.reasoning, views.orders
         for ev in events:
             if isinstance(ev, SpikeStatus):
                 self._track_spike(ev)
@@ -265,7 +234,7 @@ class SpikeguardApp(App[int]):
                     spikes.set_status(ev.spike, ev.status, ev.proposal_id)
             elif isinstance(ev, ReasoningLine):
                 self._reasoning.append(ev)
-                log.add_line(ev)
+                reasoning.add_line(ev)
             elif isinstance(ev, BreakerChanged):
                 if ev.status in (BreakerStatus.WARNING, BreakerStatus.TRIGGERED) and \
                         self.session.settings.monitoring.terminal_bell:
@@ -315,7 +284,7 @@ class SpikeguardApp(App[int]):
             ))
         return rows
 
-    def _update_banner(self, screen: MainScreen) -> None:
+    def _update_banner(self, views: Views) -> None:
         breaker = self.session.breaker
         record = breaker.snapshot() if breaker.epoch != self._epoch_seen else None
         if record is not None:
@@ -329,25 +298,24 @@ class SpikeguardApp(App[int]):
         state = BannerState(record.status, reason, record.epoch, int(self.wall_clock() - self._state_since),
                             record.actor.value)
         if self._changed("banner", state):
-            screen.query_one("#banner", BreakerBanner).show(state)
+            views.banner.show(state)
 
-    def _update_side(self, screen: MainScreen) -> None:
+    def _update_side(self, views: Views) -> None:
         pending = self.session.approvals.pending()
         proposal = self._selected_proposal()
         now_ms = int(self.wall_clock() * 1000)
         ttl = int(proposal.ttl_seconds(now_ms)) if proposal else 0
         if self._changed("proposal", (proposal.proposal_id if proposal else None, ttl, len(pending))):
-            screen.query_one("#proposal", ProposalPanel).show(proposal, ttl, len(pending))
+            views.proposal.show(proposal, ttl, len(pending))
         p = self.session.portfolio
         prices = self.session.engine.market.last_prices()
         rows = self.session.open_positions()
         book = (tuple((r[0], r[1], round(r[4], 2)) for r in rows), round(p.cash, 2), round(p.equity(prices), 2),
                 round(p.realized_pnl, 2), round(p.fees_paid, 2), len(self.session.gate.open_orders()))
         if self._changed("book", book):
-            screen.query_one("#positions", PositionsPanel).show(rows, p.cash, p.equity(prices), p.realized_pnl,
-                                                                p.fees_paid, book[-1])
+            views.positions.show(rows, p.cash, p.equity(prices), p.realized_pnl, p.fees_paid, book[-1])
 
-    def _update_status(self, screen: MainScreen) -> None:
+    def _update_status(self, views: Views) -> None:
         engine = self.session.engine
         now = self.wall_clock()
         if now - self._rate_at >= 1.0:
@@ -367,22 +335,53 @@ class SpikeguardApp(App[int]):
             speed=self.speed_label, journal=self.journal_label, clock=clock,
             scanner_paused=self._scanner_paused, feed_paused=self._feed_paused, desk=self.desk_label)
         if self._changed("status", info):
-            screen.query_one("#status", StatusBar).show(info)
+            views.status.show(info)
 
     def _selected_proposal(self):
         pending = self.session.approvals.pending()
         if not pending:
             return None
-        screen = self._main()
-        if screen is not None:
-            try:
-                pid = screen.query_one("#spikes", SpikeQueue).selected_proposal()
-            except Exception:
-                pid = None
-            for p in pending:
-                if p.proposal_id == pid:
-                    return p
+        views = self._views()
+        pid = views.spikes.selected_proposal() if views is not None else None
+        for p in pending:
+            if p.proposal_id == pid:
+                return p
         return pending[0]
+
+    # ------------------------------------------------------------------ screens
+    def action_command_palette(self) -> None:
+        if self.use_command_palette and not CommandPalette.is_open(self):
+            self.push_screen(Palette(id="--command-palette"))
+
+    def search_themes(self) -> None:
+        """Textual's theme picker, in a palette that closes once."""
+        from textual.theme import ThemeProvider
+
+        self.push_screen(Palette(providers=[ThemeProvider], placeholder="Search for themes…"))
+
+    def pop_screen(self) -> AwaitComplete:
+        """The main screen is never popped: a screen dismissed twice (keys typed faster than it
+        closes) would pop it, leaving a blank terminal, then ScreenStackError. Ours close once
+        (console/screens/dialog.py); this holds for any other."""
+        if isinstance(self.screen, MainScreen):
+            log.warning("refused to pop the main screen")
+            return AwaitComplete.nothing()
+        return super().pop_screen()
+
+    # ------------------------------------------------------------------ unexpected errors
+    def _handle_exception(self, error: Exception) -> None:
+        """Textual (8.2) routes every unhandled exception here: handlers, timers, callbacks and
+        workers that exit on error; it exits with return code 1. The traceback goes to the log;
+        the terminal gets one line from launch once the app is gone, instead of Textual's dump."""
+        cause = error.error if isinstance(error, WorkerFailed) else error
+        log.critical("the console stopped on an unexpected error", exc_info=cause)
+        if self.crash is None:
+            self.crash = mask(" ".join(f"{type(cause).__name__}: {cause}".split()))
+        super()._handle_exception(error)  # keeps Textual's bookkeeping: return code 1, the pilot's re-raise
+
+    def _fatal_error(self) -> None:
+        """Textual renders a traceback with locals here, to print after exit; the log has it."""
+        self._close_messages_no_wait()
 
     # ------------------------------------------------------------------ keys -> commands
     PALETTE = (
@@ -496,7 +495,7 @@ class SpikeguardApp(App[int]):
 
     @work(group="shutdown", exclusive=True)
     async def _graceful_exit(self) -> None:
-        await self.session.close("operator quit")
+        await asyncio.wait({self.close_session("operator quit")}, timeout=CLOSE_WAIT_S)
         self.exit(self.exit_code)
 
     # ------------------------------------------------------------------ a dropped SSH session
@@ -523,7 +522,7 @@ class SpikeguardApp(App[int]):
         Restoring a terminal that no longer exists can block forever in the output thread,
         so the process ends here once the journal is safe."""
         try:
-            await asyncio.wait_for(self.session.close("terminal lost (hangup)"), timeout=10)
+            await asyncio.wait({self.close_session("terminal lost (hangup)")}, timeout=10)
         finally:
             logging.shutdown()
             os._exit(129)

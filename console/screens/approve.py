@@ -8,13 +8,13 @@ from rich.text import Text
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Vertical
-from textual.screen import ModalScreen
 from textual.widgets import Label, Static
 
+from console.screens.dialog import Dialog
 from core.desk.approval import ApprovalPreview
 
 
-class ApproveScreen(ModalScreen[bool]):
+class ApproveScreen(Dialog[bool]):
     BINDINGS = [Binding("y,enter", "approve", "Approve"), Binding("n,escape", "back", "Back")]
     DEFAULT_CSS = """
     ApproveScreen { align: center middle; }

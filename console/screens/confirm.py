@@ -5,13 +5,43 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from textual import events
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Vertical
-from textual.screen import ModalScreen
 from textual.widgets import Input, Label, Static
 
+from console.screens.dialog import Dialog
+
 OVERRIDE_WORD = "OVERRIDE"
+REASON_MAX_CHARS = 200  # a reason is a sentence for the journal, not a document
+
+
+class ReasonInput(Input):
+    """A reason field of at most REASON_MAX_CHARS. A longer paste is cut to fit (Input's own
+    max_length refuses it whole). A terminal without bracketed paste sends a paste as keys:
+    those past the limit are refused with one bell, not one each."""
+
+    def __init__(self, **kwargs) -> None:
+        super().__init__(max_length=REASON_MAX_CHARS, **kwargs)
+        self._rang = False
+
+    def restricted(self) -> None:
+        if not self._rang:
+            self._rang = True
+            super().restricted()
+
+    def watch_value(self) -> None:
+        self._rang = False
+
+    def _on_paste(self, event: events.Paste) -> None:
+        lines = event.text.splitlines()
+        start, end = sorted(self.selection)
+        room = self.max_length - (len(self.value) - (end - start))
+        if lines and room > 0:
+            self.replace(lines[0][:room], start, end)
+        event.stop()
+        event.prevent_default()  # Input's handler would insert the whole paste again
 
 
 @dataclass(frozen=True)
@@ -20,7 +50,7 @@ class BreakerRequest:
     override: bool
 
 
-class BreakerConfirmScreen(ModalScreen[BreakerRequest | None]):
+class BreakerConfirmScreen(Dialog[BreakerRequest | None]):
     """Ask for a reason; when `override_note` is given, clearing also needs the typed word."""
 
     BINDINGS = [Binding("escape", "cancel", "Cancel")]
@@ -43,7 +73,7 @@ class BreakerConfirmScreen(ModalScreen[BreakerRequest | None]):
             yield Static("Every operator action is journaled. Enter confirms, Escape cancels.")
             if self.override_note:
                 yield Static(self.override_note, classes="note")
-            yield Input(placeholder="reason (required)", id="reason")
+            yield ReasonInput(placeholder="reason (required)", id="reason")
             if self.override_note:
                 yield Input(placeholder=f"type {OVERRIDE_WORD} to clear anyway", id="override")
 
@@ -72,7 +102,7 @@ class BreakerConfirmScreen(ModalScreen[BreakerRequest | None]):
         self.dismiss(None)
 
 
-class ReasonScreen(ModalScreen[str | None]):
+class ReasonScreen(Dialog[str | None]):
     """An optional reason (reject)."""
 
     BINDINGS = [Binding("escape", "cancel", "Cancel")]
@@ -88,7 +118,7 @@ class ReasonScreen(ModalScreen[str | None]):
     def compose(self) -> ComposeResult:
         with Vertical():
             yield Label(self.title_text)
-            yield Input(placeholder="reason (optional) — Enter confirms, Escape cancels", id="reason")
+            yield ReasonInput(placeholder="reason (optional) — Enter confirms, Escape cancels", id="reason")
 
     def on_mount(self) -> None:
         self.query_one(Input).focus()
@@ -100,7 +130,7 @@ class ReasonScreen(ModalScreen[str | None]):
         self.dismiss(None)
 
 
-class QuitScreen(ModalScreen[bool]):
+class QuitScreen(Dialog[bool]):
     BINDINGS = [Binding("y", "yes", "Quit"), Binding("n,escape", "no", "Stay")]
     DEFAULT_CSS = """
     QuitScreen { align: center middle; }
@@ -122,3 +152,4 @@ class QuitScreen(ModalScreen[bool]):
 
     def action_no(self) -> None:
         self.dismiss(False)
+
