@@ -1,12 +1,22 @@
-"""Build a session from the command line and run the console on it."""
+"""Build a session from the command line, run the console on it, and leave by a deadline."""
 
 from __future__ import annotations
 
+import asyncio
+import logging
+import os
 import sys
+import threading
+import time
 from pathlib import Path
 from typing import Any
 
 from core.market.feed import MAX_SPEED
+
+# from the app's return to the end of the process, whatever a library's thread does; with the app's own
+# wait for the session to close (console.app.CLOSE_WAIT_S), a quit ends the process within about 3 s
+EXIT_DEADLINE_S = 1.5
+log = logging.getLogger("spikeguard.console")
 
 
 class LaunchError(Exception):
@@ -68,8 +78,80 @@ def launch_console(args: Any, loaded: Any, paths: Any) -> int:
     served = getattr(args, "headless_ok", False)  # under textual-serve: no tty for the watchdog to watch
     app = SpikeguardApp(session, feed_label=label, speed_label=speed_label, journal_label=_short(journal_path),
                         watch_tty=not served, agents_dir=paths.data_dir / "crewai")
-    code = app.run()
-    return int(code or 0)
+    return run_app(app, paths.log_file)
+
+
+def run_app(app: Any, log_file: Path) -> int:
+    """Run the console on a loop of its own, then leave by a deadline. (asyncio.run would join
+    the loop's executor threads before returning: CrewAI's import, still running after a quick q.)"""
+    loop = asyncio.new_event_loop()
+    deadline = time.monotonic()  # if the app itself raised: clean up without waiting
+    try:
+        result = app.run(loop=loop)
+        deadline = time.monotonic() + EXIT_DEADLINE_S
+        closed = _wait_for_close(loop, app, deadline)
+    finally:
+        _close_loop(loop, deadline)
+    code = app.return_code or int(result or 0)
+    if app.crash:
+        print(f"error: the console stopped on an unexpected error: {app.crash} (traceback in {log_file})",
+              file=sys.stderr)
+    elif not closed:
+        print(f"error: the session did not close cleanly; its journal may miss the last rows (see {log_file})",
+              file=sys.stderr)
+        code = code or 1
+    leave_by(deadline, code)
+    return code
+
+
+def _wait_for_close(loop: asyncio.AbstractEventLoop, app: Any, deadline: float) -> bool:
+    """A bounded wait for the session's close (the journal's last rows and its flush), which the
+    app started on its way out; True when it completed."""
+    closing = app.closing or loop.create_task(app.session.close("console closed"))
+    loop.run_until_complete(asyncio.wait({closing}, timeout=_left(deadline)))
+    if not closing.done():
+        log.error("the session did not close within %.1fs of the app's exit", EXIT_DEADLINE_S)
+        return False
+    if closing.cancelled() or closing.exception() is not None:
+        log.error("closing the session failed", exc_info=None if closing.cancelled() else closing.exception())
+        return False
+    return True
+
+
+def _close_loop(loop: asyncio.AbstractEventLoop, deadline: float) -> None:
+    """Cancel what is left on the loop and close it; the executor is shut down without waiting."""
+    tasks = asyncio.all_tasks(loop)
+    for task in tasks:
+        task.cancel()
+    if tasks:
+        loop.run_until_complete(asyncio.wait(tasks, timeout=_left(deadline)))
+    loop.run_until_complete(asyncio.wait({loop.create_task(loop.shutdown_asyncgens())}, timeout=_left(deadline)))
+    loop.close()
+
+
+def leave_by(deadline: float, code: int) -> None:
+    """Return once only daemon threads are left, waiting for the others until `deadline`. Past
+    it, end the process with `code`: interpreter shutdown would join a library's thread for as
+    long as it runs (CrewAI's import; once, Textual's input thread spinning on a closed pty)."""
+    for thread in _other_threads():
+        thread.join(_left(deadline))
+    stuck = _other_threads()
+    if stuck:
+        log.warning("exit deadline: ending the process with threads still running: %s",
+                    ", ".join(t.name for t in stuck))
+        logging.shutdown()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+
+
+def _other_threads() -> list[threading.Thread]:
+    me = threading.current_thread()
+    return [t for t in threading.enumerate() if t is not me and not t.daemon and t.is_alive()]
+
+
+def _left(deadline: float) -> float:
+    return max(0.0, deadline - time.monotonic())
 
 
 def _short(path: Path) -> str:

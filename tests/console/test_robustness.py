@@ -5,6 +5,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import subprocess
+import sys
+import textwrap
 
 import pytest
 from textual import events
@@ -336,3 +339,32 @@ async def test_quit_closes_the_session_even_when_the_app_crashed(session, clock)
             await pilot.press("question_mark")
             await pilot.pause()
     assert closed == ["console crashed: RuntimeError: boom"]
+
+
+# ---------------------------------------------------------------------------- the way out
+def _run_python(code: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-c", textwrap.dedent(code)], capture_output=True, text=True,
+                          timeout=60, cwd=str(__import__("pathlib").Path(__file__).resolve().parents[2]))
+
+
+def test_the_exit_deadline_ends_a_process_a_library_thread_would_keep_alive():
+    result = _run_python("""
+        import threading, time
+        from console.launch import leave_by
+        threading.Thread(target=threading.Event().wait, name="stuck-library-thread").start()
+        leave_by(time.monotonic() + 0.2, 3)
+        print("returned")  # interpreter shutdown would now join the stuck thread forever
+    """)
+    assert result.returncode == 3 and "returned" not in result.stdout
+
+
+def test_the_exit_deadline_lets_a_clean_process_end_normally():
+    result = _run_python("""
+        import threading, time
+        from console.launch import leave_by
+        t = threading.Thread(target=time.sleep, args=(0.05,), name="finishing")
+        t.start()
+        leave_by(time.monotonic() + 30, 3)
+        print("returned", t.is_alive())
+    """)
+    assert result.returncode == 0 and result.stdout.strip() == "returned False"

@@ -31,7 +31,10 @@ class Tmux:
                               timeout=10).stdout
 
     def start(self, command: str) -> None:
-        env = f"TERM=xterm-256color HOME={self.tmp} XDG_CONFIG_HOME={self.tmp}/cfg XDG_DATA_HOME={self.tmp}/data"
+        # without COLUMNS and LINES: readline in the test process exports them (80x24), and Textual
+        # would take them over the terminal's real size
+        env = (f"-u COLUMNS -u LINES TERM=xterm-256color HOME={self.tmp} XDG_CONFIG_HOME={self.tmp}/cfg "
+               f"XDG_DATA_HOME={self.tmp}/data")
         subprocess.run(["tmux", "-L", self.socket, "new-session", "-d", "-x", "120", "-y", "36", "-c", str(REPO),
                         f"env {env} {command}; echo SPIKEGUARD-EXIT=$?; sleep 120"], check=True, timeout=10)
 
@@ -50,6 +53,9 @@ class Tmux:
 
     def keys(self, *keys: str) -> None:
         self.tmux("send-keys", *keys)
+
+    def resize(self, width: int, height: int) -> None:
+        self.tmux("resize-window", "-x", str(width), "-y", str(height))
 
     def kill(self) -> None:
         subprocess.run(["tmux", "-L", self.socket, "kill-server"], capture_output=True, timeout=10)
@@ -150,3 +156,123 @@ def test_restart_keeps_a_triggered_breaker(term, tmp_path):
         again.kill()
     wait_gone(data)
     assert os.path.exists(data / "journal.db")
+
+
+# ---------------------------------------------------------------------------- the console never dies silently
+def test_enter_typed_faster_than_the_palette_closes(term, tmp_path):
+    """ctrl+p Enter Enter left a blank screen; a third Enter crashed with ScreenStackError (exit 0)."""
+    data = tmp_path / "sg"
+    term.start(_command(data))
+    term.wait_for("BTCUSDT", "SAFE")
+    term.keys("C-p", "Enter", "Enter", "Enter")  # one write: the terminal delivers them together
+    term.wait_for("no pending proposal")  # the first Enter ran the palette's first command (Approve)
+    term.keys("p")  # the main screen is still there and answers
+    term.wait_for("SCANNER PAUSED", "BTCUSDT", "SAFE │")
+    term.keys("q")
+    term.wait_for("SPIKEGUARD-EXIT=0")
+
+
+def test_resizing_back_and_forth_during_warning(term, tmp_path):
+    """It crashed with NoMatches '#spikes' in _apply, exit 0, nothing in the log."""
+    data = tmp_path / "sg"
+    term.start(f"{sys.executable} -m console.cli --data-dir {data} console --scenario flash-crash --speed 120")
+    term.wait_for("WARNING")
+    for _ in range(10):
+        term.resize(80, 24)
+        term.wait_for("Spikes  Proposal  Reasoning  Book")
+        term.resize(120, 36)
+        term.wait_for("uPnL")  # the book, shown beside the rest only in the wide layout
+    term.keys("q")
+    term.wait_for("SPIKEGUARD-EXIT=0")
+    log = (data / "logs" / "spikeguard.log").read_text()
+    assert "Traceback" not in log
+
+
+FAULTS = {  # the real console with one fault injected, the key that sets it off, what it raises
+    "a key handler": ("from console.app import SpikeguardApp\n"
+                      "def broken(self):\n    raise RuntimeError('injected fault')\n"
+                      "SpikeguardApp.action_help = broken\n", "?", "RuntimeError: injected fault"),
+    "the engine worker": ("from core.session import Session\n"  # before it opens the journal
+                          "async def broken(self, on_batch=None):\n    raise ValueError('math domain error')\n"
+                          "Session.run = broken\n", None, "ValueError: math domain error"),
+}
+
+
+def _with_fault(tmp_path: Path, fault: str) -> str:
+    script = tmp_path / "faulty_console.py"
+    script.write_text(f"import sys\nsys.path.insert(0, {str(REPO)!r})\n{fault}"
+                      "from console.cli import main\nmain()\n")
+    return f"{sys.executable} {script}"
+
+
+@pytest.mark.parametrize("where", FAULTS)
+def test_an_unexpected_exception_is_one_line_and_a_failed_exit(term, tmp_path, where):
+    fault, key, line = FAULTS[where]
+    data = tmp_path / "sg"
+    term.start(f"{_with_fault(tmp_path, fault)} --data-dir {data} console --scenario calm")
+    if key:
+        term.wait_for("BTCUSDT")
+        term.keys(key)
+    screen = term.wait_for("SPIKEGUARD-EXIT=1")
+    assert f"error: the console stopped on an unexpected error: {line}" in screen
+    assert "Traceback" not in screen and "╭" not in screen  # not Textual's dump
+    log = (data / "logs" / "spikeguard.log").read_text()
+    assert "Traceback" in log and line in log
+    if key:  # the journal is open: the session's end says why
+        rows = _journal_rows(data / "journal.db", "SELECT reason FROM operator_actions WHERE action = 'session_end'")
+        assert rows == [(f"console crashed: {line}",)]
+
+
+def test_quit_while_the_crew_is_still_loading_ends_the_process(term, tmp_path):
+    """Once the process stayed alive for 40 minutes after such a quit: interpreter shutdown joins
+    the thread that imports CrewAI, and the input thread span on the closed pty."""
+    import psutil
+
+    data = tmp_path / "sg"
+    term.start(_command(data))
+    term.wait_for("BTCUSDT", "desk rules (crew")  # painted; CrewAI still loading in its thread
+    [pid] = running(data)
+    children = psutil.Process(pid).children(recursive=True)
+    term.keys("q")
+    term.wait_for("SPIKEGUARD-EXIT=0")
+    wait_gone(data)
+    assert not [c for c in children if c.is_running()]
+    rows = _journal_rows(data / "journal.db", "SELECT reason FROM operator_actions WHERE action = 'session_end'")
+    assert rows == [("operator quit",)]
+
+
+STUCK = {  # a library's thread that never ends, and the name it runs under
+    "a thread of its own": ("import threading\n"
+                            "threading.Thread(target=threading.Event().wait, name='stuck-library').start()\n",
+                            "stuck-library"),
+    "a job in the loop's executor": ("import asyncio, threading\nfrom core.session import Session\n"
+                                     "real_run = Session.run\n"
+                                     "async def run(self, on_batch=None):\n"
+                                     "    asyncio.get_running_loop().run_in_executor(None, threading.Event().wait)\n"
+                                     "    await real_run(self, on_batch=on_batch)\n"
+                                     "Session.run = run\n", "asyncio_0"),
+}
+
+
+@pytest.mark.parametrize("where", STUCK)
+def test_quit_ends_the_process_even_when_a_library_thread_never_ends(term, tmp_path, where):
+    """As CrewAI's import does for seconds, forever: the exit deadline ends the process."""
+    fault, name = STUCK[where]
+    data = tmp_path / "sg"
+    term.start(f"{_with_fault(tmp_path, fault)} --data-dir {data} console --scenario calm")
+    term.wait_for("BTCUSDT", "SAFE")
+    term.keys("q")
+    term.wait_for("SPIKEGUARD-EXIT=0")  # the shell only gets here once the process is gone
+    assert f"threads still running: {name}" in (data / "logs" / "spikeguard.log").read_text()
+
+
+def test_quit_ends_the_process_even_when_the_journal_never_closes(term, tmp_path):
+    hang = ("import asyncio\nfrom core.session import Session\n"
+            "async def close(self, reason=''):\n    await asyncio.Event().wait()\n"
+            "Session.close = close\n")
+    data = tmp_path / "sg"
+    term.start(f"{_with_fault(tmp_path, hang)} --data-dir {data} console --scenario calm")
+    term.wait_for("BTCUSDT", "SAFE")
+    term.keys("q")
+    screen = term.wait_for("SPIKEGUARD-EXIT=1")
+    assert "error: the session did not close cleanly; its journal may miss the last rows" in screen
