@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import signal
 import sys
 import threading
 import time
@@ -89,6 +90,7 @@ def run_app(app: Any, log_file: Path) -> int:
     try:
         result = app.run(loop=loop)
         deadline = time.monotonic() + EXIT_DEADLINE_S
+        _restore_job_control_signals()
         closed = _wait_for_close(loop, app, deadline)
     finally:
         _close_loop(loop, deadline)
@@ -102,6 +104,14 @@ def run_app(app: Any, log_file: Path) -> int:
         code = code or 1
     leave_by(deadline, code)
     return code
+
+
+def _restore_job_control_signals() -> None:
+    """Textual's driver leaves its SIGTSTP and SIGCONT handlers installed after the app. A SIGCONT
+    then (the terminal closing sends one) restarted its input thread on the closed terminal, where
+    it span, non-daemon, at 73% of a core; with no loop running, the handler raises instead."""
+    for sig in (signal.SIGTSTP, signal.SIGCONT):
+        signal.signal(sig, signal.SIG_DFL)
 
 
 def _wait_for_close(loop: asyncio.AbstractEventLoop, app: Any, deadline: float) -> bool:

@@ -266,6 +266,21 @@ def test_quit_ends_the_process_even_when_a_library_thread_never_ends(term, tmp_p
     assert f"threads still running: {name}" in (data / "logs" / "spikeguard.log").read_text()
 
 
+def test_a_terminal_closing_after_quit_does_not_restart_the_console(term, tmp_path):
+    """The 40-minute case: closing the terminal sends SIGCONT, and Textual's driver, whose handler
+    outlived the app, started its input thread again on the closed terminal."""
+    sigcont_at_exit = ("import os, signal\nimport console.launch as launch\nreal_leave_by = launch.leave_by\n"
+                       "def leave_by(deadline, code):\n    os.kill(os.getpid(), signal.SIGCONT)\n"
+                       "    real_leave_by(deadline, code)\n"
+                       "launch.leave_by = leave_by\n")
+    data = tmp_path / "sg"
+    term.start(f"{_with_fault(tmp_path, sigcont_at_exit)} --data-dir {data} console --scenario calm")
+    term.wait_for("BTCUSDT", "SAFE")
+    term.keys("q")
+    screen = term.wait_for("SPIKEGUARD-EXIT=")
+    assert "SPIKEGUARD-EXIT=0" in screen and "error" not in screen
+
+
 def test_quit_ends_the_process_even_when_the_journal_never_closes(term, tmp_path):
     hang = ("import asyncio\nfrom core.session import Session\n"
             "async def close(self, reason=''):\n    await asyncio.Event().wait()\n"
