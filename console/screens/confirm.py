@@ -35,11 +35,13 @@ class ReasonInput(Input):
         self._rang = False
 
     def _on_paste(self, event: events.Paste) -> None:
-        lines = event.text.splitlines()
+        line = next(iter(event.text.splitlines()), "")
         start, end = sorted(self.selection)
         room = self.max_length - (len(self.value) - (end - start))
-        if lines and room > 0:
-            self.replace(lines[0][:room], start, end)
+        if line and room > 0:
+            self.replace(line[:room], start, end)
+        if len(line) > room:
+            self.restricted()  # cut: one bell
         event.stop()
         event.prevent_default()  # Input's handler would insert the whole paste again
 
