@@ -27,7 +27,6 @@ See the module `core.agents` docstring for how a Session wires it.
 from __future__ import annotations
 
 import asyncio
-import contextvars
 import functools
 import inspect
 import logging
@@ -50,6 +49,7 @@ from core.agents.bookkeeping import (  # noqa: F401 - the price names are re-exp
 from core.agents.context import CURRENT_RUN, DeskContext, RunState
 from core.agents.crew import build_guardian_crew, build_spike_crew, decision_fields, finalize
 from core.agents.llm import RULES, estimate_tokens, llm_label, make_llm
+from core.agents.threads import in_daemon_thread
 from core.agents.streaming import (  # noqa: F401 - the window constants are re-exported (they were defined here)
     MAX_LINE,
     MAX_REORDER_WINDOW_S,
@@ -162,7 +162,7 @@ class AgentDesk:
         self.ctx.bind_loop(loop)
         if self.bus is not None and getattr(self.bus, "_loop", None) is None:
             self.bus.bind_loop(loop)
-        await asyncio.to_thread(offline.load_crewai, self.storage_dir)
+        await in_daemon_thread(offline.load_crewai, self.storage_dir, name="crewai-import")
         if self.switch_interval is not None and sys.getswitchinterval() > self.switch_interval:
             # crews are CPU-bound Python in worker threads: a shorter GIL switch interval keeps the
             # engine loop (and the UI) responsive while they run (bench/agents.py: p99 28 ms -> 6 ms)
@@ -392,7 +392,7 @@ class AgentDesk:
                 crew = build()
                 if self.kickoff_mode == "thread":
                     # the whole crew in a worker thread (sync kickoff, no loop there): only tool reads hop to the loop
-                    await asyncio.to_thread(contextvars.copy_context().run, crew.kickoff)
+                    await in_daemon_thread(crew.kickoff, name="crew-kickoff")
                 else:
                     await crew.akickoff()
         except HookAborted as exc:

@@ -5,7 +5,7 @@ against the package index) and writes a kickoff database under the current direc
 name. `configure()` sets the environment that stops all of that and points its storage
 at a directory we own; it must run before crewai is imported, and `load_crewai()` makes
 sure it has. Importing crewai costs seconds and ~170 MB, so nothing in core.agents imports
-it at module import time: call `await asyncio.to_thread(load_crewai)` (AgentDesk.start does)
+it at module import time: call it in a thread (AgentDesk.start does, in a daemon thread)
 off the UI's path.
 """
 
@@ -84,7 +84,7 @@ class _QuietTokenEstimate(logging.Filter):
 
 
 def load_crewai(storage_dir: str | Path | None = None, freeze_gc: bool = True) -> ModuleType:
-    """Import crewai once (blocking: call it through asyncio.to_thread), offline.
+    """Import crewai once (blocking: call it in a thread), offline.
 
     With `freeze_gc`, the objects alive after the import (crewai's ~1M: modules, pydantic
     schemas) are moved to the collector's permanent generation (gc.freeze): otherwise every
