@@ -35,6 +35,7 @@ from textual.widgets import Input
 from textual.worker import WorkerFailed
 
 from console.screens.approve import ApproveScreen
+from console.screens.book import CancelOrderScreen, CancelRequest, FlattenRequest, FlattenScreen
 from console.screens.confirm import BreakerConfirmScreen, QuitScreen, ReasonScreen
 from console.screens.help import HelpScreen
 from console.screens.main import MainScreen, Views, wide_enough
@@ -61,6 +62,8 @@ class SpikeguardApp(App[int]):
         Binding("r", "reject", "Reject"),
         Binding("T", "trigger", "Trigger", priority=True),
         Binding("C", "clear", "Clear", priority=True),
+        Binding("F", "flatten", "Flatten", priority=True),
+        Binding("X", "cancel_order", "Cancel order", priority=True),
         Binding("p", "pause_scanner", "Scanner"),
         Binding("space", "pause_feed", "Pause feed"),
         Binding("question_mark", "help", "Help"),
@@ -295,8 +298,11 @@ class SpikeguardApp(App[int]):
         if record is None:
             record = self._banner_record = breaker.snapshot()
         reason = record.reason if record.epoch else "no breaker condition"
+        health = self.session.journal_health
+        failing = None if health is None or health.ok else f"{health.error} ({health.unwritten} rows held)"
         state = BannerState(record.status, reason, record.epoch, int(self.wall_clock() - self._state_since),
-                            record.actor.value)
+                            record.actor.value, saving=not self.session.breaker_saved(record.epoch),
+                            journal_failing=failing)
         if self._changed("banner", state):
             views.banner.show(state)
 
@@ -333,6 +339,7 @@ class SpikeguardApp(App[int]):
             feed_ok=feed_ok,
             latency_ms=round(latency, 3) if latency is not None else None, ticks_per_second=round(self._rate),
             speed=self.speed_label, journal=self.journal_label, clock=clock,
+            journal_failing=bool(self.session.journal_health and not self.session.journal_health.ok),
             scanner_paused=self._scanner_paused, feed_paused=self._feed_paused, desk=self.desk_label)
         if self._changed("status", info):
             views.status.show(info)
@@ -389,6 +396,8 @@ class SpikeguardApp(App[int]):
         ("Reject proposal", "Reject the selected proposal, with an optional reason  [r]", "reject"),
         ("Trigger breaker", "Force-TRIGGER the circuit breaker, with a reason  [T]", "trigger"),
         ("Clear breaker", "Clear the circuit breaker, with a reason  [C]", "clear"),
+        ("Flatten", "Sell one position or all of them at market, in any breaker state  [F]", "flatten"),
+        ("Cancel order", "Cancel one open order, in any breaker state  [X]", "cancel_order"),
         ("Pause/resume scanner", "Stop or restart spike detection  [p]", "pause_scanner"),
         ("Pause/resume feed", "Stop or restart the market feed  [space]", "pause_feed"),
         ("Help", "Keys and breaker states  [?]", "help"),
@@ -445,12 +454,21 @@ class SpikeguardApp(App[int]):
         def done(request) -> None:
             if request is None:
                 return
-            ok = self.session.force_trigger(request.reason)
-            self.notify("breaker TRIGGERED" if ok else "breaker already TRIGGERED",
-                        severity="error" if ok else "warning")
+            if self.session.force_trigger(request.reason):
+                self._when_saved(self.session.breaker.epoch, "breaker TRIGGERED", "error")
+            else:
+                self.notify("breaker already TRIGGERED", severity="warning")
             self.frame()
 
         self.push_screen(BreakerConfirmScreen("trigger"), done)
+
+    @work(group="saved")
+    async def _when_saved(self, epoch: int, message: str, severity: str) -> None:
+        """An operator's trip or clear is announced done once it is on disk; until then the
+        banner says saving… (and JOURNAL FAILING while the journal cannot write)."""
+        await self.session.wait_saved(epoch)
+        self.notify(f"{message} (journaled)", severity=severity, timeout=8)
+        self.frame()
 
     def action_clear(self) -> None:
         if self._typing():
@@ -465,10 +483,59 @@ class SpikeguardApp(App[int]):
             if request is None:
                 return
             ok, message = self.session.clear_breaker(request.reason, override=request.override)
-            self.notify(message, severity="information" if ok else "error", timeout=8)
+            if ok:
+                self._when_saved(self.session.breaker.epoch, message, "information")
+            else:
+                self.notify(message, severity="error", timeout=8)
             self.frame()
 
         self.push_screen(BreakerConfirmScreen("clear", self.session.clear_needs_override()), done)
+
+    def action_flatten(self) -> None:
+        if self._typing():
+            raise SkipAction()  # a capital F typed into a field is text
+        if isinstance(self.screen, FlattenScreen):
+            return
+        positions = self.session.open_positions()
+        if not positions:
+            self.notify("no open position", severity="information")
+            return
+
+        def done(request: FlattenRequest | None) -> None:
+            if request is not None:
+                self._do_flatten(request)
+
+        self.push_screen(FlattenScreen(positions), done)
+
+    @work(group="commands")
+    async def _do_flatten(self, request: FlattenRequest) -> None:
+        lines = await self.session.flatten(request.symbol, request.reason)
+        failed = any("rejected" in line or "denied" in line for line in lines)
+        self.notify("flatten: " + "; ".join(lines), severity="error" if failed else "information", timeout=8)
+        self.frame()
+
+    def action_cancel_order(self) -> None:
+        if self._typing():
+            raise SkipAction()
+        if isinstance(self.screen, CancelOrderScreen):
+            return
+        orders = self.session.open_orders()
+        if not orders:
+            self.notify("no open order", severity="information")
+            return
+
+        def done(request: CancelRequest | None) -> None:
+            if request is not None:
+                self._do_cancel(request)
+
+        self.push_screen(CancelOrderScreen(orders), done)
+
+    @work(group="commands")
+    async def _do_cancel(self, request: CancelRequest) -> None:
+        order = await self.session.cancel_order(request.client_order_id, request.reason)
+        self.notify(f"{order.side.value} {order.quantity:g} {order.symbol} {order.type.value}: "
+                    f"{order.status.value.lower()}", severity="information", timeout=6)
+        self.frame()
 
     def action_pause_scanner(self) -> None:
         self._scanner_paused = not self._scanner_paused

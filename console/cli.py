@@ -230,15 +230,14 @@ def _db_path(args: argparse.Namespace, paths: Any) -> Path:
 
 def journal_choice(args: argparse.Namespace, paths: Any, path: Path | None = None) -> Any:
     """The journal a command writes, with the installation's signing key (created at first use)."""
-    from core.journal import JournalError, load_or_create_key
+    from core.journal import JournalError
     from core.wiring import JournalChoice
 
     paths.ensure(paths.config_dir)
     try:
-        key = load_or_create_key(paths.config_dir)
+        return JournalChoice.signed(path or _db_path(args, paths), paths.config_dir, getattr(args, "force", False))
     except JournalError as exc:
         raise UsageError(str(exc)) from None
-    return JournalChoice(path or _db_path(args, paths), key, getattr(args, "force", False))
 
 
 def cmd_db(args: argparse.Namespace, loaded: Any, paths: Any) -> int:
@@ -415,7 +414,8 @@ def cmd_serve(args: argparse.Namespace, loaded: Any, paths: Any) -> int:
 def cmd_console(args: argparse.Namespace, loaded: Any, paths: Any) -> int:
     from console.launch import launch_console
 
-    return launch_console(args, loaded, paths)
+    journal = journal_choice(args, paths)
+    return launch_console(args, loaded, paths, journal)
 
 
 _COMMANDS = {"config": cmd_config, "replay": cmd_replay, "simulate": cmd_simulate, "console": cmd_console,

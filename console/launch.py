@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from core.market.feed import MAX_SPEED
+from core.redact import mask
 
 # from the app's return to the end of the process, whatever a library's thread does; with the app's own
 # wait for the session to close (console.app.CLOSE_WAIT_S), a quit ends the process within about 3 s
@@ -20,50 +20,18 @@ EXIT_DEADLINE_S = 1.5
 log = logging.getLogger("spikeguard.console")
 
 
-class LaunchError(Exception):
-    """A one-line reason the console cannot start (bad feed choice, missing files)."""
+def launch_console(args: Any, loaded: Any, paths: Any, journal: Any) -> int:
+    """The console over the composition root's session. The journal is opened before the
+    console takes the terminal: one that is locked by another process, cannot be written or
+    does not verify is refused with one line."""
+    from core.journal import JournalError
+    from core.wiring import FeedChoice, WiringError, build_feed, build_session, open_journal
 
-
-def build_feed(args: Any, settings: Any):
-    feed_name = args.feed or settings.testing.feed
-    sim = settings.testing.sim
-    if feed_name == "binance":
-        raise LaunchError("--feed binance is not available yet: it arrives with the Binance issue; "
-                          "use --feed sim or --feed replay FILE...")
-    speed = args.speed if args.speed is not None else None
-    if feed_name == "replay":
-        from core.market.replay import ReplayFeed, ReplayInputError
-
-        if not args.files:
-            raise LaunchError("--feed replay needs CSV files: spikeguard console --feed replay FILE...")
-        try:
-            feed = ReplayFeed(args.files, speed=speed if speed is not None else 60.0,
-                              symbol=getattr(args, "symbol", None))
-        except ReplayInputError as exc:
-            raise LaunchError(str(exc)) from None
-        label = "replay " + " ".join(s.symbol for s in feed.sources)
-    else:
-        from core.market.sim import SimFeed
-
-        if args.files or getattr(args, "symbol", None):
-            raise LaunchError("files and --symbol are only for --feed replay")
-        scenario = args.scenario or sim.scenario
-        try:
-            feed = SimFeed(scenario=scenario, seed=args.seed if args.seed is not None else sim.seed,
-                           tick_interval_ms=sim.tick_interval_ms,
-                           speed=speed if speed is not None else sim.speed)
-        except ValueError as exc:
-            raise LaunchError(str(exc)) from None
-        label = f"sim {scenario}"
-    speed_label = "max" if feed.speed == MAX_SPEED else f"{feed.speed:g}x"
-    return feed, label, speed_label
-
-
-def launch_console(args: Any, loaded: Any, paths: Any) -> int:
     settings = loaded.settings
     try:
-        feed, label, speed_label = build_feed(args, settings)
-    except LaunchError as exc:
+        built = build_feed(settings, FeedChoice(kind=args.feed, files=args.files, symbol=args.symbol,
+                                                scenario=args.scenario, seed=args.seed, speed=args.speed))
+    except WiringError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     if not sys.stdout.isatty() and not getattr(args, "headless_ok", False):
@@ -71,21 +39,27 @@ def launch_console(args: Any, loaded: Any, paths: Any) -> int:
               file=sys.stderr)
         return 2
     from console.app import SpikeguardApp
-    from core.session import Session
 
     paths.ensure()
-    journal_path = Path(args.db).expanduser() if getattr(args, "db", None) else paths.journal
-    session = Session(settings, feed, journal_path=journal_path)
+    session = build_session(settings, built.feed, journal)
+    loop = asyncio.new_event_loop()
+    try:
+        loop.run_until_complete(open_journal(session, journal))
+    except JournalError as exc:
+        loop.close()
+        print(mask(f"error: {exc}"), file=sys.stderr)
+        return 2
     served = getattr(args, "headless_ok", False)  # under textual-serve: no tty for the watchdog to watch
-    app = SpikeguardApp(session, feed_label=label, speed_label=speed_label, journal_label=_short(journal_path),
-                        watch_tty=not served, agents_dir=paths.data_dir / "crewai")
-    return run_app(app, paths.log_file)
+    app = SpikeguardApp(session, feed_label=built.label, speed_label=built.speed_label,
+                        journal_label=_short(journal.path), watch_tty=not served,
+                        agents_dir=paths.data_dir / "crewai")
+    return run_app(app, paths.log_file, loop)
 
 
-def run_app(app: Any, log_file: Path) -> int:
+def run_app(app: Any, log_file: Path, loop: asyncio.AbstractEventLoop | None = None) -> int:
     """Run the console on a loop of its own, then leave by a deadline. (asyncio.run would join
     the loop's executor threads before returning: CrewAI's import, still running after a quick q.)"""
-    loop = asyncio.new_event_loop()
+    loop = loop or asyncio.new_event_loop()
     deadline = time.monotonic()  # if the app itself raised: clean up without waiting
     try:
         result = app.run(loop=loop)

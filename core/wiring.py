@@ -54,6 +54,15 @@ class JournalChoice:
     key: bytes | None = None  # the head's signing key (core.journal.keys); None: unsigned (a throwaway journal)
     force: bool = False  # open a journal whose head does not verify, and journal that it was forced
 
+    @classmethod
+    def signed(cls, path: Path, config_dir: Path, force: bool = False) -> "JournalChoice":
+        """The installation's journal: signed with the key in `config_dir` (created, mode
+        0600, at first use). Raises JournalError (one line) for a key that is not private."""
+        from core.journal import load_or_create_key
+
+        Path(config_dir).mkdir(parents=True, exist_ok=True)
+        return cls(Path(path), load_or_create_key(config_dir), force)
+
 
 def build_feed(settings: Settings, choice: FeedChoice) -> BuiltFeed:
     kind = choice.kind or settings.testing.feed

@@ -16,6 +16,8 @@ KEYS = [
     ("r", "reject the selected proposal (asks for an optional reason)"),
     ("T", "force-TRIGGER the breaker (asks for a reason; works over any dialog)"),
     ("C", "clear the breaker (asks for a reason; deep drops need a typed override)"),
+    ("F", "flatten one position or all: sell at market, reduce-only, in any breaker state (confirmed)"),
+    ("X", "cancel one open order, in any breaker state (confirmed)"),
     ("p", "pause / resume the scanner"),
     ("space", "pause / resume the feed (replay or sim)"),
     ("?", "this help"),

@@ -1,5 +1,6 @@
 """The breaker banner: the state in its colour, the reason, the epoch, time in state,
-what the state blocks, and who set it. The state is always spelled out, never colour only."""
+what the state blocks, and who set it. The state is always spelled out, never colour only.
+A transition not yet on disk says "saving…"; a journal that cannot write says JOURNAL FAILING."""
 
 from __future__ import annotations
 
@@ -23,6 +24,8 @@ class BannerState:
     epoch: int
     seconds_in_state: float
     actor: str
+    saving: bool = False  # the transition is not on disk yet
+    journal_failing: str | None = None  # why the journal cannot write (new entries are blocked)
 
 
 def fmt_duration(seconds: float) -> str:
@@ -46,6 +49,11 @@ class BreakerBanner(Static):
             self.set_class(status is state.status, cls)
         text = Text()
         text.append(f"{ICONS[state.status]} {state.status.value}", style="bold")
+        if state.saving:
+            text.append(" saving…", style="bold reverse")
+        if state.journal_failing:
+            text.append(" │ ")
+            text.append(f"JOURNAL FAILING: {state.journal_failing}; new entries blocked", style="bold reverse")
         text.append(f" │ {state.reason} │ epoch {state.epoch} │ {fmt_duration(state.seconds_in_state)} in state"
                     f" │ {STATE_POLICY[state.status]} │ by {state.actor}")
         lines = max(1, -(-len(text.plain) // max(1, self.size.width - 2)))

@@ -24,6 +24,7 @@ class StatusInfo:
     scanner_paused: bool = False
     feed_paused: bool = False
     desk: str = "rules"
+    journal_failing: bool = False
 
 
 class StatusBar(Static):
@@ -45,6 +46,9 @@ class StatusBar(Static):
         if info.scanner_paused:
             t.append("  SCANNER PAUSED", style="bold yellow")
         t.append(f"  desk {info.desk}", style="cyan")
-        t.append(f"  journal {info.journal}", style="grey62")
+        if info.journal_failing:
+            t.append(f"  JOURNAL FAILING {info.journal}", style="bold reverse red")
+        else:
+            t.append(f"  journal {info.journal}", style="grey62")
         t.append(f"  {info.clock}")
         self.update(t, layout=False)  # one line, always

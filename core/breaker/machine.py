@@ -30,8 +30,8 @@ LEGAL_TRANSITIONS: dict[tuple[BreakerStatus, BreakerStatus], frozenset[Actor]] =
 STATE_POLICY: dict[BreakerStatus, str] = {
     S: "all orders allowed",
     W: "entries at reduced size",
-    T: "new entries blocked, cancels and confirmed exits allowed",
-    R: "reduce-only and reduced entries",
+    T: "new entries blocked; exits, stops and cancels allowed",
+    R: "exits, and entries at reduced size",
 }
 
 
