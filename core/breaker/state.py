@@ -266,8 +266,8 @@ class CircuitBreakerState:
                 new.trigger_actor = None
                 new.recovery_started_at_ms = None
             if not self._backend.compare_and_set(current.epoch, new):
-                # another process moved the breaker first: adopt its state, fail closed
-                self._record = self._backend.load()
+                # another process moved the breaker first: take its state (announced), fail closed
+                self._take_from_backend(current)
                 raise IllegalTransition(
                     f"breaker moved concurrently (epoch {current.epoch} is stale, now {self._record.epoch})"
                 )
@@ -322,18 +322,28 @@ class CircuitBreakerState:
             if record.epoch == current.epoch + 1 and record.status is not current.status:
                 check_transition(current.status, record.status, record.actor)
             if not self._backend.compare_and_set(current.epoch, record):
-                self._record = self._backend.load()
+                self._take_from_backend(current)
                 raise IllegalTransition(f"breaker moved concurrently while adopting (now epoch {self._record.epoch})")
-            self._record = copy.deepcopy(record)
-            change = BreakerChanged(
-                epoch=record.epoch, previous=current.status, status=record.status,
-                reason=f"restored from the {source}: {record.reason}", actor=record.actor,
-                time_ms=record.since_ms, symbol=record.symbol, trigger_type=record.trigger_type,
-                details={**record.details, "adopted_from": source}, market_snapshot=dict(record.market_snapshot),
-                wall_ns=time.perf_counter_ns(),
-            )
-            self._announce(change)
-            return change
+            return self._install(current, copy.deepcopy(record), source)
+
+    def _take_from_backend(self, current: BreakerRecord) -> None:
+        """The backend holds a newer record than ours (another process moved it): it becomes
+        ours, announced like any transition, so this process's gate halts on a TRIGGERED one."""
+        stored = self._backend.load()
+        if stored.epoch != current.epoch or stored.status is not current.status:
+            self._install(current, stored, "backend")
+
+    def _install(self, current: BreakerRecord, record: BreakerRecord, source: str) -> BreakerChanged:
+        self._record = record
+        change = BreakerChanged(
+            epoch=record.epoch, previous=current.status, status=record.status,
+            reason=f"restored from the {source}: {record.reason}", actor=record.actor,
+            time_ms=record.since_ms, symbol=record.symbol, trigger_type=record.trigger_type,
+            details={**record.details, "adopted_from": source}, market_snapshot=dict(record.market_snapshot),
+            wall_ns=time.perf_counter_ns(),
+        )
+        self._announce(change)
+        return change
 
 
 _singleton: CircuitBreakerState | None = None

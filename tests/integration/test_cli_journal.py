@@ -11,7 +11,6 @@ import resource
 import sqlite3
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 from core.journal import load_or_create_key, verify
@@ -100,7 +99,6 @@ def test_a_replay_whose_disk_fills_fails_and_says_so(tmp_path, market_data):
     def small_files() -> None:
         resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
 
-    started = time.monotonic()
     done = subprocess.run(
         [sys.executable, "-m", "console.cli", "--data-dir", str(tmp_path), "replay", "--json", "--db", str(db),
          "--agents", "--auto-approve-paper", str(market_data / "BTCUSDT-1m-2021-05-19.csv"),
@@ -116,4 +114,3 @@ def test_a_replay_whose_disk_fills_fails_and_says_so(tmp_path, market_data):
     assert stats["journal_rows"]["circuit_breaker_events"] < len(report["breaker"])  # some never reached the disk
     audit = run_cli("--data-dir", str(tmp_path), "audit", "verify", "--db", str(db))
     assert audit.returncode == 0, audit.stdout  # what did land is an intact, signed chain
-    assert time.monotonic() - started < 300

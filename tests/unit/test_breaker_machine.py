@@ -423,7 +423,10 @@ def test_state_adopts_newer_record_when_backend_moved():
     assert mine.status is T and mine.epoch == 1
     assert mine.snapshot() == backend.load()
     assert mine.get_trigger_info()["triggered_at_ms"] == 5_000
-    assert mine_seen == []  # the refused move notified nobody
+    # the refused move changed nothing, but taking the other's TRIGGERED is announced (a gate halts on it)
+    assert [(c.previous, c.status, c.epoch, c.details.get("adopted_from")) for c in mine_seen] == \
+        [(S, T, 1, "backend")]
+    mine_seen.clear()
 
     # having adopted the record, the next move succeeds from it
     assert mine.start_recovery(time_ms=7_000) is True
@@ -446,3 +449,33 @@ def test_downtime_counts_a_trigger_at_event_time_zero():
     assert state.get_trigger_info()["triggered_at_ms"] == 0
     assert state.clear(time_ms=5_000) is True
     assert state.get_stats()["total_downtime_seconds"] == 5.0
+
+
+def test_adopt_refuses_what_would_move_epochs_backwards_or_skip_the_rules():
+    state = CircuitBreakerState()
+    seen: list[BreakerChanged] = []
+    halted: list[int] = []
+    state.subscribe(seen.append)
+    state.add_halt_step(lambda change: halted.append(change.epoch))
+    assert state.trigger("crash", time_ms=1_000)
+    with pytest.raises(IllegalTransition, match="epochs only move forward"):
+        state.adopt(BreakerRecord(status=S, epoch=0))  # SAFE epoch 0 over TRIGGERED epoch 1
+    with pytest.raises(IllegalTransition, match="epoch -5"):
+        state.adopt(BreakerRecord(status=S, epoch=-5))
+    with pytest.raises(IllegalTransition, match="agent may not move the breaker TRIGGERED -> SAFE"):
+        state.adopt(BreakerRecord(status=S, epoch=2, actor=Actor.AGENT))  # one step: must be legal
+    assert state.status is T and state.epoch == 1 and len(seen) == 1
+
+
+def test_adopt_announces_the_record_and_a_triggered_one_halts_first():
+    state = CircuitBreakerState()
+    order: list[str] = []
+    state.subscribe(lambda change: order.append(f"subscriber {change.status.value}"))
+    state.add_halt_step(lambda change: order.append(f"halt {change.epoch}"))
+    change = state.adopt(BreakerRecord(status=T, epoch=4, reason="journal said so", actor=Actor.OPERATOR))
+    assert change is not None and change.previous is S and change.details["adopted_from"] == "journal"
+    assert order == ["halt 4", "subscriber TRIGGERED"]
+    assert state.status is T and state.epoch == 4
+    # further ahead than one step: the steps between were made elsewhere, the outcome is taken
+    assert state.adopt(BreakerRecord(status=S, epoch=9, reason="cleared elsewhere")) is not None
+    assert state.status is S and state.epoch == 9

@@ -511,3 +511,27 @@ def test_an_entry_that_lands_after_the_halt_is_cancelled_at_once():
     result = asyncio.run(race())
     assert result.status is OrderStatus.CANCELED
     assert exchange.open_orders() == []
+
+
+def test_submitters_on_several_threads_share_the_caps():
+    market = MarketState()
+    breaker = CircuitBreakerState()
+    exchange = SpyExchange(SHIPPED.execution.paper, market, lambda: T0)
+    portfolio = Portfolio(10_000.0)
+    gate = OrderGate(SHIPPED.risk_management, breaker, market, exchange, portfolio, clock=lambda: T0)
+    market.windows("ETHUSDT").update(1_000.0, 50.0, T0)
+    start = threading.Barrier(4)
+
+    def submitter(k: int) -> None:
+        start.wait()
+        for i in range(30):
+            gate.submit_now(buy(0.3, symbol="ETHUSDT", type=OrderType.LIMIT, price=995.0, client_order_id=f"t{k}-{i}"))
+
+    threads = [threading.Thread(target=submitter, args=(k,)) for k in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    resting = sum(o.remaining for o in exchange.open_orders())
+    assert len(exchange.placed) == 8  # 8 x 0.3 ETH x 1,000 = 2,400 USD: the next would pass the 2,500 cap
+    assert resting * 1_000.0 <= SHIPPED.risk_management.max_position_notional_usd
