@@ -34,7 +34,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
-from datetime import datetime, timezone
+from functools import partial
 from typing import Any, Protocol
 
 from core.breaker.state import CircuitBreakerState
@@ -53,6 +53,7 @@ SAFE, WARNING, TRIGGERED, RECOVERING = (
 REFERENCE_MAX_AGE_MS = 60_000  # a reference price older than this (event time) is not fresh
 INTENT_DEADLINE_S = 2.0  # an entry whose intent is not on disk by then is not sent
 QTY_TOLERANCE = 1e-9  # relative: float sums of fills may overshoot a position by a few ulps
+DAY_MS = 86_400_000
 
 
 @dataclass(frozen=True)
@@ -156,9 +157,7 @@ class OrderGate:
     def _decide(self, order: Order, epoch_read: int | None, now: int, restoring: bool = False) -> GateDecision:
         """The whole check, counting what other orders reserved. Call under the lock."""
         status, epoch = self.breaker.current()
-
-        def deny(reason: str, ref: float | None = None) -> GateDecision:
-            return GateDecision(False, reason, 0.0, epoch, status, ref)
+        deny = partial(_denied, epoch, status)
 
         if epoch_read is not None and epoch_read != epoch:
             return deny(f"stale breaker epoch: the decision read epoch {epoch_read}, the breaker is at {epoch} "
@@ -191,8 +190,8 @@ class OrderGate:
             return deny("circuit breaker TRIGGERED: new entries blocked; exits and cancels only")
         if self.journal_failing:
             return deny("journal failing: new entries blocked until it can write again")
-        factor = {RECOVERING: self.risk.recovering_size_factor, WARNING: self.risk.warning_size_factor}.get(
-            status, 1.0)
+        factor = self.risk.recovering_size_factor if status is RECOVERING else \
+            self.risk.warning_size_factor if status is WARNING else 1.0
         if ref is None:
             return deny(f"no reference price for {order.symbol}")
         if not fresh:
@@ -469,12 +468,12 @@ class OrderGate:
     def _loss_check(self, now: int, risk_usd: float) -> str | None:
         """An entry's risk at its stop must fit in what is left of the daily and weekly loss
         budgets, counting the risk other entries hold while they are in flight or resting."""
-        day = datetime.fromtimestamp(now / 1000, timezone.utc).replace(hour=0, minute=0, second=0, microsecond=0)
-        week = day.timestamp() - day.weekday() * 86_400
+        day_ms = now - now % DAY_MS  # UTC midnight
+        week_ms = day_ms - (day_ms // DAY_MS + 3) % 7 * DAY_MS  # UTC Monday (1970-01-01 was a Thursday)
         unrealized = min(0.0, self.portfolio.unrealized_pnl(self.market.last_prices()))
         held = self._ledger.risk_usd()
-        for name, since_ms, limit in (("daily", int(day.timestamp() * 1000), self.risk.daily_loss_limit_usd),
-                                      ("weekly", int(week * 1000), self.risk.weekly_loss_limit_usd)):
+        for name, since_ms, limit in (("daily", day_ms, self.risk.daily_loss_limit_usd),
+                                      ("weekly", week_ms, self.risk.weekly_loss_limit_usd)):
             lost = -(self.portfolio.realized_pnl_since(since_ms) + unrealized)
             if lost >= limit:
                 return f"{name} loss limit reached: {-lost:,.2f} USD (limit {limit:,.2f})"
@@ -482,6 +481,10 @@ class OrderGate:
                 return (f"{name} loss budget: {max(lost, 0.0):,.2f} USD lost and {held:,.2f} at risk in open "
                         f"entries leave no room for this order's {risk_usd:,.2f} (limit {limit:,.2f})")
         return None
+
+
+def _denied(epoch: int, status: BreakerStatus, reason: str, ref: float | None = None) -> GateDecision:
+    return GateDecision(False, reason, 0.0, epoch, status, ref)
 
 
 __all__ = ["ExchangeView", "GateDecision", "OrderGate", "OrderJournal"]

@@ -310,6 +310,25 @@ def test_weekly_loss_limit_blocks_entries():
     assert_denied(rig, buy(0.01, client_order_id="b2"), "weekly loss limit")
 
 
+@pytest.mark.parametrize("budget", ["daily", "weekly"])
+def test_the_loss_budgets_start_again_at_utc_midnight_and_on_monday(budget):
+    limits = {"daily_loss_limit_usd": 45.0, "weekly_loss_limit_usd": 1_000.0} if budget == "daily" else \
+        {"daily_loss_limit_usd": 1_000.0, "weekly_loss_limit_usd": 45.0}
+    rig = Rig(stop_loss_percent=0.5, **limits)
+    sunday_2300 = 1_700_434_800_000  # 2023-11-19 23:00 UTC, a Sunday
+    rig.now = sunday_2300 - 2_000
+    rig.tick("BTCUSDT", 10_000.0)
+    assert rig.submit(buy(0.05)).status is OrderStatus.FILLED
+    rig.tick("BTCUSDT", 9_000.0)
+    assert rig.submit(sell_exit(0.05)).status is OrderStatus.FILLED  # about 50 USD lost, on Sunday
+    rig.now = sunday_2300 + 30 * 60_000  # Sunday 23:30: the same day and week
+    rig.tick("BTCUSDT", 9_000.0)
+    assert_denied(rig, buy(0.001, client_order_id="sun"), f"{budget} loss limit")
+    rig.now = sunday_2300 + 90 * 60_000  # Monday 00:30: a new day and a new week
+    rig.tick("BTCUSDT", 9_000.0)
+    assert rig.submit(buy(0.001, client_order_id="mon")).status is OrderStatus.FILLED
+
+
 def test_an_entry_whose_risk_does_not_fit_the_loss_budget_left_is_denied():
     rig = Rig(daily_loss_limit_usd=30.0)  # stop_loss_percent 2: a 995 USD entry risks 19.90
     bid = buy(1.0, symbol="ETHUSDT", type=OrderType.LIMIT, price=995.0)
