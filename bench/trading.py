@@ -33,29 +33,13 @@ from core.trading.gate import OrderGate  # noqa: E402
 from core.trading.orders import Order, OrderStatus, OrderType, Side  # noqa: E402
 from core.trading.paper import PaperExchange  # noqa: E402
 from core.trading.portfolio import Portfolio  # noqa: E402
-from tests.helpers import ListFeed, path  # noqa: E402
+from tests.helpers import ListFeed, TurnJournal, path  # noqa: E402
 
 T0 = 1_700_000_000_000
 
 
 class _NullFeed:
     name, realtime, cadence_ms = "bench", False, 1000
-
-
-class _TurnJournal:
-    """Writing an intent takes one turn of the loop; nothing is kept."""
-
-    failing = False
-
-    async def record_order(self, order: Order, event_time_ms: int | None = None) -> int:
-        await asyncio.sleep(0)
-        return 0
-
-    def enqueue_order(self, order: Order, event_time_ms: int | None = None) -> None:
-        pass
-
-    def enqueue_fill(self, fill) -> None:
-        pass
 
 
 def rig(settings, journal=None):
@@ -90,7 +74,7 @@ def gate_checks(settings, n: int) -> float:
 
 
 def gate_submits(settings, n: int, concurrency: int) -> float:
-    _, gate = rig(settings, _TurnJournal())
+    _, gate = rig(settings, TurnJournal())
     buys = [Order(symbol="BTCUSDT", side=Side.BUY, type=OrderType.MARKET, quantity=0.001, client_order_id=f"m{i}")
             for i in range(n)]
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterable, Iterator
 
 from core.engine import Engine
@@ -48,3 +49,20 @@ def interleave(*streams: list[Tick]) -> list[Tick]:
 
 def states(engine: Engine) -> list[str]:
     return [c.status.value for c in engine.breaker.history]
+
+
+class TurnJournal:
+    """An order journal that keeps nothing and takes one turn of the loop to write an intent,
+    as a real commit does: concurrent submitters run in between."""
+
+    failing = False
+
+    async def record_order(self, order, event_time_ms: int | None = None) -> int:
+        await asyncio.sleep(0)
+        return 0
+
+    def enqueue_order(self, order, event_time_ms: int | None = None) -> None:
+        pass
+
+    def enqueue_fill(self, fill) -> None:
+        pass

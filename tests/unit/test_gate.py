@@ -83,6 +83,17 @@ class Rig:
         return asyncio.run(self.gate.submit(order, epoch_read))
 
 
+def unjournaled(exchange_class=None, breaker=None, symbol="BTCUSDT", price=10_000.0):
+    """A gate on the shipped caps over its own exchange (`exchange_class`, a SpyExchange by
+    default) with no journal, one tick of `symbol` at T0: (gate, exchange, breaker)."""
+    market = MarketState()
+    breaker = breaker or CircuitBreakerState()
+    exchange = (exchange_class or SpyExchange)(SHIPPED.execution.paper, market, lambda: T0)
+    gate = OrderGate(SHIPPED.risk_management, breaker, market, exchange, Portfolio(10_000.0), clock=lambda: T0)
+    market.windows(symbol).update(price, 50.0, T0)
+    return gate, exchange, breaker
+
+
 def buy(qty=0.01, symbol="BTCUSDT", **kw) -> Order:
     return Order(symbol=symbol, side=Side.BUY, type=kw.pop("type", OrderType.MARKET), quantity=qty, **kw)
 
@@ -185,13 +196,11 @@ def test_a_trip_cancels_entries_and_keeps_the_stops_that_protect_positions():
 
 
 def test_the_halt_runs_before_any_subscriber_whatever_the_order_of_construction():
-    market = MarketState()
     breaker = CircuitBreakerState()
     seen = []
-    exchange = PaperExchange(SHIPPED.execution.paper, market, lambda: T0)
+    # a subscriber that exists before the gate does
     breaker.subscribe(lambda change: seen.append([o.client_order_id for o in exchange.open_orders()]))
-    gate = OrderGate(SHIPPED.risk_management, breaker, market, exchange, Portfolio(10_000.0), clock=lambda: T0)
-    market.windows("BTCUSDT").update(10_000.0, 1.0, T0)
+    gate, exchange, _ = unjournaled(breaker=breaker)
     resting = gate.submit_now(buy(0.01, type=OrderType.LIMIT, price=9_900.0))
     assert resting.status is OrderStatus.NEW
     breaker.trigger("crash", time_ms=T0)
@@ -393,11 +402,7 @@ def test_an_entry_whose_intent_never_reaches_the_disk_is_not_sent(monkeypatch):
 
 
 def test_submit_now_honours_the_gates_decision():
-    market = MarketState()
-    breaker = CircuitBreakerState()
-    exchange = SpyExchange(SHIPPED.execution.paper, market, lambda: T0)
-    gate = OrderGate(SHIPPED.risk_management, breaker, market, exchange, Portfolio(10_000.0), clock=lambda: T0)
-    market.windows("BTCUSDT").update(10_000.0, 1.0, T0)
+    gate, exchange, breaker = unjournaled()
     breaker.trigger("crash", time_ms=T0)
     assert gate.submit_now(buy(0.01)).status is OrderStatus.DENIED
     assert gate.submit_now(buy(0.06)).status is OrderStatus.DENIED
@@ -482,12 +487,8 @@ class TripWhilePlacing(SpyExchange):
 
 def test_a_trip_stored_while_an_entry_is_being_sent_still_cancels_it():
     backend = StoringSignalsBackend()
-    market = MarketState()
-    breaker = CircuitBreakerState(backend)
-    exchange = TripWhilePlacing(SHIPPED.execution.paper, market, lambda: T0)
+    gate, exchange, breaker = unjournaled(TripWhilePlacing, CircuitBreakerState(backend))
     exchange.stored = backend.stored
-    gate = OrderGate(SHIPPED.risk_management, breaker, market, exchange, Portfolio(10_000.0), clock=lambda: T0)
-    market.windows("BTCUSDT").update(10_000.0, 1.0, T0)
 
     def trip() -> None:
         exchange.placing.wait(5)
@@ -515,11 +516,7 @@ class SlowExchange(PaperExchange):
 
 
 def test_an_entry_that_lands_after_the_halt_is_cancelled_at_once():
-    market = MarketState()
-    breaker = CircuitBreakerState()
-    exchange = SlowExchange(SHIPPED.execution.paper, market, lambda: T0)
-    gate = OrderGate(SHIPPED.risk_management, breaker, market, exchange, Portfolio(10_000.0), clock=lambda: T0)
-    market.windows("BTCUSDT").update(10_000.0, 1.0, T0)
+    gate, exchange, breaker = unjournaled(SlowExchange)
 
     async def race() -> Order:
         sending = asyncio.ensure_future(gate.submit(buy(0.01, type=OrderType.LIMIT, price=9_950.0)))
@@ -533,12 +530,7 @@ def test_an_entry_that_lands_after_the_halt_is_cancelled_at_once():
 
 
 def test_submitters_on_several_threads_share_the_caps():
-    market = MarketState()
-    breaker = CircuitBreakerState()
-    exchange = SpyExchange(SHIPPED.execution.paper, market, lambda: T0)
-    portfolio = Portfolio(10_000.0)
-    gate = OrderGate(SHIPPED.risk_management, breaker, market, exchange, portfolio, clock=lambda: T0)
-    market.windows("ETHUSDT").update(1_000.0, 50.0, T0)
+    gate, exchange, _ = unjournaled(symbol="ETHUSDT", price=1_000.0)
     start = threading.Barrier(4)
 
     def submitter(k: int) -> None:

@@ -29,6 +29,7 @@ from core.trading.gate import QTY_TOLERANCE, OrderGate
 from core.trading.orders import Order, OrderStatus, OrderType, Side
 from core.trading.paper import PaperExchange
 from core.trading.portfolio import Portfolio
+from tests.helpers import TurnJournal
 
 T0 = 1_700_000_000_000
 SHIPPED = load_config(env={}, dotenv_paths=[]).settings
@@ -73,23 +74,6 @@ class WatchedExchange(PaperExchange):
         return super().place_now(order)
 
 
-class YieldingJournal:
-    """Writing an intent takes a turn of the loop, as a real journal's commit does: the other
-    submitters run in between."""
-
-    failing = False
-
-    async def record_order(self, order: Order, event_time_ms: int | None = None) -> int:
-        await asyncio.sleep(0)
-        return 0
-
-    def enqueue_order(self, order: Order, event_time_ms: int | None = None) -> None:
-        pass
-
-    def enqueue_fill(self, fill) -> None:
-        pass
-
-
 class Rig:
     def __init__(self) -> None:
         self.now = T0
@@ -97,7 +81,7 @@ class Rig:
         self.breaker = CircuitBreakerState()
         self.portfolio = Portfolio(1_000_000.0)
         self.exchange = WatchedExchange(SHIPPED.execution.paper, self.market, lambda: self.now)
-        self.gate = OrderGate(RISK, self.breaker, self.market, self.exchange, self.portfolio, YieldingJournal(),
+        self.gate = OrderGate(RISK, self.breaker, self.market, self.exchange, self.portfolio, TurnJournal(),
                               clock=lambda: self.now)
         self.exchange.gate, self.exchange.breaker = self.gate, self.breaker
         self.updates: list[Order] = []
