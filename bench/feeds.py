@@ -26,6 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from common import quiet_logs  # noqa: E402
+
 from core.market.replay import ReplayFeed  # noqa: E402
 from core.market.sim import SimFeed  # noqa: E402
 

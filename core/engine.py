@@ -19,7 +19,15 @@ from core.bus import EventBus
 from core.detect.guardian import Guardian
 from core.detect.scanner import Scanner
 from core.events import (
-    Actor, BreakerChanged, BreakerStatus, FeedProblem, Liquidation, MarkPrice, SpikeDetected, SymbolEnded, Tick,
+    Actor,
+    BreakerChanged,
+    BreakerStatus,
+    FeedProblem,
+    Liquidation,
+    MarkPrice,
+    SpikeDetected,
+    SymbolEnded,
+    Tick,
 )
 from core.latency import LatencyRecorder
 from core.market.feed import Feed

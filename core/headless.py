@@ -17,9 +17,8 @@ from core.events import BreakerChanged, SpikeDetected, iso_utc
 from core.market.feed import Feed
 from core.protection import ProtectionStudy
 from core.session import Session
-from core.wiring import JournalChoice, build_session
 from core.settings import Settings
-
+from core.wiring import JournalChoice, build_session
 
 JOURNAL_DRAIN_S = 10.0  # at the end of a run, how long a failing journal may keep retrying
 

@@ -26,11 +26,18 @@ from core.desk.proposal import TradeProposal
 from core.desk.rules_proposer import RulesProposer, Skip
 from core.engine import Engine
 from core.events import (
-    Actor, BreakerChanged, BreakerStatus, JournalHealth, ReasoningLine, SpikeDetected, SpikeStatus, Tick,
+    Actor,
+    BreakerChanged,
+    BreakerStatus,
+    JournalHealth,
+    ReasoningLine,
+    SpikeDetected,
+    SpikeStatus,
+    Tick,
 )
 from core.market.feed import Feed
-from core.settings import Settings
 from core.market.state import MarketState
+from core.settings import Settings
 from core.trading.exchange import Exchange
 from core.trading.gate import OrderGate
 from core.trading.orders import Order, OrderStatus, OrderType, Origin, Side, new_client_order_id

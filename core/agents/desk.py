@@ -49,13 +49,13 @@ from core.agents.bookkeeping import (  # noqa: F401 - the price names are re-exp
 from core.agents.context import CURRENT_RUN, DeskContext, RunState
 from core.agents.crew import build_guardian_crew, build_spike_crew, decision_fields, finalize
 from core.agents.llm import RULES, estimate_tokens, llm_label, make_llm
-from core.agents.threads import in_daemon_thread
 from core.agents.streaming import (  # noqa: F401 - the window constants are re-exported (they were defined here)
     MAX_LINE,
     MAX_REORDER_WINDOW_S,
     REORDER_WINDOW_S,
     RunStream,
 )
+from core.agents.threads import in_daemon_thread
 from core.desk.proposal import TradeProposal
 from core.desk.rules_proposer import Skip
 from core.events import BreakerChanged, BreakerStatus, SpikeDetected

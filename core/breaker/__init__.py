@@ -1,6 +1,6 @@
 """The circuit breaker: a small state machine behind one interface with two backends."""
 
-from core.breaker.machine import IllegalTransition, LEGAL_TRANSITIONS, BreakerRecord
+from core.breaker.machine import LEGAL_TRANSITIONS, BreakerRecord, IllegalTransition
 from core.breaker.state import (
     CircuitBreakerState,
     CircuitBreakerStatus,

@@ -72,8 +72,13 @@ from core.journal import audit
 from core.journal.audit import CHAINED_TABLES
 from core.journal.faults import describe, unwritable
 from core.journal.lock import JournalLock
-from core.journal.rows import BREAKER_STATUS_MAP  # noqa: F401  (re-exported: core.journal imports it from here)
-from core.journal.rows import BARRIER, Req, RowBuilder, now_ms
+from core.journal.rows import (
+    BARRIER,
+    BREAKER_STATUS_MAP,  # noqa: F401  (re-exported: core.journal imports it from here)
+    Req,
+    RowBuilder,
+    now_ms,
+)
 from core.journal.schema import JournalError, migrate
 from core.journal.writer import ChainWriter
 from core.trading.orders import Fill, Order

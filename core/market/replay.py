@@ -24,8 +24,15 @@ from core.events import FeedProblem, MarketEvent, SymbolEnded, Tick, iso_utc
 from core.market.feed import MAX_SPEED, Feed
 from core.market.symbols import QUOTE_ASSETS, check_symbol, is_symbol
 from core.market.ticks import (
-    MAX_PRICE, MAX_QTY, MAX_TIMESTAMP_DIGITS, MIN_PRICE, TimeUnit, detect_time_unit, plausible_price,
-    plausible_qty, plausible_time_ms,
+    MAX_PRICE,
+    MAX_QTY,
+    MAX_TIMESTAMP_DIGITS,
+    MIN_PRICE,
+    TimeUnit,
+    detect_time_unit,
+    plausible_price,
+    plausible_qty,
+    plausible_time_ms,
 )
 
 _INTERVAL_MS = {"1s": 1_000, "1m": 60_000, "3m": 180_000, "5m": 300_000, "15m": 900_000, "30m": 1_800_000,

@@ -14,8 +14,8 @@ from textual import events
 from textual.command import CommandPalette
 from textual.geometry import Size
 
-from core.events import BreakerStatus
 from core.desk.proposal import ProposalStatus
+from core.events import BreakerStatus
 from tests.console.conftest import dump_spike, make_app, screen_text
 from tests.helpers import path
 

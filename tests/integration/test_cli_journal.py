@@ -16,7 +16,6 @@ from pathlib import Path
 from core.journal import load_or_create_key, verify
 from tests.conftest import REPO, run_cli
 
-
 CHAINED = ("spike_events", "circuit_breaker_events", "agent_decisions", "agent_performance", "orders", "fills",
            "proposals", "operator_actions", "row_updates")
 

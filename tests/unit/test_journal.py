@@ -15,11 +15,11 @@ from pathlib import Path
 
 import pytest
 
+from core import redact
 from core.breaker.backend import MemoryBackend
 from core.breaker.machine import BreakerRecord
 from core.breaker.state import CircuitBreakerState
 from core.events import Actor, BreakerChanged, BreakerStatus, JournalHealth, SpikeDetected, SpikeType
-from core import redact
 from core.journal import MIGRATIONS, SCHEMA_VERSION, Journal, JournalError, verify
 from core.journal import schema as journal_schema
 from core.journal.lock import lock_path
