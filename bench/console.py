@@ -21,11 +21,10 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "bench"))
+sys.path[0] = str(ROOT)  # not bench/: this file's own name would shadow the console package
 os.environ.setdefault("TEXTUAL_ANIMATIONS", "none")
 
-from common import fifty_symbols, quiet_logs  # noqa: E402
+from bench.common import fifty_symbols, quiet_logs  # noqa: E402
 
 FIRST_FRAME = """
 import sys, time, asyncio
