@@ -145,6 +145,26 @@ class SpikeStatus:
     proposal_id: str | None = None
 
 
+class FeedState(str, enum.Enum):
+    CONNECTED = "connected"
+    STALE = "stale"  # no message for the watchdog's time: the stream is being reopened
+    RECONNECTING = "reconnecting"
+    GAP_FILLED = "gap_filled"  # after a reconnect, the missed minutes came back from REST
+    OVERFLOW = "overflow"  # the library's queue overflowed (ReadLoopClosed): the socket was recreated
+
+
+@dataclass(frozen=True, slots=True)
+class FeedHealth:
+    """A live feed's stream changed state (the console shows it; the journal keeps it)."""
+
+    stream: str  # "spot", "futures", "user", or a symbol
+    state: FeedState
+    detail: str
+    time_ms: int
+    reconnects: int = 0
+    overflows: int = 0
+
+
 @dataclass(frozen=True, slots=True)
 class JournalHealth:
     """The journal could (ok) or could not write; `unwritten` rows wait in memory meanwhile.

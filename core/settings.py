@@ -80,6 +80,14 @@ class StaleData(Strict):
     enabled: bool = True
     seconds: float = Field(30.0, gt=0, le=3600)  # an hour of silence unnoticed is no stale check
     cadence_multiple: float = Field(3.0, ge=1, le=100)
+    # a live reference silent this long is a blind feed: TRIGGERED (trigger_type feed_blind)
+    blind_seconds: float = Field(60.0, gt=0, le=3600)
+
+    @model_validator(mode="after")
+    def _blind_after_stale(self) -> "StaleData":
+        if self.blind_seconds <= self.seconds:
+            raise ValueError(f"blind_seconds ({self.blind_seconds:g}) must be above seconds ({self.seconds:g})")
+        return self
 
 
 class CircuitBreakerSettings(Strict):
@@ -282,6 +290,53 @@ class TestingSettings(Strict):
     sim: SimSettings = SimSettings()
 
 
+class BinanceEndpoints(Strict):
+    """Where one Binance environment answers (python-binance's URL attributes)."""
+
+    api_url: str
+    stream_url: str
+    futures_api_url: str
+    futures_stream_url: str
+
+
+class BinanceSettings(Strict):
+    """The Binance feed and exchange (`--feed binance`; execution on the testnet or live)."""
+
+    # streamed symbols; the breaker's references are always added
+    symbols: list[str] = Field(default_factory=lambda: ["BTCUSDT", "ETHUSDT", "SOLUSDT", "BNBUSDT", "XRPUSDT",
+                                                        "DOGEUSDT", "ADAUSDT", "AVAXUSDT"], max_length=200)
+    futures: bool = True  # futures markPrice and forceOrder streams (divergence, liquidation cascades)
+    depth_levels: Literal[5, 10, 20] = 5
+    backfill_minutes: int = Field(60, ge=0, le=1440)  # REST klines at start-up and after a gap
+    watchdog_seconds: float = Field(10.0, gt=0, le=600)  # a stream silent this long is closed and reopened
+    reconnect_min_seconds: float = Field(0.5, gt=0, le=60)
+    reconnect_max_seconds: float = Field(30.0, gt=0, le=600)
+    request_timeout_seconds: float = Field(10.0, gt=0, le=120)
+    recv_window_ms: int = Field(5_000, ge=1, le=60_000)
+    max_weight_fraction: float = Field(0.8, gt=0, le=1)  # throttle REST calls below this share of the limit
+    max_clock_skew_ms: int = Field(1_000, ge=1, le=60_000)  # past it, persistently: TRIGGERED
+    testnet: BinanceEndpoints = BinanceEndpoints(
+        api_url="https://testnet.binance.vision/api", stream_url="wss://stream.testnet.binance.vision/",
+        futures_api_url="https://testnet.binancefuture.com/fapi", futures_stream_url="wss://fstream.binancefuture.com/")
+    live: BinanceEndpoints = BinanceEndpoints(
+        api_url="https://api.binance.com/api", stream_url="wss://stream.binance.com:9443/",
+        futures_api_url="https://fapi.binance.com/fapi", futures_stream_url="wss://fstream.binance.com/")
+
+    @field_validator("symbols")
+    @classmethod
+    def _symbols_upper(cls, value: list[str]) -> list[str]:
+        for symbol in value:
+            if not symbol.isalnum() or symbol.upper() != symbol:
+                raise ValueError(f"symbol {symbol!r} must be an upper-case Binance symbol like BTCUSDT")
+        return value
+
+    @model_validator(mode="after")
+    def _backoff_ordered(self) -> "BinanceSettings":
+        if self.reconnect_max_seconds < self.reconnect_min_seconds:
+            raise ValueError("reconnect_max_seconds must be at least reconnect_min_seconds")
+        return self
+
+
 class RedisSettings(Strict):
     enabled: bool = False
     host: str = "localhost"
@@ -309,4 +364,5 @@ class Settings(Strict):
     performance: PerformanceSettings = PerformanceSettings()
     testing: TestingSettings = TestingSettings()
     redis: RedisSettings = RedisSettings()
+    binance: BinanceSettings = BinanceSettings()
     secrets: Secrets = Secrets()

@@ -59,3 +59,16 @@ def run_cli(*args: str, env: dict[str, str] | None = None, cwd: Path | None = No
     full_env = {**os.environ, **(env or {})}
     return subprocess.run([sys.executable, "-m", "console.cli", *args], capture_output=True, text=True,
                           env=full_env, cwd=cwd or REPO, timeout=timeout)
+
+
+@pytest.fixture
+async def fake_binance():
+    """A local Binance (tests/fakes/binance) on a free loopback port, stopped after the test."""
+    from tests.fakes.binance import FakeBinance
+
+    server = FakeBinance()
+    await server.start()
+    try:
+        yield server
+    finally:
+        await server.stop()

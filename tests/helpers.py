@@ -7,14 +7,14 @@ from collections.abc import Iterable, Iterator
 
 from core.engine import Engine
 from core.events import MarketEvent, Tick
-from core.market.feed import Feed
+from core.market.feed import PacedFeed
 
 T0 = 1_700_000_000_000
 SEC = 1000
 MIN = 60_000
 
 
-class ListFeed(Feed):
+class ListFeed(PacedFeed):
     name = "test"
 
     def __init__(self, events: Iterable[MarketEvent] = (), cadence_ms: int = 1000) -> None:

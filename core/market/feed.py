@@ -1,9 +1,11 @@
-"""The one async interface every market feed implements.
+"""The one async interface every market feed implements, and the paced base of the feeds
+whose events are known in advance (sim, replay).
 
 A feed yields batches of market events in event-time order. Batching amortises the
 per-event cost of the async machinery; pacing maps event time onto wall time for a
 given speed ("max" means no pacing at all, so a replay at max speed computes exactly
-what real time would, only sooner).
+what real time would, only sooner). A live feed (an exchange's streams) yields batches as
+messages arrive.
 """
 
 from __future__ import annotations
@@ -55,7 +57,7 @@ class FeedStats:
 
 
 class Feed(abc.ABC):
-    """Base class: subclasses implement `_events()`, a sync iterator in event-time order.
+    """What every feed is: an async source of event batches, with pause, resume and stop.
 
     Attributes:
         name: short feed name shown in the UI ("sim", "replay", "binance").
@@ -68,16 +70,11 @@ class Feed(abc.ABC):
     name = "feed"
     realtime = False
 
-    def __init__(self, speed: float = MAX_SPEED, batch_size: int = 512, batch_span_ms: int = 250) -> None:
+    def __init__(self, speed: float = MAX_SPEED) -> None:
         self.speed = speed
-        self.batch_size = batch_size
-        self.batch_span_ms = batch_span_ms
         self.stats = FeedStats()
         self.symbols: tuple[str, ...] = ()
         self.cadence_ms: int = 1000
-        # pacing reads this clock and waits with this sleep: a test can give both a virtual time
-        self.clock: Callable[[], float] = time.monotonic
-        self.sleep: Callable[[float], Awaitable[None]] = asyncio.sleep
         self._resumed = asyncio.Event()
         self._resumed.set()
         self._stopped = False
@@ -97,16 +94,31 @@ class Feed(abc.ABC):
         self._stopped = True
         self._resumed.set()
 
-    # -- to implement ----------------------------------------------------------------
-    @abc.abstractmethod
-    def _events(self) -> Iterator[MarketEvent]:
-        """The feed's events, in non-decreasing event time."""
-
     def describe_sources(self) -> list[dict[str, Any]]:
         """What the feed read from, one dict per input file (none for generated feeds)."""
         return []
 
-    # -- the async interface ------------------------------------------------------------
+    @abc.abstractmethod
+    def batches(self) -> AsyncIterator[list[MarketEvent]]:
+        """Lists of events in non-decreasing event time, until the feed ends or is stopped."""
+
+
+class PacedFeed(Feed):
+    """A feed of known events (generated or recorded): subclasses implement `_events()`, a
+    sync iterator in event-time order; this paces it onto wall time at `speed`."""
+
+    def __init__(self, speed: float = MAX_SPEED, batch_size: int = 512, batch_span_ms: int = 250) -> None:
+        super().__init__(speed)
+        self.batch_size = batch_size
+        self.batch_span_ms = batch_span_ms
+        # pacing reads this clock and waits with this sleep: a test can give both a virtual time
+        self.clock: Callable[[], float] = time.monotonic
+        self.sleep: Callable[[float], Awaitable[None]] = asyncio.sleep
+
+    @abc.abstractmethod
+    def _events(self) -> Iterator[MarketEvent]:
+        """The feed's events, in non-decreasing event time."""
+
     async def batches(self) -> AsyncIterator[list[MarketEvent]]:
         """Yield lists of events. At max speed batches are `batch_size` long; when paced,
         a batch spans at most `batch_span_ms` of event time and is released on time."""

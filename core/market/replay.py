@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from core.events import FeedProblem, MarketEvent, SymbolEnded, Tick, iso_utc
-from core.market.feed import MAX_SPEED, Feed
+from core.market.feed import MAX_SPEED, PacedFeed
 from core.market.symbols import QUOTE_ASSETS, check_symbol, is_symbol
 from core.market.ticks import (
     MAX_PRICE,
@@ -273,7 +273,7 @@ class CsvSource:
         return tick
 
 
-class ReplayFeed(Feed):
+class ReplayFeed(PacedFeed):
     name = "replay"
 
     def __init__(self, paths: Sequence[str | Path], speed: float = MAX_SPEED, symbol: str | None = None,

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from core.events import Liquidation, MarketEvent, MarkPrice, Tick
-from core.market.feed import MAX_SPEED, Feed
+from core.market.feed import MAX_SPEED, PacedFeed
 
 SCENARIOS: tuple[str, ...] = ("calm", "flash-crash", "slow-bleed", "pump-and-dump", "market-wide-crash", "random")
 
@@ -188,7 +188,7 @@ def alt_extra_knots(extra: float = 0.02) -> tuple[tuple[float, float], ...]:
     return tuple((m * 60.0, -f * extra) for m, f in _MWC_SHAPE)
 
 
-class SimFeed(Feed):
+class SimFeed(PacedFeed):
     """Simulated market. See the module docstring for the model.
 
     Emits one `Tick` per symbol per step of `tick_interval_ms`, plus (with `futures`)

@@ -20,11 +20,7 @@ class SilentLiveFeed(Feed):
 
     def __init__(self) -> None:
         super().__init__()
-        self.cadence_ms = 1000
         self.silent = asyncio.Event()
-
-    def _events(self):
-        return iter(())
 
     async def batches(self) -> AsyncIterator[list]:
         yield [Tick(s, p, 1.0, T0 + i * SEC) for i in range(2) for s, p in (("BTCUSDT", 100.0), ("ETHUSDT", 50.0))]
