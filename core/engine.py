@@ -56,7 +56,8 @@ class Engine:
         self.market = MarketState(max_symbols=settings.performance.max_symbols)
         self.spikes: deque[SpikeDetected] = deque(maxlen=10_000)
         self.problems: deque[FeedProblem] = deque(maxlen=1_000)
-        self.guardian = Guardian(settings.circuit_breaker, self.market, self.breaker, feed.cadence_ms)
+        self.guardian = Guardian(settings.circuit_breaker, self.market, self.breaker, feed.cadence_ms,
+                                 realtime=feed.realtime)
         self.scanner = Scanner(settings.spike_detection, self.market, self._on_spike)
         self.latency = LatencyRecorder(settings.performance.decision_latency_sample)
         self.ticks = 0

@@ -14,6 +14,10 @@ Rules (all thresholds from config, all times event times):
   condition, only with auto_resume on and an episode shallower than `deep_level_percent`.
 - After a clear, a condition that is still true does not re-fire until it has reset
   below its clear level (or the market makes a new low): an operator's clear sticks.
+- A live feed (wall-clock time) whose reference symbol stays silent past the stale rule and
+  then for `blind_seconds` is blind: TRIGGERED (trigger_type feed_blind). When its data
+  returns (the feed backfills the gap before it resumes), RECOVERING, then the usual
+  cool-down. A replay's gap is only stale: its time is not the wall's.
 """
 
 from __future__ import annotations
@@ -54,6 +58,7 @@ class _Reference:
     armed: bool = True  # may fire a trigger (re-armed once its drop resets, or on a new low)
     disarmed_low: float = 0.0  # the low when a clear disarmed it
     stale: bool = False
+    blind: bool = False
     ended: bool = False
     gap_ewma_ms: float = 0.0
     prev_t: int | None = None
@@ -75,6 +80,7 @@ class Episode:
     legs: dict[str, _EpisodeLeg] = field(default_factory=dict)
     max_drop_pct: float = 0.0
     market_wide: bool = False  # the breadth rule is part of this halt
+    blind: set[str] = field(default_factory=set)  # references whose silence is part of this halt
 
     def deep(self, level: float) -> bool:
         return self.max_drop_pct >= level
@@ -87,9 +93,11 @@ class Guardian:
         market: MarketState,
         breaker: CircuitBreakerState,
         feed_cadence_ms: int = 1000,
+        realtime: bool = False,
     ) -> None:
         self.settings = settings
         self.market = market
+        self.realtime = realtime  # event time is wall time: silence can be blindness
         self.breaker = breaker
         self.enabled = settings.enabled
         tf = market.timeframes_min
@@ -163,6 +171,11 @@ class Guardian:
         cadence = max(self.feed_cadence_ms, ref.gap_ewma_ms)
         return max(self._stale_floor_ms, self._stale_mult * cadence)
 
+    def blind_after_ms(self, ref: _Reference) -> float:
+        """Blindness scales with staleness: 60 s against the stale rule's 30 s by default."""
+        stale = self.settings.stale_data
+        return self.stale_after_ms(ref) * stale.blind_seconds / stale.seconds
+
     def _update_breadth(self, w: SymbolWindows) -> bool:
         drop = w.drop_pct(self._k60)
         level = 2 if drop >= self._mw_trigger else 1 if drop >= self._mw_warn else 0
@@ -195,6 +208,7 @@ class Guardian:
         trigger: tuple[Callable[[], str], _Reference | None] | None = None
         warn: tuple[Callable[[], str], str, str | None] | None = None  # reason, trigger_type, symbol
         calm = True
+        blind: _Reference | None = None
         stale_enabled = self.settings.stale_data.enabled
         for ref in self.refs.values():
             w = market.get(ref.symbol)
@@ -203,10 +217,13 @@ class Guardian:
             if stale_enabled and not ref.ended:
                 age = t - w.last_time
                 ref.stale = age > self.stale_after_ms(ref)
+                ref.blind = self.realtime and age > self.blind_after_ms(ref)
                 if ref.stale:
                     calm = False
                     if warn is None:
                         warn = (partial(_stale_reason, ref.symbol, age), "stale_data", ref.symbol)
+                if ref.blind and blind is None:
+                    blind = ref
             d60 = w.drop_pct(ref.k60)
             d5 = w.drop_pct(ref.k5)
             if not ref.armed and (d60 < ref.clear_1h or w.last_price < ref.disarmed_low):
@@ -232,17 +249,19 @@ class Guardian:
                 warn = (partial(self._breadth_reason, n, self._mw_count_warn, self._mw_warn), "market_wide", None)
 
         try:
-            self._act(t, status, trigger, warn, calm)
+            self._act(t, status, trigger, warn, calm, blind)
         except IllegalTransition as exc:
             # an operator or agent moved the breaker between our read and our move (another
             # thread); the rules look again on the next tick, from the state as it is now
             log.info("guardian deferred a move: %s", exc)
 
     def _act(self, t: int, status: BreakerStatus, trigger: tuple[Callable[[], str], _Reference | None] | None,
-             warn: tuple[Callable[[], str], str, str | None] | None, calm: bool) -> None:
+             warn: tuple[Callable[[], str], str, str | None] | None, calm: bool, blind: _Reference | None) -> None:
         if status is SAFE or status is WARNING:
             if trigger is not None:
                 self._trigger(t, trigger)
+            elif blind is not None:
+                self._trigger_blind(t, blind)
             elif status is SAFE:
                 if warn is not None:
                     self.breaker.set_warning(warn[0](), self._details(warn[2]), time_ms=t, symbol=warn[2],
@@ -260,6 +279,8 @@ class Guardian:
         elif status is TRIGGERED:
             if trigger is not None and self.episode is not None and self._is_fresh(trigger[1], self.episode):
                 self._join_episode(t, trigger[1])  # a second market falling joins the halt it is in
+            if blind is not None and self.episode is not None:
+                self.episode.blind.add(blind.symbol)  # the recovery waits for its data too
             self._follow_episode(t)
             ep = self.episode
             if ep is not None and self._recovery_met(t, ep):
@@ -279,6 +300,8 @@ class Guardian:
                 )
             elif trigger is not None and self._is_fresh(trigger[1], ep):
                 self._trigger(t, trigger)  # a fresh condition, not the one being recovered from
+            elif blind is not None:
+                self._trigger_blind(t, blind)
             elif ep is not None and self.settings.auto_resume and not ep.deep(self.settings.deep_level_percent):
                 if calm and warn is None:
                     if self._recover_calm_since is None:
@@ -323,6 +346,16 @@ class Guardian:
         self.breaker.trigger(reason_of(), self._details(symbol), self.snapshot(), time_ms=t, symbol=symbol,
                              trigger_type=trigger_type)
 
+    def _trigger_blind(self, t: int, ref: _Reference) -> None:
+        episode = self.episode if self.breaker.status is RECOVERING and self.episode else Episode("feed_blind", t)
+        episode.blind.add(ref.symbol)
+        self.episode = episode
+        silent_s = (t - self.market.symbols[ref.symbol].last_time) / 1000
+        self.breaker.trigger(f"{ref.symbol} feed blind: no data for {silent_s:.0f}s", {
+            "symbol": ref.symbol, "silent_seconds": round(silent_s, 1),
+            "blind_after_seconds": round(self.blind_after_ms(ref) / 1000, 1)},
+            self.snapshot(), time_ms=t, symbol=ref.symbol, trigger_type="feed_blind")
+
     def _follow_episode(self, t: int) -> str | None:
         """Update troughs and the episode's depth; return a symbol that made a new low."""
         ep = self.episode
@@ -343,7 +376,9 @@ class Guardian:
 
     def _recovery_met(self, t: int, ep: Episode) -> bool:
         rec = self.settings.recovery
-        if not ep.legs:
+        if not ep.legs and not ep.blind:
+            return False
+        if any(self.refs[s].stale for s in ep.blind):  # its data is not back yet
             return False
         for s, leg in ep.legs.items():
             w = self.market.symbols[s]
@@ -372,11 +407,13 @@ class Guardian:
                 "met": minutes_since_low >= rec.no_new_low_minutes and rebound >= rec.rebound_percent,
             }
         deep = ep.deep(self.settings.deep_level_percent)
+        blind = {s: {"data_back": not self.refs[s].stale} for s in sorted(ep.blind)}
         return {
             "episode": ep.trigger_type, "started_ms": ep.started_ms, "max_drop_percent": round(ep.max_drop_pct, 3),
             "deep": deep, "deep_level_percent": self.settings.deep_level_percent,
             "auto_resume": self.settings.auto_resume and not deep,
-            "recovery_conditions_met": all(v["met"] for v in legs.values()), "legs": legs,
+            "recovery_conditions_met": all(v["met"] for v in legs.values()) and all(
+                v["data_back"] for v in blind.values()), "legs": legs, "blind": blind,
         }
 
     # ------------------------------------------------------------------ an operator's clear holds
