@@ -44,7 +44,16 @@ from console.widgets.breaker_banner import BannerState
 from console.widgets.price_board import BoardRow
 from console.widgets.spike_queue import SpikeQueue
 from console.widgets.status_bar import StatusInfo
-from core.events import BreakerChanged, BreakerStatus, ProposalUpdate, ReasoningLine, SpikeDetected, SpikeStatus
+from core.events import (
+    BreakerChanged,
+    BreakerStatus,
+    FeedHealth,
+    FeedState,
+    ProposalUpdate,
+    ReasoningLine,
+    SpikeDetected,
+    SpikeStatus,
+)
 from core.redact import mask
 from core.session import Session
 from core.trading.orders import Fill, Order
@@ -52,6 +61,16 @@ from core.trading.orders import Fill, Order
 STALE_FEED_MS = 3_000
 CLOSE_WAIT_S = 1.0  # how long quitting waits for the session (the journal's flush) before the app exits
 log = logging.getLogger("spikeguard.console")
+
+
+def feed_detail(health: Iterable[FeedHealth]) -> str:
+    """What the status bar says of a live feed's streams: the ones not streaming, and how
+    often they reconnected or overflowed (nothing while all is well)."""
+    health = list(health)
+    troubled = [f"{h.stream} {h.state.value}" for h in health if h.state in (FeedState.STALE, FeedState.RECONNECTING)]
+    reconnects, overflows = sum(h.reconnects for h in health), sum(h.overflows for h in health)
+    counts = [f"{reconnects} reconnects"] * bool(reconnects) + [f"{overflows} overflows"] * bool(overflows)
+    return ", ".join(troubled + counts)
 
 
 class SpikeguardApp(App[int]):
@@ -340,6 +359,7 @@ class SpikeguardApp(App[int]):
             latency_ms=round(latency, 3) if latency is not None else None, ticks_per_second=round(self._rate),
             speed=self.speed_label, journal=self.journal_label, clock=clock,
             journal_failing=bool(self.session.journal_health and not self.session.journal_health.ok),
+            feed_detail=feed_detail(engine.feed_health.values()),
             scanner_paused=self._scanner_paused, feed_paused=self._feed_paused, desk=self.desk_label)
         if self._changed("status", info):
             views.status.show(info)

@@ -22,6 +22,7 @@ from core.events import (
     Actor,
     BreakerChanged,
     BreakerStatus,
+    FeedHealth,
     FeedProblem,
     Liquidation,
     MarkPrice,
@@ -63,6 +64,7 @@ class Engine:
         self.ticks = 0
         self.rejected_ticks = 0
         self.rejected_marks = 0  # mark prices and liquidations outside the plausible bounds
+        self.feed_health: dict[str, FeedHealth] = {}  # a live feed's latest state per stream
         self.started_wall: float | None = None
         self.finished = False
         self._spike_listeners: list[Callable[[SpikeDetected], None]] = []
@@ -141,6 +143,9 @@ class Engine:
             elif type(ev) is SymbolEnded:
                 self.market.ended.add(ev.symbol)
                 self.guardian.on_symbol_ended(ev.symbol)
+            elif type(ev) is FeedHealth:
+                self.feed_health[ev.stream] = ev
+                self.bus.publish(ev)
 
     def _reject(self, ev: Tick | MarkPrice | Liquidation, why: str) -> None:
         if type(ev) is Tick:

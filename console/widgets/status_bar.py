@@ -25,6 +25,7 @@ class StatusInfo:
     feed_paused: bool = False
     desk: str = "rules"
     journal_failing: bool = False
+    feed_detail: str = ""  # a live feed's streams: reconnecting, stale, reconnects and overflows so far
 
 
 class StatusBar(Static):
@@ -38,6 +39,8 @@ class StatusBar(Static):
         health = "ok" if info.feed_ok else "STALE"
         t.append(f"  {info.feed} {info.speed} ", style="bold")
         t.append(health, style="green" if info.feed_ok else "bold red")
+        if info.feed_detail:
+            t.append(f" {info.feed_detail}", style="bold yellow")
         if info.latency_ms is not None:
             t.append(f" decide {info.latency_ms * 1000:.0f}µs")
         t.append(f"  {info.ticks_per_second:,.0f} ticks/s")
