@@ -88,6 +88,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="with --feed replay and one FILE: its symbol, when the file name does not say it")
     p.add_argument("--db", metavar="FILE", help="the journal (default: journal.db in the data directory)")
     p.add_argument("--force", action="store_true", help=FORCE_HELP)
+    p.add_argument("--live", action="store_true",
+                   help="trade on live Binance: needs execution.mode: live, Binance keys, --feed binance, and the "
+                        "account's confirmation phrase typed at start-up")
     p.add_argument("--headless-ok", action="store_true", help=argparse.SUPPRESS)  # textual-serve has no tty
 
     p = sub.add_parser("serve", parents=[common], help="serve the console to a browser (textual-serve)")
@@ -308,7 +311,7 @@ def cmd_replay(args: argparse.Namespace, loaded: Any, paths: Any) -> int:
     if args.auto_approve_paper:
         from core.config import ConfigError
 
-        if loaded.settings.execution.mode != "paper":
+        if loaded.settings.execution.mode not in ("paper", "auto"):  # a replay trades on paper
             raise ConfigError(f"--auto-approve-paper: execution.mode is {loaded.settings.execution.mode}, "
                               f"auto-approval is allowed only on paper")
         loaded.settings = loaded.settings.model_copy(update={"execution": loaded.settings.execution.model_copy(

@@ -25,10 +25,11 @@ def launch_console(args: Any, loaded: Any, paths: Any, journal: Any) -> int:
     console takes the terminal: one that is locked by another process, cannot be written or
     does not verify is refused with one line."""
     from core.journal import JournalError
-    from core.wiring import FeedChoice, WiringError, build_feed, build_session, open_journal
+    from core.wiring import FeedChoice, WiringError, build_feed, build_session, open_journal, resolve_venue
 
     settings = loaded.settings
     try:
+        venue = resolve_venue(settings, args.feed, args.live)
         built = build_feed(settings, FeedChoice(kind=args.feed, files=args.files, symbol=args.symbol,
                                                 scenario=args.scenario, seed=args.seed, speed=args.speed))
     except WiringError as exc:
@@ -41,7 +42,11 @@ def launch_console(args: Any, loaded: Any, paths: Any, journal: Any) -> int:
     from console.app import SpikeguardApp
 
     paths.ensure()
-    session = build_session(settings, built.feed, journal)
+    try:
+        session = build_session(settings, built.feed, journal, venue=venue)
+    except WiringError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     loop = asyncio.new_event_loop()
     try:
         loop.run_until_complete(open_journal(session, journal))

@@ -91,11 +91,11 @@ class Session:
         self.journal_path = journal_path
         self._journal_key = journal_key
         self._journal_force = journal_force
-        self.mode = MODES[settings.execution.mode]
         self.portfolio = Portfolio(settings.execution.paper.starting_balance_usd)
         exchange = (exchange_factory or paper_exchange)(settings, self.engine.market, self.engine.now_ms)
         self.gate = OrderGate(settings.risk_management, self.breaker, self.engine.market, exchange,
                               self.portfolio, journal=journal, clock=self.engine.now_ms)
+        self.mode = MODES[self.gate.exchange_name]  # the badge: the exchange actually wired, not the config
         self.approvals = ApprovalQueue(self.gate, self.breaker, self.engine.market, self.bus, journal=journal,
                                        wall_clock=self.wall_clock,
                                        max_drift_pct=settings.execution.max_approval_drift_percent,
@@ -214,7 +214,7 @@ class Session:
 
     @property
     def auto_approve(self) -> bool:
-        """Only ever on paper, and only when configured (settings refuse it for other modes)."""
+        """Only ever on the paper exchange, and only when configured."""
         return self.settings.execution.auto_approve_paper and self.mode == "PAPER"
 
     def _spawn(self, coro: Any) -> None:

@@ -244,7 +244,9 @@ class PaperSettings(Strict):
 
 
 class ExecutionSettings(Strict):
-    mode: Literal["paper", "testnet", "live"] = "paper"
+    # auto: the Binance testnet when Binance keys are given and the feed is Binance, else paper;
+    # live needs this, the --live flag and the account's confirmation phrase typed at start-up
+    mode: Literal["auto", "paper", "testnet", "live"] = "auto"
     default_order_type: Literal["market", "limit", "post_only"] = "limit"
     proposal_ttl_seconds: float = Field(120.0, gt=0, le=3600)  # an hour-old price is no basis for an order
     # approving refuses a proposal whose price moved more than this since it was made
@@ -254,8 +256,8 @@ class ExecutionSettings(Strict):
 
     @model_validator(mode="after")
     def _auto_approve_only_on_paper(self) -> "ExecutionSettings":
-        if self.auto_approve_paper and self.mode != "paper":
-            raise ValueError(f"auto_approve_paper is allowed only with mode: paper (mode is {self.mode})")
+        if self.auto_approve_paper and self.mode not in ("paper", "auto"):
+            raise ValueError(f"auto_approve_paper is allowed only on paper (mode is {self.mode})")
         return self
 
 

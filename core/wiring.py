@@ -99,11 +99,49 @@ def build_feed(settings: Settings, choice: FeedChoice) -> BuiltFeed:
     return BuiltFeed(feed, label, speed_label)
 
 
-def exchange_factory(settings: Settings) -> ExchangeFactory:
+@dataclass(frozen=True)
+class Venue:
+    """Where orders go, and (for --feed binance) where prices come from."""
+
+    exchange: str  # "paper", "testnet", "live"
+    market_data: str  # the Binance environment streamed by --feed binance: "live" or "testnet"
+
+
+def has_binance_keys(settings: Settings) -> bool:
+    s = settings.secrets
+    return bool(s.binance_api_key and s.binance_secret_key and s.binance_api_key.get_secret_value().strip()
+                and s.binance_secret_key.get_secret_value().strip())
+
+
+def resolve_venue(settings: Settings, feed_kind: str | None, live_flag: bool = False) -> Venue:
+    """`execution.mode` against the feed, the keys and the --live flag. auto: the testnet when
+    Binance keys are given and the feed is Binance, else paper (on live prices with --feed
+    binance: dry run). testnet and live trade on Binance and need its feed and keys; live also
+    needs --live (the confirmation phrase and the key check come at start-up)."""
     mode = settings.execution.mode
-    if mode == "paper":
+    kind = feed_kind or settings.testing.feed
+    binance, keys = kind == "binance", has_binance_keys(settings)
+    if live_flag and mode != "live":
+        raise WiringError(f"--live needs execution.mode: live in the config (it is {mode})")
+    if mode == "live" and not live_flag:
+        raise WiringError("execution.mode: live also needs the --live flag on the command line")
+    if mode in ("testnet", "live"):
+        if not binance:
+            raise WiringError(f"execution.mode: {mode} trades on Binance: it needs --feed binance (the feed is {kind})")
+        if not keys:
+            raise WiringError(f"execution.mode: {mode} needs BINANCE_API_KEY and BINANCE_SECRET_KEY "
+                              f"(environment or a private .env)")
+        return Venue(mode, mode)
+    if mode == "auto" and binance and keys:
+        return Venue("testnet", "testnet")
+    return Venue("paper", "live")
+
+
+def exchange_factory(settings: Settings, venue: Venue) -> ExchangeFactory:
+    if venue.exchange == "paper":
         return paper_exchange
-    raise WiringError(f"execution.mode: {mode} is not available yet: it arrives with the Binance issue (#9)")
+    raise WiringError(f"trading on the Binance {venue.exchange} is not available yet: it arrives with the Binance "
+                      f"issue (#9); without keys (or with execution.mode: paper) orders stay on paper")
 
 
 def build_breaker(settings: Settings) -> CircuitBreakerState:
@@ -114,10 +152,12 @@ def build_breaker(settings: Settings) -> CircuitBreakerState:
 
 
 def build_session(settings: Settings, feed: Feed, journal: JournalChoice | None = None, *,
-                  wall_clock: Callable[[], int] | None = None) -> Session:
-    """A session over `feed`, its parts chosen from the settings. The journal is opened by
-    `open_journal` (it needs the running loop)."""
-    return Session(settings, feed, breaker=build_breaker(settings), exchange_factory=exchange_factory(settings),
+                  venue: Venue | None = None, wall_clock: Callable[[], int] | None = None) -> Session:
+    """A session over `feed`, its parts chosen from the settings (`venue` from
+    resolve_venue; paper when not given). The journal is opened by `open_journal` (it needs
+    the running loop)."""
+    venue = venue or Venue("paper", "live")
+    return Session(settings, feed, breaker=build_breaker(settings), exchange_factory=exchange_factory(settings, venue),
                    journal_path=journal.path if journal else None, journal_key=journal.key if journal else None,
                    journal_force=journal.force if journal else False, wall_clock=wall_clock)
 
@@ -129,5 +169,5 @@ async def open_journal(session: Session, journal: JournalChoice) -> None:
     await session.open_journal(journal.path, key=journal.key, force=journal.force)
 
 
-__all__ = ["BuiltFeed", "FeedChoice", "JournalChoice", "WiringError", "build_breaker", "build_feed",
-           "build_session", "exchange_factory", "open_journal"]
+__all__ = ["BuiltFeed", "FeedChoice", "JournalChoice", "Venue", "WiringError", "build_breaker", "build_feed",
+           "build_session", "exchange_factory", "has_binance_keys", "open_journal", "resolve_venue"]

@@ -15,6 +15,7 @@ from core.desk.rules_proposer import Skip
 from core.events import SpikeDetected, SpikeType
 from core.session import Session
 from core.trading.orders import OrderStatus
+from core.trading.paper import PaperExchange
 from tests.helpers import MIN, T0, ListFeed, path
 
 WALL0 = 1_767_225_600_000
@@ -28,11 +29,21 @@ class Clock:
         return self.t
 
 
-def make_session(clock: Clock, **execution) -> Session:
+class VenueStandIn(PaperExchange):
+    """A paper book that says it is another venue (the session's badge reads the exchange)."""
+
+    def __init__(self, name: str, *args) -> None:
+        super().__init__(*args)
+        self.name = name
+
+
+def make_session(clock: Clock, venue: str = "paper", **execution) -> Session:
     settings = load_config(env={}, dotenv_paths=[]).settings
     if execution:  # model_copy does not validate: a test may build what the config would refuse
         settings = settings.model_copy(update={"execution": settings.execution.model_copy(update=execution)})
-    s = Session(settings, ListFeed(), wall_clock=clock)
+    factory = None if venue == "paper" else (lambda st, market, clock_: VenueStandIn(venue, st.execution.paper,
+                                                                                    market, clock_))
+    s = Session(settings, ListFeed(), wall_clock=clock, exchange_factory=factory)
     s.engine.process(path("ETHUSDT", [(0, 3_000.0), (10, 3_000.0)]))
     return s
 
@@ -130,9 +141,15 @@ def test_a_trip_voids_pending_proposals():
 def test_auto_approval_is_only_ever_on_paper():
     clock = Clock()
     assert make_session(clock, auto_approve_paper=True).auto_approve
-    assert not make_session(clock, auto_approve_paper=True, mode="testnet").auto_approve
-    assert not make_session(clock, auto_approve_paper=True, mode="live").auto_approve
+    assert not make_session(clock, "testnet", auto_approve_paper=True).auto_approve
+    assert not make_session(clock, "live", auto_approve_paper=True).auto_approve
     assert not make_session(clock).auto_approve
+
+
+def test_the_badge_is_the_exchange_actually_wired_not_the_config():
+    clock = Clock()
+    assert make_session(clock, mode="live").mode == "PAPER"
+    assert make_session(clock, "testnet").mode == "TESTNET"
 
 
 def spike(symbol: str = "ETHUSDT") -> SpikeDetected:

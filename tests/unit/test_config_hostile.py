@@ -320,4 +320,4 @@ def test_paper_and_memory_pass_the_availability_check():
 
 def test_the_schema_answers_before_the_availability_check(tmp_path):
     given = write(tmp_path / "given.yaml", "execution:\n  mode: live\n  auto_approve_paper: true\n")
-    assert "execution: auto_approve_paper is allowed only with mode: paper (mode is live)" in config_error(given)
+    assert "execution: auto_approve_paper is allowed only on paper (mode is live)" in config_error(given)

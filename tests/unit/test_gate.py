@@ -119,7 +119,7 @@ def test_the_rig_runs_on_the_shipped_safety_values():
     assert (r.max_orders_per_minute, r.daily_loss_limit_usd, r.weekly_loss_limit_usd) == (10, 200, 500)
     assert (r.warning_size_factor, r.recovering_size_factor) == (0.5, 0.25)
     assert r.max_order_quantity == {"BTCUSDT": 0.05, "ETHUSDT": 1.0} and r.price_collar_percent == 2.0
-    assert SHIPPED.execution.mode == "paper" and SHIPPED.execution.auto_approve_paper is False
+    assert SHIPPED.execution.mode == "auto" and SHIPPED.execution.auto_approve_paper is False
 
 
 @pytest.mark.parametrize("order, fragment", [
