@@ -1,0 +1,730 @@
+"""BinanceExchange: spot execution on Binance, the testnet or live, behind the Exchange
+interface (core.trading.exchange; the paper exchange is the reference for its semantics).
+
+Life cycle: `await start()` (the client, the clock, the symbols' filters, the user data
+stream), `await reconcile(journal_orders, journal_fills)` before any order (place() refuses
+orders until it has run), `await close()`.
+
+Orders live in one book keyed by client_order_id, which is Binance's newClientOrderId (the
+gate journals it before sending). Each order is sent once:
+
+* refused here, never sent, when its shape or the symbol's filters (binance_filters) fail,
+  or when the REST budget says an entry would have to wait (binance_rest);
+* a 5xx or a timeout leaves it UNKNOWN (announced at once); it is then looked up by
+  origClientOrderId with bounded, backed-off queries and never resent. "Not found" is final
+  only once confirmed NOT_FOUND_CONFIRMATIONS times, the last after the request's recvWindow
+  (and the clock tolerance) has run out, when Binance can no longer accept it.
+
+Updates come from the user data stream (binance_stream); the answers to our own REST calls
+(create, cancel, lookups, reconcile) are merged into the same book. Merging is monotonic: a
+status never goes back (a late PARTIALLY_FILLED report does not reopen a CANCELED order),
+the filled quantity only grows. Fills are Binance's trades, one per trade id whichever
+source reports it first; a state that counts more executed quantity than the trades seen
+fetches the missing ones (myTrades) before it is announced, so a fill always precedes the
+status that includes it, and a fill after a cancel is still a fill.
+
+Listeners run on the engine's loop. `cancel_now` (the breaker's halt, maybe on another
+thread) only schedules the cancels; `last_halt` is their verification.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from decimal import Decimal
+from typing import Any, Literal
+
+from core import redact
+from core.binance.client import open_client
+from core.market.state import MarketState
+from core.market.symbols import split_symbol
+from core.settings import BinanceEndpoints, BinanceSettings
+from core.trading.binance_alarms import Alarm, AlarmListener
+from core.trading.binance_filters import FilterRefusal, SymbolRules, shape
+from core.trading.binance_messages import (
+    ORDER_TYPES, OrderState, Trade, answer_trades, order_state, report_state, report_trade, rest_trade, to_fill,
+)
+from core.trading.binance_rest import BinanceRest, Refused, RestError, Stopped, Unknown, now_ms
+from core.trading.binance_stream import UserStream
+from core.trading.exchange import ExchangeError, FillListener, OrderListener
+from core.trading.orders import Fill, Order, OrderStatus, OrderType, Origin, Side, shape_problem
+
+log = logging.getLogger("spikeguard.binance")
+
+D0 = Decimal(0)
+NEW, PARTIAL, UNKNOWN, REJECTED = OrderStatus.NEW, OrderStatus.PARTIALLY_FILLED, OrderStatus.UNKNOWN, OrderStatus.REJECTED
+NO_SUCH_ORDER = -2013  # a lookup: "Order does not exist."
+UNKNOWN_ORDER = -2011  # a cancel: "Unknown order sent." (already final, or never there)
+# Binance's order history is eventually consistent: an order it has just accepted can answer
+# "does not exist" for a moment. Only this many answers in a row, the last one after the
+# request's recvWindow has run out, prove it never landed.
+NOT_FOUND_CONFIRMATIONS = 3
+LOOKUP_ATTEMPTS = 8  # lookups of an order whose answer was lost (errors count too)
+LOOKUP_BACKOFF_S = 0.25  # before the second lookup; doubles up to LOOKUP_BACKOFF_MAX_S
+LOOKUP_BACKOFF_MAX_S = 2.0
+CLOCK_CHECK_SECONDS = 60.0  # the clock is re-measured this often (a persistent skew is two in a row)
+# request weights of the calls made here (Binance's documentation)
+WEIGHT = {"create": 1, "cancel": 1, "query": 4, "trades": 5, "open orders": 80, "account": 20,
+          "exchange info": 20, "api restrictions": 1}
+RANK = {OrderStatus.INTENT: 0, UNKNOWN: 0, NEW: 1, PARTIAL: 2}  # final statuses rank 3
+
+
+def _rank(status: OrderStatus) -> int:
+    return RANK.get(status, 3)
+
+
+@dataclass(frozen=True)
+class KeyPermissions:
+    """What /sapi/v1/account/apiRestrictions says the API key may do."""
+
+    withdrawals: bool
+    internal_transfer: bool
+    universal_transfer: bool
+    ip_restricted: bool
+    spot_trading: bool
+    margin: bool
+    futures: bool
+    reading: bool
+
+    @classmethod
+    def from_api(cls, d: Mapping[str, Any]) -> "KeyPermissions":
+        return cls(withdrawals=bool(d.get("enableWithdrawals")), internal_transfer=bool(d.get("enableInternalTransfer")),
+                   universal_transfer=bool(d.get("permitsUniversalTransfer")), ip_restricted=bool(d.get("ipRestrict")),
+                   spot_trading=bool(d.get("enableSpotAndMarginTrading")), margin=bool(d.get("enableMargin")),
+                   futures=bool(d.get("enableFutures")), reading=bool(d.get("enableReading")))
+
+    def live_problems(self) -> list[str]:
+        """Why this key must not trade live (empty: it may)."""
+        problems = []
+        if self.withdrawals:
+            problems.append("the key can withdraw")
+        if self.internal_transfer:
+            problems.append("the key can make internal transfers")
+        if self.universal_transfer:
+            problems.append("the key can make universal transfers")
+        if not self.ip_restricted:
+            problems.append("the key is not restricted to trusted IPs")
+        if not self.spot_trading:
+            problems.append("the key cannot trade spot")
+        return problems
+
+
+@dataclass
+class ReconcileReport:
+    """What reconcile() found: Binance's view, and where the journal's differed."""
+
+    balances: dict[str, dict[str, float]]
+    open_orders: list[Order]  # resting on Binance now, as the book holds them
+    changed: list[tuple[Order, Order]] = field(default_factory=list)  # (journal or book said, Binance says)
+    new_fills: list[Fill] = field(default_factory=list)  # on Binance, not in the journal: announced
+    adopted: list[Order] = field(default_factory=list)  # open on Binance, unknown to the journal: announced
+    unresolved: list[Order] = field(default_factory=list)  # still UNKNOWN: Binance could not say
+    missing_fills: list[Fill] = field(default_factory=list)  # journal fills Binance does not show for their order
+
+    @property
+    def clean(self) -> bool:
+        return not (self.changed or self.new_fills or self.adopted or self.unresolved or self.missing_fills)
+
+    def summary(self) -> str:
+        if self.clean:
+            return f"the book matches Binance ({len(self.open_orders)} open orders)"
+        parts = [f"{len(v)} {k}" for k, v in (("orders changed", self.changed), ("fills added", self.new_fills),
+                                               ("orders adopted", self.adopted), ("unresolved", self.unresolved),
+                                               ("journal fills not on Binance", self.missing_fills)) if v]
+        return ", ".join(parts)
+
+
+@dataclass(frozen=True)
+class HaltReport:
+    """The halt's cancels, checked against Binance's open orders (all symbols)."""
+
+    requested: tuple[str, ...]
+    still_open: tuple[str, ...]
+    verified: bool  # False: Binance's open orders could not be read
+
+    @property
+    def complete(self) -> bool:
+        return self.verified and not self.still_open
+
+
+class BinanceExchange:
+    answers_synchronously = False
+    watched_symbols: frozenset[str] = frozenset()  # Binance matches the orders: no ticks needed
+
+    def __init__(self, settings: BinanceSettings, environment: Literal["testnet", "live"], api_key: str,
+                 api_secret: str, market: MarketState | None = None, endpoints: BinanceEndpoints | None = None) -> None:
+        if environment not in ("testnet", "live"):
+            raise ValueError(f"environment must be testnet or live, got {environment!r}")
+        self.name = environment
+        self.settings = settings
+        self.endpoints = endpoints or getattr(settings, environment)
+        self.market = market  # the feed's last prices stand in for Binance's average in the filters
+        redact.register((api_key, api_secret))
+        self._credentials: tuple[str, str] | None = (api_key, api_secret)
+        self._orders: dict[str, Order] = {}
+        self._traded: dict[str, Decimal] = {}  # gross quantity of the trades seen, per order
+        self._cancel_reasons: dict[str, str] = {}
+        self._reported: set[str] = set()  # orders the user stream has spoken of
+        self._in_flight: set[str] = set()  # creates awaiting Binance's answer (or their lookups)
+        self._fills_seen: set[str] = set()
+        self._balances: dict[str, dict[str, float]] = {}
+        self._rules: dict[str, SymbolRules] = {}
+        self._order_listeners: list[OrderListener] = []
+        self._fill_listeners: list[FillListener] = []
+        self._alarm_listeners: list[AlarmListener] = []
+        self._uncounted_commission: set[str] = set()
+        self._rest: BinanceRest | None = None
+        self._stream: UserStream | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self.reconciled = False
+        self.last_halt: asyncio.Future[HaltReport] | Any = None  # a Task, or a concurrent Future off the loop
+
+    def __repr__(self) -> str:
+        return f"BinanceExchange({self.name}, {self.endpoints.api_url})"
+
+    # ------------------------------------------------------------------ listeners
+    def add_listeners(self, on_order: OrderListener, on_fill: FillListener) -> None:
+        self._order_listeners.append(on_order)
+        self._fill_listeners.append(on_fill)
+
+    def add_alarm_listener(self, on_alarm: AlarmListener) -> None:
+        """Receive every Alarm (binance_alarms says what each one asks for)."""
+        self._alarm_listeners.append(on_alarm)
+
+    def _emit_order(self, order: Order) -> None:
+        for fn in list(self._order_listeners):
+            try:
+                fn(order)
+            except Exception:  # a broken listener must not corrupt the book or starve the others
+                log.exception("order listener failed on %s", order.client_order_id)
+
+    def _emit_fill(self, fill: Fill) -> None:
+        for fn in list(self._fill_listeners):
+            try:
+                fn(fill)
+            except Exception:
+                log.exception("fill listener failed on %s", fill.fill_id)
+
+    def _alarm(self, kind: Alarm, detail: str) -> None:
+        detail = redact.mask(detail)
+        log.warning("Binance %s alarm %s: %s", self.name, kind.value, detail)
+        for fn in list(self._alarm_listeners):
+            try:
+                fn(kind, detail)
+            except Exception:
+                log.exception("alarm listener failed on %s", kind.value)
+
+    def _spawn(self, coro: Any) -> asyncio.Task[Any]:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task
+
+    # ------------------------------------------------------------------ life cycle
+    async def start(self) -> None:
+        """Connect: the client (it pings and reads Binance's time), the clock offset, the
+        symbols' filters and the weight limit, the user data stream."""
+        if self._credentials is None:
+            raise ExchangeError("BinanceExchange.start() runs once")
+        key, secret = self._credentials
+        self._credentials = None
+        self._loop = asyncio.get_running_loop()
+        try:
+            client = await open_client(self.settings, self.endpoints, key, secret)
+        except Exception as exc:
+            raise ExchangeError(redact.mask(f"cannot reach Binance {self.name} at {self.endpoints.api_url}: "
+                                            f"{type(exc).__name__} {exc}")) from None
+        self._rest = rest = BinanceRest(client, self.settings, self._alarm)
+        try:
+            await rest.sync_clock()
+            info = await rest.call("exchange info", WEIGHT["exchange info"], client.get_exchange_info, wait=True,
+                                   signed=False)
+            rest.set_limits(info)
+            self._rules = {s["symbol"]: SymbolRules.from_exchange_info(s) for s in info.get("symbols", [])}
+            self._stream = UserStream(rest, self.endpoints.stream_url, self.settings, self._on_stream_event,
+                                      self._on_stream_lost, self._on_stream_reconnected)
+            await self._stream.start()
+        except BaseException:
+            await self.close()
+            raise
+        self._spawn(self._clock_checks())
+        log.info("Binance %s connected: %d symbols, weight limit %d/min", self.name, len(self._rules),
+                 rest.weight_limit)
+
+    async def close(self) -> None:
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self._stream is not None:
+            await self._stream.close()
+            self._stream = None
+        if self._rest is not None:
+            self._rest.close()
+            await self._rest.client.close_connection()
+            self._rest = None
+
+    async def _clock_checks(self) -> None:
+        while True:
+            await asyncio.sleep(CLOCK_CHECK_SECONDS)
+            await self.check_clock()
+
+    async def check_clock(self) -> None:
+        """Re-measure the offset to Binance's clock (CLOCK_SKEW after two skewed syncs in a row)."""
+        try:
+            await self._api().sync_clock()
+        except RestError as exc:
+            log.warning("clock check failed: %s", exc)
+
+    def _api(self) -> BinanceRest:
+        if self._rest is None:
+            raise ExchangeError(f"the Binance {self.name} exchange is not started")
+        return self._rest
+
+    @property
+    def client(self) -> Any:
+        return self._api().client
+
+    @property
+    def rest(self) -> BinanceRest:
+        return self._api()
+
+    @property
+    def user_stream(self) -> UserStream | None:
+        return self._stream
+
+    # ------------------------------------------------------------------ reads
+    def get_order(self, client_order_id: str) -> Order | None:
+        return self._orders.get(client_order_id)
+
+    def open_orders(self) -> list[Order]:
+        return [o for o in list(self._orders.values()) if o.status.is_open]
+
+    def balances(self) -> dict[str, dict[str, float]]:
+        return {a: dict(b) for a, b in list(self._balances.items()) if b["free"] + b["locked"] > 0}
+
+    def quotes(self, symbol: str) -> tuple[float, float] | None:
+        """None: Binance's book is the feed's, not held here."""
+        return None
+
+    def depth_usd(self, symbol: str) -> float:
+        return 0.0  # no depth held here (see quotes)
+
+    def on_tick(self, tick: Any) -> None:
+        """Nothing to do: Binance works the orders."""
+
+    def restore(self, balances: Mapping[str, Any], open_orders: list[Order]) -> list[Order]:
+        """The book after a restart is Binance's (reconcile); this only adopts the orders the
+        gate keeps that the book does not hold yet, and returns those Binance no longer holds
+        open (reconcile has announced them). Binance's balances are the truth: `balances`
+        is not used."""
+        gone = []
+        for order in open_orders:
+            known = self._orders.get(order.client_order_id)
+            if known is None:
+                self._adopt(order)
+            elif not known.status.is_open:
+                gone.append(known)
+        return gone
+
+    def _adopt(self, order: Order) -> Order:
+        self._orders[order.client_order_id] = order
+        self._traded.setdefault(order.client_order_id, Decimal(str(order.filled_quantity)))
+        return order
+
+    # ------------------------------------------------------------------ placing
+    async def place(self, order: Order) -> Order:
+        cid = order.client_order_id
+        known = self._orders.get(cid)
+        if known is not None and known.status is not REJECTED:
+            # never a second order under this id; a rejected one never reached Binance's book
+            return order.with_(status=REJECTED, reason=f"duplicate client_order_id {cid}")
+        problem = self._refusal(order)
+        if problem is None:
+            try:
+                shaped = shape(order, self._rules[order.symbol], self._reference(order.symbol))
+            except FilterRefusal as exc:
+                problem = f"Binance filters: {exc}"
+        if problem is not None:
+            return self._set(order.with_(status=REJECTED, reason=problem))
+        sent = self._adopt(order.with_(
+            quantity=float(shaped.quantity), price=None if shaped.price is None else float(shaped.price),
+            stop_price=None if shaped.stop_price is None else float(shaped.stop_price),
+            created_ms=order.created_ms or now_ms(), status=OrderStatus.INTENT, reason=None))
+        self._traded[cid] = D0
+        params = {"symbol": order.symbol, "side": order.side.value, "newClientOrderId": cid,
+                  "newOrderRespType": "FULL", **shaped.params()}
+        self._in_flight.add(cid)  # a reconcile meanwhile must not judge it
+        try:
+            return await self._send(sent, params)
+        finally:
+            self._in_flight.discard(cid)
+
+    async def _send(self, sent: Order, params: dict[str, str]) -> Order:
+        sent_ms = now_ms()
+        client = self.client
+        try:
+            # exits may wait out a back-off; an entry that would have to wait is refused
+            answer = await self.rest.call("create order", WEIGHT["create"], lambda: client.create_order(**params),
+                                          wait=sent.reduce_only)
+        except Refused as exc:
+            return self._set(sent.with_(status=REJECTED, reason=f"Binance refused it: {exc}"))
+        except Stopped as exc:
+            return self._set(sent.with_(status=REJECTED, reason=str(exc)))
+        except Unknown as exc:
+            self._set(sent.with_(status=UNKNOWN, reason=f"answer lost ({exc}): looked up, never resent"))
+            return await self._resolve(sent.client_order_id, sent_ms)
+        self._expect_report(sent.client_order_id)
+        return await self._settle(order_state(answer), answer_trades(answer))
+
+    def _refusal(self, order: Order) -> str | None:
+        if self._rest is None:
+            return f"the Binance {self.name} exchange is not started"
+        if not self.reconciled:
+            return "not reconciled with Binance yet: orders wait for the start-up reconciliation"
+        problem = shape_problem(order)
+        if problem:
+            return problem
+        if order.reduce_only and order.side is Side.BUY:
+            return "reduce-only BUY would not reduce anything (spot: there are no shorts)"
+        if order.symbol not in self._rules:
+            return f"{order.symbol} is not listed on Binance {self.name}"
+        return None
+
+    def _reference(self, symbol: str) -> float | None:
+        w = self.market.symbols.get(symbol) if self.market is not None else None
+        return w.last_price if w is not None and w.ticks else None
+
+    def _set(self, order: Order) -> Order:
+        """Record a state decided here (not by Binance) and announce it."""
+        self._orders[order.client_order_id] = order
+        self._emit_order(order)
+        return order
+
+    def _expect_report(self, cid: str) -> None:
+        """The watchdog: Binance sends an executionReport for every order it accepts; none
+        within watchdog_seconds means the stream has gone deaf."""
+        def check() -> None:
+            stream = self._stream
+            if cid not in self._reported and stream is not None and stream.connected:
+                stream.suspect(f"no executionReport for {cid} within {self.settings.watchdog_seconds:g}s "
+                               "of Binance accepting it")
+        asyncio.get_running_loop().call_later(self.settings.watchdog_seconds, check)
+
+    async def _resolve(self, cid: str, sent_ms: int, new_fills: list[Fill] | None = None) -> Order:
+        """Find out what became of an order whose answer was lost: bounded lookups, never a resend."""
+        misses = 0
+        landed_by = sent_ms + self.settings.recv_window_ms + self.settings.max_clock_skew_ms
+        for attempt in range(LOOKUP_ATTEMPTS):
+            if attempt:
+                await asyncio.sleep(min(LOOKUP_BACKOFF_S * 2 ** (attempt - 1), LOOKUP_BACKOFF_MAX_S))
+            order = self._orders[cid]
+            if order.status is not UNKNOWN and order.status is not OrderStatus.INTENT:
+                return order  # the user stream told first
+            try:
+                state = await self._query(order)
+            except Refused as exc:
+                if exc.code != NO_SUCH_ORDER:
+                    continue
+                misses += 1
+                if misses >= NOT_FOUND_CONFIRMATIONS:
+                    late = landed_by - now_ms()
+                    if late <= 0:
+                        return self._set(order.with_(status=REJECTED, reason=(
+                            f"Binance has no order {cid}: not found {misses} times, the last after its recvWindow "
+                            "ran out, so the create never landed")))
+                    await asyncio.sleep(late / 1000)  # until Binance can no longer accept it
+                continue
+            except (Unknown, Stopped):
+                continue
+            return await self._settle(state, new_fills=new_fills)
+        self._alarm(Alarm.ORDER_UNRESOLVED, f"{cid}: Binance's answer was lost and {LOOKUP_ATTEMPTS} lookups did "
+                                            "not settle it; it stays UNKNOWN until a reconcile")
+        return self._orders[cid]
+
+    async def _query(self, order: Order) -> OrderState:
+        client = self.client
+        answer = await self.rest.call("query order", WEIGHT["query"], lambda: client.get_order(
+            symbol=order.symbol, origClientOrderId=order.client_order_id), wait=True)
+        return order_state(answer)
+
+    async def _trades(self, symbol: str, exchange_order_id: str) -> list[Trade]:
+        client = self.client
+        answer = await self.rest.call("my trades", WEIGHT["trades"], lambda: client.get_my_trades(
+            symbol=symbol, orderId=exchange_order_id), wait=True)
+        return [rest_trade(t) for t in answer]
+
+    # ------------------------------------------------------------------ cancelling
+    async def cancel(self, client_order_id: str, reason: str = "canceled on request") -> Order:
+        order = self._orders.get(client_order_id)
+        if order is None:
+            raise ExchangeError(f"unknown order {client_order_id}")
+        if not order.status.is_open:
+            return order
+        self._cancel_reasons[client_order_id] = reason
+        client = self.client
+        try:
+            answer = await self.rest.call("cancel order", WEIGHT["cancel"], lambda: client.cancel_order(
+                symbol=order.symbol, origClientOrderId=client_order_id), wait=True)
+            state = order_state(answer, id_field="origClientOrderId")
+        except (Unknown, Refused) as exc:
+            if isinstance(exc, Refused) and exc.code != UNKNOWN_ORDER:
+                raise ExchangeError(f"cancel of {client_order_id} refused: {exc}", order) from None
+            # already final, never there, or the answer was lost: Binance's own word settles it
+            try:
+                state = await self._query(order)
+            except RestError as lookup:
+                raise ExchangeError(f"cancel of {client_order_id}: {exc}; lookup: {lookup}",
+                                    self._orders[client_order_id]) from None
+        except Stopped as exc:
+            raise ExchangeError(f"cancel of {client_order_id}: {exc}", order) from None
+        return await self._settle(state)
+
+    def cancel_now(self, client_order_ids: list[str], reason: str = "canceled on request") -> list[Order]:
+        """Schedule cancels for these open orders and return them (their answers arrive as
+        updates); `last_halt` then verifies through Binance's open orders. Safe from any thread."""
+        targets = [o for cid in client_order_ids if (o := self._orders.get(cid)) is not None and o.status.is_open]
+        loop = self._loop
+        if not targets or loop is None:
+            return []
+        ids = [o.client_order_id for o in targets]
+        try:
+            on_loop = asyncio.get_running_loop() is loop
+        except RuntimeError:
+            on_loop = False
+        if on_loop:
+            self.last_halt = self._spawn(self._halt(ids, reason))
+        else:
+            self.last_halt = asyncio.run_coroutine_threadsafe(self._halt(ids, reason), loop)
+        return targets
+
+    async def _halt(self, ids: list[str], reason: str) -> HaltReport:
+        still: list[str] = ids
+        verified = False
+        for _ in range(2):  # the cancels, then once more for whatever Binance still shows open
+            await asyncio.gather(*(self._cancel_logged(cid, reason) for cid in still))
+            try:
+                open_now = await self._binance_open_orders()
+                for state in open_now.values():
+                    if state.client_order_id in self._orders:
+                        await self._settle(state)
+            except RestError as exc:
+                log.error("halt: Binance's open orders could not be read: %s", exc)
+                verified = False
+                break
+            verified = True
+            still = [cid for cid in ids if cid in open_now]
+            if not still:
+                break
+        report = HaltReport(tuple(ids), tuple(still), verified)
+        if report.complete:
+            log.warning("halt: %d cancels landed, none of them open on Binance", len(ids))
+        else:
+            shown = ", ".join(still[:10]) + (" ..." if len(still) > 10 else "")
+            self._alarm(Alarm.HALT_INCOMPLETE, f"{len(still)} of {len(ids)} orders still open on Binance after the "
+                                               f"halt's cancels: {shown}" if verified else
+                        f"the halt's {len(ids)} cancels could not be verified: Binance's open orders did not answer")
+        return report
+
+    async def _cancel_logged(self, cid: str, reason: str) -> None:
+        try:
+            await self.cancel(cid, reason)
+        except ExchangeError as exc:
+            log.error("halt: %s", exc)
+
+    async def _binance_open_orders(self) -> dict[str, OrderState]:
+        """Binance's open orders on every symbol, by client id."""
+        answer = await self.rest.call("open orders", WEIGHT["open orders"], self.client.get_open_orders, wait=True)
+        return {s.client_order_id: s for s in map(order_state, answer)}
+
+    # ------------------------------------------------------------------ the book
+    async def _settle(self, state: OrderState, trades: Iterable[Trade] = (), new_fills: list[Fill] | None = None) -> Order:
+        """Bring the book to `state`, fetching the trades it counts that are not seen yet;
+        the fills it announces are added to `new_fills`."""
+        trades = list(trades)
+        cid = state.client_order_id
+        seen = self._traded.get(cid, D0) + sum((t.qty for t in trades if t.fill_id not in self._fills_seen), D0)
+        if state.executed > seen:
+            try:
+                trades += await self._trades(state.symbol, state.exchange_order_id)
+            except RestError as exc:
+                log.warning("fills of %s not fetched (%s): the next reconcile finds them", cid, exc)
+        return self._apply(state, trades, new_fills)
+
+    def _apply(self, state: OrderState, trades: Iterable[Trade], new_fills: list[Fill] | None = None) -> Order:
+        cid = state.client_order_id
+        current = self._orders[cid]
+        base, quote = self._assets(state.symbol)
+        fills = []
+        for trade in trades:
+            if trade.fill_id in self._fills_seen:
+                continue
+            self._fills_seen.add(trade.fill_id)
+            self._traded[cid] = self._traded.get(cid, D0) + trade.qty
+            fill, counted = to_fill(trade, cid, current.side, base, quote)
+            if not counted and trade.commission_asset not in self._uncounted_commission:
+                self._uncounted_commission.add(trade.commission_asset or "")
+                log.warning("commission paid in %s is not counted in the fees", trade.commission_asset)
+            fills.append(fill)
+        status = current.status
+        if _rank(state.status) >= _rank(status) and not status.is_final:
+            status = state.status
+        filled = max(current.filled_quantity, float(state.executed))
+        average = state.average_price if float(state.executed) >= current.filled_quantity and state.executed > 0 \
+            else current.average_price
+        reason = current.reason if status is current.status else None
+        if status is OrderStatus.CANCELED and status is not current.status:
+            reason = self._cancel_reasons.pop(cid, None) or "canceled on Binance"
+        elif status in (REJECTED, OrderStatus.EXPIRED) and status is not current.status:
+            reason = state.reason
+        updated = current.with_(status=status, filled_quantity=filled, average_price=average, reason=reason,
+                                exchange_order_id=state.exchange_order_id or current.exchange_order_id)
+        self._orders[cid] = updated
+        for fill in fills:
+            self._emit_fill(fill)
+        if new_fills is not None:
+            new_fills += fills
+        if updated != current:
+            self._emit_order(updated)
+        return updated
+
+    def _assets(self, symbol: str) -> tuple[str, str]:
+        rules = self._rules.get(symbol)
+        if rules is not None and rules.base and rules.quote:
+            return rules.base, rules.quote
+        return split_symbol(symbol) or (symbol, "")
+
+    def _on_stream_event(self, event: dict[str, Any]) -> None:
+        kind = event.get("e")
+        if kind == "executionReport":
+            state, trade = report_state(event), report_trade(event)
+            cid = state.client_order_id
+            self._reported.add(cid)
+            if cid not in self._orders:
+                log.info("user stream: %s is not in the book (placed elsewhere?): the next reconcile adopts it", cid)
+                return
+            trades = [trade] if trade is not None else []
+            counted = self._traded.get(cid, D0) + sum((t.qty for t in trades if t.fill_id not in self._fills_seen), D0)
+            if state.executed > counted:  # a trade this stream did not report: fetch it first
+                self._spawn(self._settle(state, trades))
+            else:
+                self._apply(state, trades)
+        elif kind == "outboundAccountPosition":
+            for b in event.get("B", []):
+                self._balances[b["a"]] = {"free": float(b["f"]), "locked": float(b["l"])}
+
+    def _on_stream_lost(self, why: str) -> None:
+        self._alarm(Alarm.USER_STREAM_LOST, why)
+
+    def _on_stream_reconnected(self) -> None:
+        async def reconcile_gap() -> None:
+            try:
+                report = await self.reconcile()
+            except RestError as exc:
+                self._alarm(Alarm.USER_STREAM_LOST, f"reconnected, but the reconcile failed: {exc}")
+                return
+            self._alarm(Alarm.USER_STREAM_RESTORED, f"user data stream reconnected; {report.summary()}")
+        self._spawn(reconcile_gap())
+
+    # ------------------------------------------------------------------ reconcile
+    async def reconcile(self, journal_orders: Iterable[Order] = (), journal_fills: Iterable[Fill] = ()) -> ReconcileReport:
+        """Compare the journal (its orders not known final: open, UNKNOWN or INTENT, and its
+        fills) and the book with Binance: balances, open orders on every symbol, each such
+        order's state and trades. Differences are announced as order updates and fills, so
+        the book matches Binance, and returned. Orders are allowed once this has run."""
+        client = self.client
+        account = await self.rest.call("account", WEIGHT["account"], client.get_account, wait=True)
+        self._balances = {b["asset"]: {"free": float(b["free"]), "locked": float(b["locked"])}
+                          for b in account.get("balances", [])}
+        journal_fills = list(journal_fills)
+        for fill in journal_fills:
+            self._fills_seen.add(fill.fill_id)
+        for order in journal_orders:
+            if order.client_order_id not in self._orders and not order.status.is_final:
+                self._adopt(order)
+        report = ReconcileReport(balances=self.balances(), open_orders=[])
+        exchange_open = await self._binance_open_orders()
+        pending = [o for o in list(self._orders.values())
+                   if not o.status.is_final and o.client_order_id not in self._in_flight]
+        for before in pending:
+            state = exchange_open.get(before.client_order_id)
+            try:
+                if state is not None:
+                    after = await self._settle(state, new_fills=report.new_fills)
+                elif before.status in (UNKNOWN, OrderStatus.INTENT):
+                    after = await self._resolve(before.client_order_id, before.created_ms, report.new_fills)
+                else:
+                    after = await self._look_up(before, report.new_fills)
+            except RestError as exc:
+                log.error("reconcile: %s could not be settled: %s", before.client_order_id, exc)
+                report.unresolved.append(self._orders[before.client_order_id])
+                continue
+            if after.status is UNKNOWN:
+                report.unresolved.append(after)
+            elif after != before:
+                report.changed.append((before, after))
+        for cid, state in exchange_open.items():
+            if cid not in self._orders:
+                adopted = self._adopt(_order_from(state))
+                self._emit_order(adopted)
+                report.adopted.append(adopted)
+                await self._settle(state, new_fills=report.new_fills)
+        report.missing_fills = await self._missing(journal_fills)
+        report.open_orders = self.open_orders()
+        self.reconciled = True
+        log.info("reconciled with Binance %s: %s", self.name, report.summary())
+        return report
+
+    async def _look_up(self, order: Order, new_fills: list[Fill]) -> Order:
+        """An order the journal thought open that Binance no longer shows open."""
+        try:
+            state = await self._query(order)
+        except Refused as exc:
+            if exc.code == NO_SUCH_ORDER:
+                log.error("reconcile: Binance has no order %s that the journal holds %s", order.client_order_id,
+                          order.status.value)
+                return self._set(order.with_(status=UNKNOWN, reason="not on Binance: held until it is settled"))
+            raise
+        return await self._settle(state, new_fills=new_fills)
+
+    async def _missing(self, journal_fills: list[Fill]) -> list[Fill]:
+        """Journal fills whose order's trades on Binance do not include them."""
+        missing = []
+        by_order: dict[str, list[Fill]] = {}
+        for fill in journal_fills:
+            by_order.setdefault(fill.client_order_id, []).append(fill)
+        for cid, fills in by_order.items():
+            order = self._orders.get(cid)
+            if order is None or order.exchange_order_id is None:
+                continue
+            ids = {t.fill_id for t in await self._trades(order.symbol, order.exchange_order_id)}
+            missing += [f for f in fills if f.fill_id not in ids]
+        return missing
+
+    # ------------------------------------------------------------------ the key
+    async def key_permissions(self) -> KeyPermissions:
+        """What Binance says this API key may do (/sapi/v1/account/apiRestrictions). The
+        spot testnet has no /sapi: there this raises ExchangeError."""
+        client = self.client
+        try:
+            answer = await self.rest.call("api restrictions", WEIGHT["api restrictions"],
+                                          client.get_account_api_permissions, wait=True)
+        except RestError as exc:
+            raise ExchangeError(f"the key's permissions could not be read: {exc}") from None
+        return KeyPermissions.from_api(answer)
+
+
+def _order_from(state: OrderState) -> Order:
+    """An order Binance holds that the journal does not (placed elsewhere, or before a lost journal)."""
+    kind = ORDER_TYPES.get(state.binance_type, OrderType.LIMIT)
+    return Order(symbol=state.symbol, side=state.side, type=kind, quantity=float(state.quantity),
+                 price=float(state.price) if state.price is not None else None,
+                 stop_price=float(state.stop_price) if state.stop_price is not None else None,
+                 origin=Origin.RECONCILE, client_order_id=state.client_order_id, created_ms=state.time_ms,
+                 status=NEW, exchange_order_id=state.exchange_order_id,
+                 reason=f"on Binance, not in the journal ({state.binance_type})")
+
+
+__all__ = ["BinanceExchange", "HaltReport", "KeyPermissions", "ReconcileReport"]
