@@ -416,6 +416,25 @@ class Guardian:
                 v["data_back"] for v in blind.values()), "legs": legs, "blind": blind,
         }
 
+    # ------------------------------------------------------------------ start-up on an exchange
+    def hold_for_startup(self, t: int, reason: str) -> bool:
+        """Start halted while the session reconciles with an exchange: TRIGGERED (trigger_type
+        startup), with an episode that recovers by the usual cool-down once released. A halt
+        restored from the journal stays as it is (False)."""
+        if self.breaker.status in (TRIGGERED, RECOVERING):
+            return False
+        self.episode = Episode("startup", t)
+        return self.breaker.trigger(reason, {"phase": "start-up"}, self.snapshot(), time_ms=t,
+                                    trigger_type="startup")
+
+    def release_startup(self, t: int, reason: str, details: dict[str, Any]) -> bool:
+        """The exchange is reconciled: RECOVERING (entries at reduced size), SAFE after the
+        cool-down. False when the start-up hold is not what holds the breaker."""
+        ep = self.episode
+        if ep is None or ep.trigger_type != "startup" or self.breaker.status is not TRIGGERED:
+            return False
+        return self.breaker.start_recovery(reason, details, time_ms=t)
+
     # ------------------------------------------------------------------ an operator's clear holds
     def agent_trigger_refusal(self, time_ms: int) -> str | None:
         """Why an agent may not TRIGGER now, or None. For `agent_holdoff_minutes` after an

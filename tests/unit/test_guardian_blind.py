@@ -91,3 +91,23 @@ def test_a_blind_reference_during_a_price_halt_holds_its_recovery(settings):
     engine.process(rebound)  # BTC is back, 6% off its trough, no new low for 20 minutes
     assert engine.breaker.status is BreakerStatus.RECOVERING
 
+
+
+def test_a_start_on_an_exchange_is_halted_until_reconciled_then_recovers(settings):
+    engine = live_engine(settings)
+    assert engine.guardian.hold_for_startup(T0 + 120 * SEC, "start-up: reconciling with the exchange")
+    engine.process(ticks(120, 300))  # prices flow, the hold stays until the session releases it
+    assert engine.breaker.status is BreakerStatus.TRIGGERED and engine.breaker.history[-1].trigger_type == "startup"
+    assert engine.guardian.release_startup(T0 + 300 * SEC, "reconciled with the exchange", {"orders": 0})
+    assert engine.breaker.status is BreakerStatus.RECOVERING
+    cool_down = settings.circuit_breaker.recovery.cooldown_minutes
+    engine.process(ticks(300, 300 + int(cool_down * 60) + 5))
+    assert states(engine)[-3:] == ["TRIGGERED", "RECOVERING", "SAFE"]
+
+
+def test_a_restored_halt_is_not_replaced_by_the_start_up_hold(settings):
+    engine = live_engine(settings)
+    engine.force_trigger("operator before the restart")
+    assert not engine.guardian.hold_for_startup(T0 + 120 * SEC, "start-up")
+    assert not engine.guardian.release_startup(T0 + 130 * SEC, "reconciled", {})
+    assert engine.breaker.history[-1].actor.value == "operator"
