@@ -374,6 +374,8 @@ class BinanceExchange:
         except Stopped as exc:
             return self._set(sent.with_(status=REJECTED, reason=str(exc)))
         except Unknown as exc:
+            if self._orders[sent.client_order_id].status is not OrderStatus.INTENT:
+                return self._orders[sent.client_order_id]  # the user stream has already told
             self._set(sent.with_(status=UNKNOWN, reason=f"answer lost ({exc}): looked up, never resent"))
             return await self._resolve(sent.client_order_id, sent_ms)
         self._expect_report(sent.client_order_id)

@@ -349,3 +349,380 @@ async def test_the_halt_from_another_thread_schedules_its_cancels_on_the_loop(ga
     await asyncio.to_thread(gated.gate.breaker.trigger, "agent escalation", time_ms=now)
     report = await asyncio.wrap_future(gated.exchange.last_halt)
     assert report.complete and gated.fake.order(entry.client_order_id).status == "CANCELED"
+
+
+# ---------------------------------------------------------------------- lost answers
+def assert_never_backwards(updates: list[Order]) -> None:
+    """An order's announced states never go back (UNKNOWN and INTENT before Binance's word)."""
+    rank = {S.INTENT: 0, S.UNKNOWN: 0, S.NEW: 1, S.PARTIALLY_FILLED: 2}
+    by_order: dict[str, list[int]] = {}
+    for u in updates:
+        by_order.setdefault(u.client_order_id, []).append(rank.get(u.status, 3))
+    for cid, ranks in by_order.items():
+        assert ranks == sorted(ranks), f"{cid} went back: {[u.status for u in updates if u.client_order_id == cid]}"
+
+
+@pytest.mark.parametrize("fault, arg", [("order_5xx_after_accept", 500), ("order_5xx_after_accept", 503),
+                                        ("order_timeout_after_accept", 1.0)])
+@pytest.mark.parametrize("stream", ["live", "muted"])
+async def test_a_lost_answer_after_the_order_was_accepted_ends_with_that_one_order_and_its_true_status(
+        rig: Rig, fault: str, arg: Any, stream: str):
+    rig.fake.muted = stream == "muted"  # muted: only the lookups can tell
+    rig.server.faults.add(fault, arg)
+    result = await rig.exchange.place(buy(0.002))
+    assert result.status is S.FILLED and result.filled_quantity == pytest.approx(0.002)
+    assert rig.posts() == 1 and len(rig.fake.accepted) == 1
+    assert_never_backwards(rig.updates)
+    if stream == "muted":
+        assert rig.updates[0].status is S.UNKNOWN and "never resent" in rig.updates[0].reason
+    assert len(rig.fills) == 1 and rig.portfolio.quantity("BTCUSDT") == pytest.approx(0.002 * 0.999)
+
+
+async def test_a_lost_answer_for_a_resting_order_finds_it_resting(rig: Rig):
+    rig.server.faults.add("order_5xx_after_accept", 502)
+    result = await rig.exchange.place(limit_buy())
+    assert result.status is S.NEW and result.exchange_order_id == str(rig.fake.accepted[0].order_id)
+    assert rig.exchange.open_orders() == [result]
+
+
+async def test_an_order_that_lands_after_the_first_lookups_is_found_not_given_up(server: FakeBinance):
+    # the create hangs 2s before Binance takes it (still inside its 3s recvWindow); the client
+    # gave up waiting at 0.3s and its first three lookups find nothing
+    rig = await started(server, fast(recv_window_ms=3000))
+    try:
+        rig.fake.muted = True  # only the lookups can tell
+        server.faults.add("order_timeout_before_accept", 2.0)
+        result = await rig.exchange.place(buy(0.002))
+        assert result.status is S.FILLED
+        assert server.requests.count(("GET", "/api/v3/order")) == 4
+        assert rig.posts() == 1 and len(rig.fake.accepted) == 1
+        assert [u.status for u in rig.updates] == [S.UNKNOWN, S.FILLED]
+    finally:
+        await rig.exchange.close()
+
+
+async def test_an_order_that_never_landed_is_rejected_once_not_found_is_confirmed(rig: Rig):
+    rig.server.faults.add("order_5xx", 503)
+    result = await rig.exchange.place(buy(0.002))
+    assert result.status is S.REJECTED and "never landed" in result.reason
+    arrivals = [t for t, m, p in rig.fake.arrivals if p == "/api/v3/order"]
+    sent, lookups = arrivals[0], arrivals[1:]
+    assert len(lookups) >= 3
+    # the last "not found" came when Binance could no longer accept the create
+    assert lookups[-1] - sent >= rig.exchange.settings.recv_window_ms
+    assert rig.fake.accepted == [] and rig.posts() == 1
+    assert [u.status for u in rig.updates] == [S.UNKNOWN, S.REJECTED]
+
+
+async def test_lookups_that_fail_leave_the_order_unknown_and_say_so(rig: Rig):
+    rig.fake.muted = True
+    rig.server.faults.add("order_5xx_after_accept", 500)
+    rig.server.faults.add("query_5xx", 500, times=50)
+    result = await rig.exchange.place(limit_buy())
+    assert result.status is S.UNKNOWN and rig.exchange.open_orders() == [result]
+    assert "stays UNKNOWN" in await rig.alarm(Alarm.ORDER_UNRESOLVED)
+    assert rig.posts() == 1
+    rig.server.faults.pending.pop("query_5xx")
+    rig.fake.muted = False
+    report = await rig.exchange.reconcile()
+    assert rig.exchange.get_order(result.client_order_id).status is S.NEW
+    assert report.changed and report.changed[0][1].status is S.NEW
+
+
+# ---------------------------------------------------------------------- the clock
+async def test_a_timestamp_outside_recv_window_resyncs_the_clock_and_retries_once(rig: Rig):
+    rig.server.clock_offset_ms = 5_000  # Binance's clock jumped ahead of ours
+    result = await rig.exchange.place(buy())
+    assert result.status is S.FILLED and len(rig.fake.accepted) == 1
+    calls = [r for r in rig.server.requests if r[1] in ("/api/v3/order", "/api/v3/time")][-3:]
+    assert calls == [("POST", "/api/v3/order"), ("GET", "/api/v3/time"), ("POST", "/api/v3/order")]
+    assert abs(rig.exchange.client.timestamp_offset - 5_000) < 200
+    assert Alarm.CLOCK_SKEW not in rig.kinds()  # one skewed sync is not yet persistent
+
+
+async def test_a_skew_that_persists_across_syncs_is_reported(rig: Rig):
+    rig.server.clock_offset_ms = 5_000
+    await rig.exchange.check_clock()
+    assert Alarm.CLOCK_SKEW not in rig.kinds()
+    await rig.exchange.check_clock()
+    assert "+5" in await rig.alarm(Alarm.CLOCK_SKEW)
+    rig.server.clock_offset_ms = 0
+    await rig.exchange.check_clock()
+    await rig.alarm(Alarm.CLOCK_OK)
+
+
+async def test_a_timestamp_refusal_that_a_resync_does_not_cure_is_reported_and_not_sent_again(rig: Rig):
+    rig.server.faults.add("timestamp_1021", times=2)
+    result = await rig.exchange.place(buy())
+    assert result.status is S.REJECTED and "-1021" in result.reason
+    assert rig.posts() == 2 and rig.fake.accepted == []
+    assert "right after a clock re-sync" in await rig.alarm(Alarm.CLOCK_SKEW)
+
+
+# ---------------------------------------------------------------------- rate limits
+async def test_a_429_is_obeyed_for_its_retry_after(rig: Rig):
+    rig.server.faults.add("http_429", {"retry_after": 1, "path": "/api/v3/order"})
+    refused = await rig.exchange.place(buy())
+    assert refused.status is S.REJECTED and "429" in refused.reason
+    detail = await rig.alarm(Alarm.RATE_LIMITED)
+    again = await rig.exchange.place(buy())  # an entry does not wait: it is refused unsent
+    assert again.status is S.REJECTED and "backing off" in again.reason
+    assert rig.posts() == 1
+    backoff_until = rig.exchange.rest._backoff_until
+    exit_order = await rig.exchange.place(exit_sell())  # an exit waits the back-off out
+    assert exit_order.status is S.FILLED
+    sent_at = [t for t, m, p in rig.fake.arrivals if (m, p) == ("POST", "/api/v3/order")][-1]
+    assert sent_at - rig.server.clock_offset_ms >= backoff_until - 50, detail
+    assert rig.posts() == 2
+
+
+async def test_a_418_stops_every_call_until_its_retry_after(rig: Rig):
+    resting = await rig.exchange.place(limit_buy())
+    rig.server.faults.add("http_418", {"retry_after": 1, "path": "/api/v3/order"})
+    refused = await rig.exchange.place(buy())
+    assert refused.status is S.REJECTED and "418" in refused.reason
+    assert "stopped until" in await rig.alarm(Alarm.IP_BANNED)
+    during = len(rig.server.requests)
+    assert (await rig.exchange.place(exit_sell())).status is S.REJECTED  # exits cannot wait out a ban
+    with pytest.raises(ExchangeError, match="418"):
+        await rig.exchange.cancel(resting.client_order_id)
+    with pytest.raises(ExchangeError, match="418"):
+        await rig.exchange.key_permissions()
+    await rig.exchange.check_clock()
+    assert rig.exchange.cancel_now([resting.client_order_id], "halt") == [resting]
+    report = await rig.exchange.last_halt
+    assert not report.complete and not report.verified
+    assert "could not be verified" in await rig.alarm(Alarm.HALT_INCOMPLETE)
+    assert len(rig.server.requests) == during, "a request went out during the ban"
+    await rig.alarm(Alarm.IP_BAN_LIFTED)
+    assert (await rig.exchange.cancel(resting.client_order_id)).status is S.CANCELED
+
+
+async def test_the_client_throttles_itself_below_the_weight_budget(server: FakeBinance):
+    rig = await started(server, fast(max_clock_skew_ms=60_000))
+    try:
+        # put Binance's clock 1.5s before a minute boundary, and tell the client
+        now = time.time_ns() // 1_000_000
+        server.clock_offset_ms = (58_500 - now % 60_000) % 60_000
+        await rig.exchange.check_clock()
+        rig.fake.add_weight(5_000)  # other callers on this IP: 5,000 of 6,000 used
+        await rig.exchange.check_clock()  # its answer says so
+        assert rig.exchange.rest.used_weight > rig.exchange.rest.weight_budget == 4_800
+        before = len(server.requests)
+        refused = await rig.exchange.place(buy())
+        assert refused.status is S.REJECTED and "request weight" in refused.reason
+        assert len(server.requests) == before
+        minute = server.now_ms() // 60_000
+        exit_order = await rig.exchange.place(exit_sell())  # waits for the next minute's budget
+        assert exit_order.status is S.FILLED
+        sent_at = [t for t, m, p in rig.fake.arrivals if (m, p) == ("POST", "/api/v3/order")][-1]
+        assert sent_at // 60_000 == minute + 1
+    finally:
+        await rig.exchange.close()
+
+
+# ---------------------------------------------------------------------- cancels racing fills
+async def test_a_fill_that_races_a_cancel_is_still_a_fill_and_the_order_stays_cancelled(rig: Rig):
+    order = await rig.exchange.place(limit_buy(0.004))
+    rig.server.faults.add("fill_on_cancel", 0.5)
+    cancelled = await rig.exchange.cancel(order.client_order_id)
+    assert cancelled.status is S.CANCELED and cancelled.filled_quantity == pytest.approx(0.002)
+    assert len(rig.fills) == 1 and rig.fills[0].quantity == pytest.approx(0.002 * 0.999)
+    # the trade's own report comes after the cancel's; once it is applied, nothing changed
+    await rig.until(lambda: rig.reported(order.client_order_id, "TRADE"), "the late trade report")
+    assert rig.exchange.get_order(order.client_order_id).status is S.CANCELED
+    assert len(rig.fills) == 1 and rig.portfolio.quantity("BTCUSDT") == pytest.approx(net(rig))
+    assert_never_backwards(rig.updates)
+
+
+async def test_a_cancel_that_finds_the_order_filled_reports_the_fill(rig: Rig):
+    order = await rig.exchange.place(limit_buy(0.004))
+    rig.server.faults.add("fill_on_cancel", 1.0)
+    result = await rig.exchange.cancel(order.client_order_id)
+    assert result.status is S.FILLED and result.filled_quantity == pytest.approx(0.004)
+    assert len(rig.fills) == 1 and rig.portfolio.quantity("BTCUSDT") == pytest.approx(0.004 * 0.999)
+
+
+async def test_cancelling_an_order_that_is_final_or_unknown(rig: Rig):
+    filled = await rig.exchange.place(buy())
+    assert await rig.exchange.cancel(filled.client_order_id) == filled
+    with pytest.raises(ExchangeError, match="unknown order nope"):
+        await rig.exchange.cancel("nope")
+
+
+# ---------------------------------------------------------------------- restart
+async def test_after_a_restart_reconcile_finds_the_order_the_journal_thought_open_filled(server: FakeBinance):
+    first = await started(server)
+    try:
+        journaled = await first.exchange.place(limit_buy(0.003, 99_000.0))
+    finally:
+        await first.exchange.close()
+    server.set_price("BTCUSDT", 98_900.0, qty=1.0)  # it fills while no one is connected
+    second = await started(server, reconcile=False)
+    try:
+        report = await second.exchange.reconcile([journaled], [])
+        now = second.exchange.get_order(journaled.client_order_id)
+        assert now.status is S.FILLED and now.filled_quantity == pytest.approx(0.003)
+        assert [(b.status, a.status) for b, a in report.changed] == [(S.NEW, S.FILLED)]
+        assert [f.client_order_id for f in report.new_fills] == [journaled.client_order_id]
+        assert second.fills == report.new_fills and second.updates[-1] == now
+        assert second.portfolio.quantity("BTCUSDT") == pytest.approx(0.003 * 0.999)
+        assert report.open_orders == [] and not report.clean
+        assert float(second.fake.total("BTC")) == pytest.approx(second.exchange.balances()["BTC"]["free"])
+    finally:
+        await second.exchange.close()
+
+
+async def test_reconcile_adds_only_the_fills_the_journal_lacks(server: FakeBinance):
+    first = await started(server)
+    try:
+        journaled = await first.exchange.place(limit_buy(0.003, 99_000.0))
+        server.set_price("BTCUSDT", 98_999.0, qty=0.001)
+        await first.until(lambda: len(first.fills) == 1, "the first partial fill")
+        journal_fills = list(first.fills)
+        journal_order = first.exchange.get_order(journaled.client_order_id)
+    finally:
+        await first.exchange.close()
+    server.set_price("BTCUSDT", 98_999.0, qty=0.001)
+    second = await started(server, reconcile=False)
+    try:
+        report = await second.exchange.reconcile([journal_order], journal_fills)
+        assert len(report.new_fills) == 1 and report.new_fills[0].fill_id not in {f.fill_id for f in journal_fills}
+        assert second.exchange.get_order(journaled.client_order_id).filled_quantity == pytest.approx(0.002)
+        assert report.open_orders == [second.exchange.get_order(journaled.client_order_id)]
+        assert report.missing_fills == []
+    finally:
+        await second.exchange.close()
+
+
+async def test_reconcile_settles_intents_the_last_run_never_heard_back_about(server: FakeBinance):
+    first = await started(server)
+    try:
+        landed = await first.exchange.place(limit_buy(0.001, 99_000.0))  # the journal never heard back
+    finally:
+        await first.exchange.close()
+    long_ago = time.time_ns() // 1_000_000 - 60_000
+    never_sent = limit_buy(0.001, 98_900.0, created_ms=long_ago, status=S.INTENT)
+    lost = landed.with_(status=S.UNKNOWN, created_ms=long_ago)
+    server.faults.add("query_not_found", times=2)  # Binance's history lags: "does not exist" twice
+    second = await started(server, reconcile=False)
+    try:
+        report = await second.exchange.reconcile([never_sent, lost], [])
+        assert second.exchange.get_order(lost.client_order_id).status is S.NEW
+        assert second.exchange.get_order(never_sent.client_order_id).status is S.REJECTED
+        assert {a.status for _, a in report.changed} == {S.NEW, S.REJECTED} and report.unresolved == []
+    finally:
+        await second.exchange.close()
+
+
+async def test_reconcile_adopts_open_orders_the_journal_does_not_know(server: FakeBinance):
+    first = await started(server)
+    try:
+        stray = await first.exchange.place(limit_buy(0.001, 99_000.0))
+    finally:
+        await first.exchange.close()
+    second = await started(server, reconcile=False)
+    try:
+        report = await second.exchange.reconcile([], [])
+        assert [o.client_order_id for o in report.adopted] == [stray.client_order_id]
+        adopted = second.exchange.get_order(stray.client_order_id)
+        assert adopted.origin is Origin.RECONCILE and adopted.status is S.NEW and adopted.price == 99_000.0
+        assert second.exchange.cancel_now([stray.client_order_id], "halt") == [adopted]
+        assert (await second.exchange.last_halt).complete
+    finally:
+        await second.exchange.close()
+
+
+async def test_reconcile_reports_journal_fills_binance_does_not_show(server: FakeBinance):
+    rig = await started(server)
+    try:
+        order = await rig.exchange.place(buy())
+        invented = Fill(order.client_order_id, "BTCUSDT", Side.BUY, 0.001, BTC_PRICE, 0.1, "taker", 0,
+                        fill_id="BTCUSDT-999")
+        report = await rig.exchange.reconcile([], [*rig.fills, invented])
+        assert report.missing_fills == [invented] and report.new_fills == []
+    finally:
+        await rig.exchange.close()
+
+
+# ---------------------------------------------------------------------- the user data stream
+async def test_a_dropped_user_stream_is_reconnected_and_what_it_missed_reconciled(rig: Rig):
+    order = await rig.exchange.place(limit_buy(0.003, 99_000.0))
+    rig.fake.drop_user_streams(expire_keys=True)
+    rig.server.set_price("BTCUSDT", 98_900.0, qty=1.0)  # fills while no stream listens
+    await rig.alarm(Alarm.USER_STREAM_LOST)
+    detail = await rig.alarm(Alarm.USER_STREAM_RESTORED)
+    assert "1 orders changed" in detail and "1 fills added" in detail
+    assert rig.exchange.get_order(order.client_order_id).status is S.FILLED
+    assert rig.portfolio.quantity("BTCUSDT") == pytest.approx(0.003 * 0.999)
+    assert rig.fake.user_connections == 2
+    rig.server.set_price("BTCUSDT", 100_000.0)
+    later = await rig.exchange.place(limit_buy(0.001, 99_500.0))
+    rig.server.set_price("BTCUSDT", 99_400.0, qty=1.0)
+    await rig.until(lambda: rig.reported(later.client_order_id, "TRADE"), "updates on the new stream")
+
+
+async def test_a_deaf_user_stream_is_found_by_the_watchdog(rig: Rig):
+    rig.fake.muted = True  # connected, yet it says nothing
+    await rig.exchange.place(buy())
+    assert "no executionReport" in await rig.alarm(Alarm.USER_STREAM_LOST)
+    rig.fake.muted = False
+    await rig.alarm(Alarm.USER_STREAM_RESTORED)
+    assert rig.fake.user_connections == 2
+
+
+async def test_a_failed_keep_alive_loses_the_stream_and_it_comes_back(rig: Rig):
+    rig.server.faults.add("keepalive_fail")
+    assert await rig.exchange.user_stream.keepalive() is False
+    assert "keep-alive failed" in await rig.alarm(Alarm.USER_STREAM_LOST)
+    await rig.alarm(Alarm.USER_STREAM_RESTORED)
+    assert await rig.exchange.user_stream.keepalive() is True
+
+
+async def test_balances_follow_the_account_stream(rig: Rig):
+    await rig.exchange.place(buy(0.002))
+    expected = float(rig.fake.free("BTC"))
+    await rig.until(lambda: rig.exchange.balances()["BTC"]["free"] == pytest.approx(expected), "the BTC balance")
+    assert rig.exchange.balances()["USDT"]["free"] == pytest.approx(float(rig.fake.free("USDT")))
+
+
+# ---------------------------------------------------------------------- the key
+async def test_key_permissions_say_what_the_key_may_do(rig: Rig):
+    safe = await rig.exchange.key_permissions()
+    assert safe.spot_trading and not safe.withdrawals
+    assert safe.live_problems() == ["the key is not restricted to trusted IPs"]
+    rig.fake.restrictions.update(ipRestrict=True, enableWithdrawals=True, enableInternalTransfer=True)
+    risky = await rig.exchange.key_permissions()
+    assert risky.ip_restricted and risky.withdrawals and risky.internal_transfer
+    assert risky.live_problems() == ["the key can withdraw", "the key can make internal transfers"]
+
+
+async def test_the_canary_keys_never_leave_the_process(server: FakeBinance, caplog: pytest.LogCaptureFixture):
+    caplog.set_level(logging.DEBUG)
+    known = redact.known()
+    texts: list[str] = []
+    rig = await started(server)
+    try:
+        redact.forget_all()  # the exchange registered them: masking must not be what hides them
+        server.faults.add("order_5xx_after_accept", 500)
+        texts.append(repr(await rig.exchange.place(buy())))
+        texts.append(repr(await rig.exchange.place(buy(5.0))))  # -2010
+        server.faults.add("timestamp_1021", times=2)
+        texts.append(repr(await rig.exchange.place(buy())))
+        server.faults.add("http_418", {"retry_after": 1})
+        texts.append(repr(await rig.exchange.place(buy())))
+        for call in (rig.exchange.key_permissions(), rig.exchange.cancel("nope")):
+            with pytest.raises(ExchangeError) as err:
+                await call
+            texts += [str(err.value), repr(err.value)]
+        await rig.alarm(Alarm.IP_BAN_LIFTED)
+        texts += [repr(rig.exchange), repr(rig.exchange.user_stream), str(rig.exchange.__dict__)]
+    finally:
+        await rig.exchange.close()
+        redact.register(known)
+    texts += [repr(o) for o in rig.updates] + [d for _, d in rig.alarms]
+    texts += [r.getMessage() for r in caplog.records]
+    texts += [r.exc_text or "" for r in caplog.records]
+    for secret in (CANARY_KEY, CANARY_SECRET):
+        leaks = [t for t in texts if secret in t]
+        assert not leaks, f"{secret} leaked: {leaks[:3]}"
