@@ -247,6 +247,9 @@ class BinanceExchange:
             self._stream = UserStream(rest, self.endpoints.stream_url, self.settings, self._on_stream_event,
                                       self._on_stream_lost, self._on_stream_reconnected)
             await self._stream.start()
+        except RestError as exc:
+            await self.close()
+            raise ExchangeError(f"Binance {self.name} did not start: {exc}") from None
         except BaseException:
             await self.close()
             raise
@@ -415,7 +418,8 @@ class BinanceExchange:
                                "of Binance accepting it")
         asyncio.get_running_loop().call_later(self.settings.watchdog_seconds, check)
 
-    async def _resolve(self, cid: str, sent_ms: int, new_fills: list[Fill] | None = None) -> Order:
+    async def _resolve(self, cid: str, sent_ms: int, new_fills: list[Fill] | None = None,
+                       all_trades: bool = False) -> Order:
         """Find out what became of an order whose answer was lost: bounded lookups, never a resend."""
         misses = 0
         landed_by = sent_ms + self.settings.recv_window_ms + self.settings.max_clock_skew_ms
@@ -441,7 +445,7 @@ class BinanceExchange:
                 continue
             except (Unknown, Stopped):
                 continue
-            return await self._settle(state, new_fills=new_fills)
+            return await self._settle(state, new_fills=new_fills, all_trades=all_trades)
         self._alarm(Alarm.ORDER_UNRESOLVED, f"{cid}: Binance's answer was lost and {LOOKUP_ATTEMPTS} lookups did "
                                             "not settle it; it stays UNKNOWN until a reconcile")
         return self._orders[cid]
@@ -542,13 +546,14 @@ class BinanceExchange:
         return {s.client_order_id: s for s in map(order_state, answer)}
 
     # ------------------------------------------------------------------ the book
-    async def _settle(self, state: OrderState, trades: Iterable[Trade] = (), new_fills: list[Fill] | None = None) -> Order:
-        """Bring the book to `state`, fetching the trades it counts that are not seen yet;
-        the fills it announces are added to `new_fills`."""
+    async def _settle(self, state: OrderState, trades: Iterable[Trade] = (), new_fills: list[Fill] | None = None,
+                      all_trades: bool = False) -> Order:
+        """Bring the book to `state`, fetching its trades when it counts more than the trades
+        seen (or always, with all_trades); the fills it announces are added to `new_fills`."""
         trades = list(trades)
         cid = state.client_order_id
         seen = self._traded.get(cid, D0) + sum((t.qty for t in trades if t.fill_id not in self._fills_seen), D0)
-        if state.executed > seen:
+        if state.executed > seen or (all_trades and state.executed > 0):
             try:
                 trades += await self._trades(state.symbol, state.exchange_order_id)
             except RestError as exc:
@@ -654,9 +659,10 @@ class BinanceExchange:
             state = exchange_open.get(before.client_order_id)
             try:
                 if state is not None:
-                    after = await self._settle(state, new_fills=report.new_fills)
+                    after = await self._settle(state, new_fills=report.new_fills, all_trades=True)
                 elif before.status in (UNKNOWN, OrderStatus.INTENT):
-                    after = await self._resolve(before.client_order_id, before.created_ms, report.new_fills)
+                    after = await self._resolve(before.client_order_id, before.created_ms, report.new_fills,
+                                                all_trades=True)
                 else:
                     after = await self._look_up(before, report.new_fills)
             except RestError as exc:
@@ -672,7 +678,7 @@ class BinanceExchange:
                 adopted = self._adopt(_order_from(state))
                 self._emit_order(adopted)
                 report.adopted.append(adopted)
-                await self._settle(state, new_fills=report.new_fills)
+                await self._settle(state, new_fills=report.new_fills, all_trades=True)
         report.missing_fills = await self._missing(journal_fills)
         report.open_orders = self.open_orders()
         self.reconciled = True
@@ -689,7 +695,7 @@ class BinanceExchange:
                           order.status.value)
                 return self._set(order.with_(status=UNKNOWN, reason="not on Binance: held until it is settled"))
             raise
-        return await self._settle(state, new_fills=new_fills)
+        return await self._settle(state, new_fills=new_fills, all_trades=True)
 
     async def _missing(self, journal_fills: list[Fill]) -> list[Fill]:
         """Journal fills whose order's trades on Binance do not include them."""

@@ -165,7 +165,7 @@ class BinanceRest:
                 await asyncio.sleep((self._backoff_until - now) / 1000)
                 continue
             used = self.used_weight
-            if used + weight > self.weight_budget:
+            if used and used + weight > self.weight_budget:  # a fresh minute takes any one call
                 if not wait:
                     raise Stopped(f"{name} not sent: request weight {used} of {self.weight_limit} used this minute "
                                   f"(budget {self.weight_budget})")

@@ -49,6 +49,7 @@ class UserStream:
         self._listen_key: str | None = None
         self._suspicion: str | None = None
         self._task: asyncio.Task[None] | None = None
+        self._closing = False
         self.connections = 0
 
     @property
@@ -63,6 +64,9 @@ class UserStream:
         await first
 
     async def close(self) -> None:
+        self._closing = True
+        if self._ws is not None:
+            await self._ws.close()  # a clean close frame, not the 1011 of a cancelled task
         if self._task is not None:
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
@@ -111,6 +115,8 @@ class UserStream:
                 if not first.done():
                     first.set_exception(RestError(f"the user data stream did not open: {why}"))
                     return
+            if self._closing:
+                return
             self._on_lost(why)
             await asyncio.sleep(delay * (1 + random.random() / 2))  # jitter: reconnects do not move in step
             delay = min(delay * 2, self._settings.reconnect_max_seconds)

@@ -69,6 +69,7 @@ class Rig:
         self.events: list[dict[str, Any]] = []  # user stream events the exchange applied
         self.updates: list[Order] = []
         self.fills: list[Fill] = []
+        self.sequence: list[tuple[str, float]] = []  # ("fill", qty) and ("order", filled), as announced
         self.alarms: list[tuple[Alarm, str]] = []
         self.portfolio = Portfolio(100_000.0)
         self._changed = asyncio.Event()
@@ -94,10 +95,12 @@ class Rig:
 
     def _on_order(self, order: Order) -> None:
         self.updates.append(order)
+        self.sequence.append(("order", order.filled_quantity))
         self._changed.set()
 
     def _on_fill(self, fill: Fill) -> None:
         self.fills.append(fill)
+        self.sequence.append(("fill", fill.quantity))
         self.portfolio.apply(fill)
         self._changed.set()
 
@@ -213,6 +216,15 @@ async def test_a_resting_limit_fills_partly_then_wholly_and_the_average_is_the_q
     assert rig.portfolio.quantity("BTCUSDT") == pytest.approx(0.003 * 0.999)
 
 
+async def test_a_fill_is_announced_before_the_status_that_counts_it(rig: Rig):
+    order = await rig.exchange.place(limit_buy(0.003, 99_000.0))
+    rig.server.set_price("BTCUSDT", 98_999.0, qty=0.001)
+    await rig.until(lambda: len(rig.fills) == 1, "the fill")
+    await rig.exchange.cancel(order.client_order_id)
+    assert [kind for kind, _ in rig.sequence] == ["order", "fill", "order", "order"]
+    assert rig.sequence[2] == ("order", pytest.approx(0.001))
+
+
 async def test_a_market_order_that_fills_partly_then_expires_keeps_both_fills(rig: Rig):
     rig.server.faults.add("market_fill_fraction", 0.5)
     result = await rig.exchange.place(buy(0.004))
@@ -233,6 +245,18 @@ async def test_filters_refuse_before_sending_and_round_what_they_allow(rig: Rig)
     assert rig.fake.order(sent.client_order_id).quantity == Decimal("0.00123")
     assert rig.fake.order(sent.client_order_id).price == Decimal("99000.12")
     assert (sent.quantity, sent.price) == (0.00123, 99_000.12)
+
+
+@pytest.mark.parametrize("order, reason", [
+    (buy(float("nan")), "quantity must be a positive finite number"),
+    (Order(symbol="BTCUSDT", side=Side.BUY, type=OrderType.MARKET, quantity=0.001, reduce_only=True),
+     "reduce-only BUY would not reduce anything"),
+    (buy(symbol="DOGEUSDT"), "DOGEUSDT is not listed on Binance testnet"),
+])
+async def test_orders_refused_before_sending(rig: Rig, order: Order, reason: str):
+    result = await rig.exchange.place(order)
+    assert result.status is S.REJECTED and reason in result.reason
+    assert rig.posts() == 0
 
 
 async def test_binance_refusals_are_rejections_with_its_message(rig: Rig):
@@ -535,12 +559,46 @@ async def test_a_fill_that_races_a_cancel_is_still_a_fill_and_the_order_stays_ca
     assert_never_backwards(rig.updates)
 
 
+async def test_a_stale_report_never_takes_an_order_back_nor_counts_a_fill_twice(rig: Rig):
+    order = await rig.exchange.place(limit_buy(0.004))
+    cid = order.client_order_id
+    rig.server.set_price("BTCUSDT", 98_999.0, qty=0.001)
+    await rig.until(lambda: len(rig.fills) == 1, "a partial fill")
+    reports = [e for e in rig.fake.pushed if e.get("e") == "executionReport" and e["c"] == cid]
+    assert [e["x"] for e in reports] == ["NEW", "TRADE"]
+
+    async def again(events: list[dict[str, Any]]) -> None:
+        seen = len(rig.events)
+        for event in events:
+            rig.fake.push(event)
+        await rig.until(lambda: len(rig.events) >= seen + len(events), "the stale reports applied")
+
+    await again(reports[:1])  # NEW again, while the order is partly filled
+    assert rig.exchange.get_order(cid).status is S.PARTIALLY_FILLED
+    await rig.exchange.cancel(cid)
+    await rig.until(lambda: rig.reported(cid, "CANCELED"), "the cancel's report")
+    await again(reports[::-1])  # both again, out of order, after the cancel
+    final = rig.exchange.get_order(cid)
+    assert final.status is S.CANCELED and final.filled_quantity == pytest.approx(0.001)
+    assert len(rig.fills) == 1
+    assert_never_backwards(rig.updates)
+
+
 async def test_a_cancel_that_finds_the_order_filled_reports_the_fill(rig: Rig):
     order = await rig.exchange.place(limit_buy(0.004))
     rig.server.faults.add("fill_on_cancel", 1.0)
     result = await rig.exchange.cancel(order.client_order_id)
     assert result.status is S.FILLED and result.filled_quantity == pytest.approx(0.004)
     assert len(rig.fills) == 1 and rig.portfolio.quantity("BTCUSDT") == pytest.approx(0.004 * 0.999)
+
+
+async def test_an_order_cancelled_outside_spikeguard_is_learnt_from_the_stream(rig: Rig):
+    order = await rig.exchange.place(limit_buy())
+    await rig.exchange.client.cancel_order(symbol="BTCUSDT", origClientOrderId=order.client_order_id,
+                                           newClientOrderId="cancelled-in-the-binance-app")
+    await rig.until(lambda: rig.exchange.get_order(order.client_order_id).status is S.CANCELED, "the cancel")
+    assert rig.exchange.get_order(order.client_order_id).reason == "canceled on Binance"
+    assert rig.exchange.open_orders() == []
 
 
 async def test_cancelling_an_order_that_is_final_or_unknown(rig: Rig):
@@ -595,24 +653,81 @@ async def test_reconcile_adds_only_the_fills_the_journal_lacks(server: FakeBinan
         await second.exchange.close()
 
 
+async def test_reconcile_brings_back_fills_whose_rows_the_journal_lost(server: FakeBinance):
+    first = await started(server)
+    try:
+        order = await first.exchange.place(limit_buy(0.003, 99_000.0))
+        server.set_price("BTCUSDT", 98_999.0, qty=0.001)
+        await first.until(lambda: len(first.fills) == 1, "a partial fill")
+        journal_order = first.exchange.get_order(order.client_order_id)  # PARTIALLY_FILLED, its fill row lost
+    finally:
+        await first.exchange.close()
+    second = await started(server, reconcile=False)
+    try:
+        report = await second.exchange.reconcile([journal_order], [])
+        assert [f.fill_id for f in report.new_fills] == [f.fill_id for f in first.fills]
+        assert second.portfolio.quantity("BTCUSDT") == pytest.approx(0.001 * 0.999)
+    finally:
+        await second.exchange.close()
+
+
 async def test_reconcile_settles_intents_the_last_run_never_heard_back_about(server: FakeBinance):
     first = await started(server)
     try:
-        landed = await first.exchange.place(limit_buy(0.001, 99_000.0))  # the journal never heard back
+        landed = await first.exchange.place(buy(0.001))  # filled: the journal never heard back
     finally:
         await first.exchange.close()
     long_ago = time.time_ns() // 1_000_000 - 60_000
     never_sent = limit_buy(0.001, 98_900.0, created_ms=long_ago, status=S.INTENT)
-    lost = landed.with_(status=S.UNKNOWN, created_ms=long_ago)
-    server.faults.add("query_not_found", times=2)  # Binance's history lags: "does not exist" twice
+    lost = landed.with_(status=S.UNKNOWN, filled_quantity=0.0, average_price=0.0, created_ms=long_ago)
+    # Binance's order history lags: "does not exist" twice for the one that landed
+    server.faults.add("query_not_found", lost.client_order_id, times=2)
     second = await started(server, reconcile=False)
     try:
         report = await second.exchange.reconcile([never_sent, lost], [])
-        assert second.exchange.get_order(lost.client_order_id).status is S.NEW
+        assert second.exchange.get_order(lost.client_order_id).status is S.FILLED
         assert second.exchange.get_order(never_sent.client_order_id).status is S.REJECTED
-        assert {a.status for _, a in report.changed} == {S.NEW, S.REJECTED} and report.unresolved == []
+        assert {a.status for _, a in report.changed} == {S.FILLED, S.REJECTED} and report.unresolved == []
+        assert [f.client_order_id for f in report.new_fills] == [lost.client_order_id]
     finally:
         await second.exchange.close()
+
+
+async def test_a_reconcile_leaves_an_order_still_on_the_wire_to_its_own_lookups(server: FakeBinance):
+    # a stream reconnect reconciles while a create hangs; the order was created (by the gate)
+    # long before it was sent, so its own creation time says nothing about when it can land
+    rig = await started(server, fast(recv_window_ms=3000))
+    try:
+        rig.fake.muted = True
+        server.faults.add("order_timeout_before_accept", 2.0)
+        long_ago = time.time_ns() // 1_000_000 - 60_000
+        placing = asyncio.create_task(rig.exchange.place(buy(0.002, created_ms=long_ago)))
+        await rig.fake.until(lambda: rig.posts() == 1, "the create on the wire")
+        await rig.exchange.reconcile()
+        result = await placing
+        assert result.status is S.FILLED and len(rig.fake.accepted) == 1
+        assert S.REJECTED not in [u.status for u in rig.updates]
+    finally:
+        await rig.exchange.close()
+
+
+async def test_an_order_the_journal_holds_open_that_binance_never_had_is_held_unknown(rig: Rig):
+    ghost = limit_buy(0.001, 99_000.0, status=S.NEW, exchange_order_id="424242")
+    report = await rig.exchange.reconcile([ghost], [])
+    held = rig.exchange.get_order(ghost.client_order_id)
+    assert held.status is S.UNKNOWN and report.unresolved == [held]
+    assert rig.exchange.open_orders() == [held]  # the gate keeps its reservation: fail closed
+
+
+async def test_restore_adopts_what_the_book_lacks_and_returns_what_binance_no_longer_holds(rig: Rig):
+    filled = await rig.exchange.place(buy())
+    resting = await rig.exchange.place(limit_buy())
+    stranger = limit_buy(0.001, 99_100.0, status=S.NEW)
+    gone = rig.exchange.restore({"USDT": 1.0}, [filled.with_(status=S.NEW), resting, stranger])
+    assert gone == [filled]
+    assert rig.exchange.get_order(stranger.client_order_id) == stranger
+    binance_usdt = float(rig.fake.free("USDT"))
+    await rig.until(lambda: rig.exchange.balances()["USDT"]["free"] == pytest.approx(binance_usdt), "Binance's USDT")
 
 
 async def test_reconcile_adopts_open_orders_the_journal_does_not_know(server: FakeBinance):
@@ -669,6 +784,15 @@ async def test_a_deaf_user_stream_is_found_by_the_watchdog(rig: Rig):
     rig.fake.muted = False
     await rig.alarm(Alarm.USER_STREAM_RESTORED)
     assert rig.fake.user_connections == 2
+
+
+async def test_an_expired_listen_key_loses_the_stream_and_a_new_one_is_taken(rig: Rig):
+    old = set(rig.fake.listen_keys)
+    rig.fake.listen_keys.clear()
+    rig.fake.push({"e": "listenKeyExpired", "E": rig.server.now_ms(), "listenKey": next(iter(old))})
+    assert "expired" in await rig.alarm(Alarm.USER_STREAM_LOST)
+    await rig.alarm(Alarm.USER_STREAM_RESTORED)
+    assert rig.fake.listen_keys and rig.fake.listen_keys != old
 
 
 async def test_a_failed_keep_alive_loses_the_stream_and_it_comes_back(rig: Rig):

@@ -24,7 +24,8 @@ Faults (`server.faults.add(name, arg, times)`):
                               it is still inside recvWindow
   timestamp_1021              True: the next signed request answers -1021 whatever its timestamp
   query_5xx                   status: GET /api/v3/order fails
-  query_not_found             True: GET /api/v3/order says -2013 although the order exists
+  query_not_found             a client order id (or True: any): GET /api/v3/order says -2013
+                              although the order exists
   cancel_5xx                  status: DELETE /api/v3/order fails without cancelling
   fill_on_cancel              fraction: the cancel races a trade that fills that fraction of
                               the remainder first; its executionReport comes after the
@@ -33,7 +34,8 @@ Faults (`server.faults.add(name, arg, times)`):
                               EXPIRES
   keepalive_fail              True: PUT /api/v3/userDataStream answers -1125
 
-`drop_user_streams()` cuts every user websocket; `muted` swallows user stream events.
+`drop_user_streams()` cuts every user websocket; `muted` swallows user stream events;
+`push(event)` sends one (again: Binance may repeat or reorder reports).
 
 Until tests/fakes/binance/market.py serves ping, time and exchangeInfo, this module serves
 them (only where that module has not registered them).
@@ -152,6 +154,7 @@ class FakeTrading:
         self.sockets: list[UserSocket] = []
         self.user_connections = 0  # user websockets ever opened
         self.muted = False  # the user stream stays connected but says nothing
+        self.pushed: list[dict[str, Any]] = []  # every user stream event, in order
         self.swallowed: list[dict[str, Any]] = []
         self.arrivals: list[tuple[int, str, str]] = []
         self._weight: dict[int, int] = {}  # server minute -> used weight
@@ -261,6 +264,12 @@ class FakeTrading:
         if not queue or queue[0].get("path") not in (None, path):
             return None
         return self.server.faults.take(name)
+
+    def _take_for_order(self, name: str, order: FakeOrder) -> bool:
+        queue = self.server.faults.pending.get(name)
+        if not queue or queue[0] not in (True, order.client_order_id):
+            return False
+        return self.server.faults.take(name) is not None
 
     def _used(self) -> int:
         return self._weight.get(self.server.now_ms() // 60_000, 0)
@@ -390,7 +399,7 @@ class FakeTrading:
         if status:
             return binance_error(status, -1001, "Internal error; unable to process your request. Please try again.")
         order = self._find(p)
-        if order is None or self.server.faults.take("query_not_found"):
+        if order is None or self._take_for_order("query_not_found", order):
             return binance_error(400, -2013, "Order does not exist.")
         return web.json_response(order.rest())
 
@@ -412,7 +421,7 @@ class FakeTrading:
         if order.status in NOT_FINAL:
             self._finish(order, "CANCELED", cancel_id=p.get("newClientOrderId") or "cancel-" + secrets.token_hex(6))
         for event in late:  # the racing trade's report arrives after the cancel's
-            self._push(event)
+            self.push(event)
         self._account(sym)
         if order.status == "FILLED":
             return binance_error(400, -2011, "Unknown order sent.")
@@ -493,7 +502,7 @@ class FakeTrading:
         self.trades.append(trade)
         report = self._execution_report(order, "TRADE", trade)
         if defer is None:
-            self._push(report)
+            self.push(report)
         else:
             defer.append(report)
         self._notify()
@@ -558,7 +567,9 @@ class FakeTrading:
             await sock.ws.send_str(json.dumps(event))
         await sock.ws.close()
 
-    def _push(self, event: dict[str, Any]) -> None:
+    def push(self, event: dict[str, Any]) -> None:
+        """Send a user stream event to every connected client (a test may send one again)."""
+        self.pushed.append(event)
         if self.muted:
             self.swallowed.append(event)
             return
@@ -566,7 +577,7 @@ class FakeTrading:
             sock.queue.put_nowait(event)
 
     def _report(self, order: FakeOrder, execution: str, cancel_id: str = "") -> None:
-        self._push(self._execution_report(order, execution, cancel_id=cancel_id))
+        self.push(self._execution_report(order, execution, cancel_id=cancel_id))
 
     def _execution_report(self, order: FakeOrder, execution: str, trade: FakeTrade | None = None,
                           cancel_id: str = "") -> dict[str, Any]:
@@ -588,7 +599,7 @@ class FakeTrading:
 
     def _account(self, sym: "FakeSymbol") -> None:
         now = self.server.now_ms()
-        self._push({"e": "outboundAccountPosition", "E": now, "u": now,
+        self.push({"e": "outboundAccountPosition", "E": now, "u": now,
                     "B": [{"a": a, "f": amount(self.balances[a][0]), "l": amount(self.balances[a][1])}
                           for a in (sym.base, sym.quote) if a in self.balances]})
 
