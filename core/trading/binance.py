@@ -5,35 +5,33 @@ Life cycle: `await start()` (the client, the clock, the symbols' filters, the us
 stream), `await reconcile(journal_orders, journal_fills)` before any order (place() refuses
 orders until it has run), `await close()`.
 
-Orders live in one book keyed by client_order_id, which is Binance's newClientOrderId (the
-gate journals it before sending). Each order is sent once:
+An order's client_order_id is Binance's newClientOrderId (the gate journals it before
+sending), and each order is sent once:
 
 * refused here, never sent, when its shape or the symbol's filters (binance_filters) fail,
-  or when the REST budget says an entry would have to wait (binance_rest);
+  or when the REST budget (binance_rest) says an entry would have to wait;
 * a 5xx or a timeout leaves it UNKNOWN (announced at once); it is then looked up by
   origClientOrderId with bounded, backed-off queries and never resent. "Not found" is final
   only once confirmed NOT_FOUND_CONFIRMATIONS times, the last after the request's recvWindow
   (and the clock tolerance) has run out, when Binance can no longer accept it.
 
 Updates come from the user data stream (binance_stream); the answers to our own REST calls
-(create, cancel, lookups, reconcile) are merged into the same book. Merging is monotonic: a
-status never goes back (a late PARTIALLY_FILLED report does not reopen a CANCELED order),
-the filled quantity only grows. Fills are Binance's trades, one per trade id whichever
-source reports it first; a state that counts more executed quantity than the trades seen
-fetches the missing ones (myTrades) before it is announced, so a fill always precedes the
-status that includes it, and a fill after a cancel is still a fill.
+(create, cancel, lookups, reconcile) go into the same book (binance_book, which merges them
+monotonically). A state that counts more executed quantity than the trades seen fetches the
+missing trades (myTrades) before it is applied, so no fill is lost and each precedes the
+status that counts it.
 
 Listeners run on the engine's loop. `cancel_now` (the breaker's halt, maybe on another
-thread) only schedules the cancels; `last_halt` is their verification.
+thread) only schedules the cancels; `last_halt` is their verification. Alarms
+(binance_alarms) tell the lead what the breaker should make of a ban, a skewed clock, a
+halt that did not land or a lost user stream.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field
-from decimal import Decimal
+from collections.abc import Iterable, Mapping
 from typing import Any, Literal
 
 from core import redact
@@ -42,10 +40,12 @@ from core.market.state import MarketState
 from core.market.symbols import split_symbol
 from core.settings import BinanceEndpoints, BinanceSettings
 from core.trading.binance_alarms import Alarm, AlarmListener
+from core.trading.binance_book import OrderBook
 from core.trading.binance_filters import FilterRefusal, SymbolRules, shape
 from core.trading.binance_messages import (
-    ORDER_TYPES, OrderState, Trade, answer_trades, order_state, report_state, report_trade, rest_trade, to_fill,
+    ORDER_TYPES, OrderState, Trade, answer_trades, order_state, report_state, report_trade, rest_trade,
 )
+from core.trading.binance_reports import HaltReport, KeyPermissions, ReconcileReport
 from core.trading.binance_rest import BinanceRest, Refused, RestError, Stopped, Unknown, now_ms
 from core.trading.binance_stream import UserStream
 from core.trading.exchange import ExchangeError, FillListener, OrderListener
@@ -53,8 +53,7 @@ from core.trading.orders import Fill, Order, OrderStatus, OrderType, Origin, Sid
 
 log = logging.getLogger("spikeguard.binance")
 
-D0 = Decimal(0)
-NEW, PARTIAL, UNKNOWN, REJECTED = OrderStatus.NEW, OrderStatus.PARTIALLY_FILLED, OrderStatus.UNKNOWN, OrderStatus.REJECTED
+INTENT, NEW, UNKNOWN, REJECTED = OrderStatus.INTENT, OrderStatus.NEW, OrderStatus.UNKNOWN, OrderStatus.REJECTED
 NO_SUCH_ORDER = -2013  # a lookup: "Order does not exist."
 UNKNOWN_ORDER = -2011  # a cancel: "Unknown order sent." (already final, or never there)
 # Binance's order history is eventually consistent: an order it has just accepted can answer
@@ -68,85 +67,6 @@ CLOCK_CHECK_SECONDS = 60.0  # the clock is re-measured this often (a persistent 
 # request weights of the calls made here (Binance's documentation)
 WEIGHT = {"create": 1, "cancel": 1, "query": 4, "trades": 5, "open orders": 80, "account": 20,
           "exchange info": 20, "api restrictions": 1}
-RANK = {OrderStatus.INTENT: 0, UNKNOWN: 0, NEW: 1, PARTIAL: 2}  # final statuses rank 3
-
-
-def _rank(status: OrderStatus) -> int:
-    return RANK.get(status, 3)
-
-
-@dataclass(frozen=True)
-class KeyPermissions:
-    """What /sapi/v1/account/apiRestrictions says the API key may do."""
-
-    withdrawals: bool
-    internal_transfer: bool
-    universal_transfer: bool
-    ip_restricted: bool
-    spot_trading: bool
-    margin: bool
-    futures: bool
-    reading: bool
-
-    @classmethod
-    def from_api(cls, d: Mapping[str, Any]) -> "KeyPermissions":
-        return cls(withdrawals=bool(d.get("enableWithdrawals")), internal_transfer=bool(d.get("enableInternalTransfer")),
-                   universal_transfer=bool(d.get("permitsUniversalTransfer")), ip_restricted=bool(d.get("ipRestrict")),
-                   spot_trading=bool(d.get("enableSpotAndMarginTrading")), margin=bool(d.get("enableMargin")),
-                   futures=bool(d.get("enableFutures")), reading=bool(d.get("enableReading")))
-
-    def live_problems(self) -> list[str]:
-        """Why this key must not trade live (empty: it may)."""
-        problems = []
-        if self.withdrawals:
-            problems.append("the key can withdraw")
-        if self.internal_transfer:
-            problems.append("the key can make internal transfers")
-        if self.universal_transfer:
-            problems.append("the key can make universal transfers")
-        if not self.ip_restricted:
-            problems.append("the key is not restricted to trusted IPs")
-        if not self.spot_trading:
-            problems.append("the key cannot trade spot")
-        return problems
-
-
-@dataclass
-class ReconcileReport:
-    """What reconcile() found: Binance's view, and where the journal's differed."""
-
-    balances: dict[str, dict[str, float]]
-    open_orders: list[Order]  # resting on Binance now, as the book holds them
-    changed: list[tuple[Order, Order]] = field(default_factory=list)  # (journal or book said, Binance says)
-    new_fills: list[Fill] = field(default_factory=list)  # on Binance, not in the journal: announced
-    adopted: list[Order] = field(default_factory=list)  # open on Binance, unknown to the journal: announced
-    unresolved: list[Order] = field(default_factory=list)  # still UNKNOWN: Binance could not say
-    missing_fills: list[Fill] = field(default_factory=list)  # journal fills Binance does not show for their order
-
-    @property
-    def clean(self) -> bool:
-        return not (self.changed or self.new_fills or self.adopted or self.unresolved or self.missing_fills)
-
-    def summary(self) -> str:
-        if self.clean:
-            return f"the book matches Binance ({len(self.open_orders)} open orders)"
-        parts = [f"{len(v)} {k}" for k, v in (("orders changed", self.changed), ("fills added", self.new_fills),
-                                               ("orders adopted", self.adopted), ("unresolved", self.unresolved),
-                                               ("journal fills not on Binance", self.missing_fills)) if v]
-        return ", ".join(parts)
-
-
-@dataclass(frozen=True)
-class HaltReport:
-    """The halt's cancels, checked against Binance's open orders (all symbols)."""
-
-    requested: tuple[str, ...]
-    still_open: tuple[str, ...]
-    verified: bool  # False: Binance's open orders could not be read
-
-    @property
-    def complete(self) -> bool:
-        return self.verified and not self.still_open
 
 
 class BinanceExchange:
@@ -162,51 +82,31 @@ class BinanceExchange:
         self.endpoints = endpoints or getattr(settings, environment)
         self.market = market  # the feed's last prices stand in for Binance's average in the filters
         redact.register((api_key, api_secret))
-        self._credentials: tuple[str, str] | None = (api_key, api_secret)
-        self._orders: dict[str, Order] = {}
-        self._traded: dict[str, Decimal] = {}  # gross quantity of the trades seen, per order
-        self._cancel_reasons: dict[str, str] = {}
+        self._credentials: tuple[str, str] | None = (api_key, api_secret)  # until start() hands them over
+        self._book = OrderBook(self._assets)
         self._reported: set[str] = set()  # orders the user stream has spoken of
         self._in_flight: set[str] = set()  # creates awaiting Binance's answer (or their lookups)
-        self._fills_seen: set[str] = set()
         self._balances: dict[str, dict[str, float]] = {}
         self._rules: dict[str, SymbolRules] = {}
-        self._order_listeners: list[OrderListener] = []
-        self._fill_listeners: list[FillListener] = []
         self._alarm_listeners: list[AlarmListener] = []
-        self._uncounted_commission: set[str] = set()
         self._rest: BinanceRest | None = None
         self._stream: UserStream | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
         self.reconciled = False
-        self.last_halt: asyncio.Future[HaltReport] | Any = None  # a Task, or a concurrent Future off the loop
+        self.last_halt: Any = None  # the latest halt's verification: a Task (a concurrent Future off the loop)
 
     def __repr__(self) -> str:
         return f"BinanceExchange({self.name}, {self.endpoints.api_url})"
 
     # ------------------------------------------------------------------ listeners
     def add_listeners(self, on_order: OrderListener, on_fill: FillListener) -> None:
-        self._order_listeners.append(on_order)
-        self._fill_listeners.append(on_fill)
+        self._book.order_listeners.append(on_order)
+        self._book.fill_listeners.append(on_fill)
 
     def add_alarm_listener(self, on_alarm: AlarmListener) -> None:
         """Receive every Alarm (binance_alarms says what each one asks for)."""
         self._alarm_listeners.append(on_alarm)
-
-    def _emit_order(self, order: Order) -> None:
-        for fn in list(self._order_listeners):
-            try:
-                fn(order)
-            except Exception:  # a broken listener must not corrupt the book or starve the others
-                log.exception("order listener failed on %s", order.client_order_id)
-
-    def _emit_fill(self, fill: Fill) -> None:
-        for fn in list(self._fill_listeners):
-            try:
-                fn(fill)
-            except Exception:
-                log.exception("fill listener failed on %s", fill.fill_id)
 
     def _alarm(self, kind: Alarm, detail: str) -> None:
         detail = redact.mask(detail)
@@ -277,22 +177,20 @@ class BinanceExchange:
     async def check_clock(self) -> None:
         """Re-measure the offset to Binance's clock (CLOCK_SKEW after two skewed syncs in a row)."""
         try:
-            await self._api().sync_clock()
+            await self.rest.sync_clock()
         except RestError as exc:
             log.warning("clock check failed: %s", exc)
 
-    def _api(self) -> BinanceRest:
+    @property
+    def rest(self) -> BinanceRest:
         if self._rest is None:
             raise ExchangeError(f"the Binance {self.name} exchange is not started")
         return self._rest
 
     @property
     def client(self) -> Any:
-        return self._api().client
-
-    @property
-    def rest(self) -> BinanceRest:
-        return self._api()
+        """python-binance's AsyncClient (started)."""
+        return self.rest.client
 
     @property
     def user_stream(self) -> UserStream | None:
@@ -300,10 +198,10 @@ class BinanceExchange:
 
     # ------------------------------------------------------------------ reads
     def get_order(self, client_order_id: str) -> Order | None:
-        return self._orders.get(client_order_id)
+        return self._book.get(client_order_id)
 
     def open_orders(self) -> list[Order]:
-        return [o for o in list(self._orders.values()) if o.status.is_open]
+        return self._book.open_orders()
 
     def balances(self) -> dict[str, dict[str, float]]:
         return {a: dict(b) for a, b in list(self._balances.items()) if b["free"] + b["locked"] > 0}
@@ -325,22 +223,23 @@ class BinanceExchange:
         is not used."""
         gone = []
         for order in open_orders:
-            known = self._orders.get(order.client_order_id)
+            known = self._book.get(order.client_order_id)
             if known is None:
-                self._adopt(order)
+                self._book.adopt(order)
             elif not known.status.is_open:
                 gone.append(known)
         return gone
 
-    def _adopt(self, order: Order) -> Order:
-        self._orders[order.client_order_id] = order
-        self._traded.setdefault(order.client_order_id, Decimal(str(order.filled_quantity)))
-        return order
+    def _assets(self, symbol: str) -> tuple[str, str]:
+        rules = self._rules.get(symbol)
+        if rules is not None and rules.base and rules.quote:
+            return rules.base, rules.quote
+        return split_symbol(symbol) or (symbol, "")
 
     # ------------------------------------------------------------------ placing
     async def place(self, order: Order) -> Order:
         cid = order.client_order_id
-        known = self._orders.get(cid)
+        known = self._book.get(cid)
         if known is not None and known.status is not REJECTED:
             # never a second order under this id; a rejected one never reached Binance's book
             return order.with_(status=REJECTED, reason=f"duplicate client_order_id {cid}")
@@ -351,12 +250,11 @@ class BinanceExchange:
             except FilterRefusal as exc:
                 problem = f"Binance filters: {exc}"
         if problem is not None:
-            return self._set(order.with_(status=REJECTED, reason=problem))
-        sent = self._adopt(order.with_(
+            return self._book.record(order.with_(status=REJECTED, reason=problem))
+        sent = self._book.adopt(order.with_(
             quantity=float(shaped.quantity), price=None if shaped.price is None else float(shaped.price),
             stop_price=None if shaped.stop_price is None else float(shaped.stop_price),
-            created_ms=order.created_ms or now_ms(), status=OrderStatus.INTENT, reason=None))
-        self._traded[cid] = D0
+            created_ms=order.created_ms or now_ms(), status=INTENT, reason=None))
         params = {"symbol": order.symbol, "side": order.side.value, "newClientOrderId": cid,
                   "newOrderRespType": "FULL", **shaped.params()}
         self._in_flight.add(cid)  # a reconcile meanwhile must not judge it
@@ -364,25 +262,6 @@ class BinanceExchange:
             return await self._send(sent, params)
         finally:
             self._in_flight.discard(cid)
-
-    async def _send(self, sent: Order, params: dict[str, str]) -> Order:
-        sent_ms = now_ms()
-        client = self.client
-        try:
-            # exits may wait out a back-off; an entry that would have to wait is refused
-            answer = await self.rest.call("create order", WEIGHT["create"], lambda: client.create_order(**params),
-                                          wait=sent.reduce_only)
-        except Refused as exc:
-            return self._set(sent.with_(status=REJECTED, reason=f"Binance refused it: {exc}"))
-        except Stopped as exc:
-            return self._set(sent.with_(status=REJECTED, reason=str(exc)))
-        except Unknown as exc:
-            if self._orders[sent.client_order_id].status is not OrderStatus.INTENT:
-                return self._orders[sent.client_order_id]  # the user stream has already told
-            self._set(sent.with_(status=UNKNOWN, reason=f"answer lost ({exc}): looked up, never resent"))
-            return await self._resolve(sent.client_order_id, sent_ms)
-        self._expect_report(sent.client_order_id)
-        return await self._settle(order_state(answer), answer_trades(answer))
 
     def _refusal(self, order: Order) -> str | None:
         if self._rest is None:
@@ -402,11 +281,25 @@ class BinanceExchange:
         w = self.market.symbols.get(symbol) if self.market is not None else None
         return w.last_price if w is not None and w.ticks else None
 
-    def _set(self, order: Order) -> Order:
-        """Record a state decided here (not by Binance) and announce it."""
-        self._orders[order.client_order_id] = order
-        self._emit_order(order)
-        return order
+    async def _send(self, sent: Order, params: dict[str, str]) -> Order:
+        cid = sent.client_order_id
+        sent_ms = now_ms()
+        client = self.client
+        try:
+            # exits may wait out a back-off; an entry that would have to wait is refused
+            answer = await self.rest.call("create order", WEIGHT["create"], lambda: client.create_order(**params),
+                                          wait=sent.reduce_only)
+        except Refused as exc:
+            return self._book.record(sent.with_(status=REJECTED, reason=f"Binance refused it: {exc}"))
+        except Stopped as exc:
+            return self._book.record(sent.with_(status=REJECTED, reason=str(exc)))
+        except Unknown as exc:
+            if self._book[cid].status is not INTENT:
+                return self._book[cid]  # the user stream has already told
+            self._book.record(sent.with_(status=UNKNOWN, reason=f"answer lost ({exc}): looked up, never resent"))
+            return await self._resolve(cid, sent_ms)
+        self._expect_report(cid)
+        return await self._settle(order_state(answer), answer_trades(answer))
 
     def _expect_report(self, cid: str) -> None:
         """The watchdog: Binance sends an executionReport for every order it accepts; none
@@ -426,8 +319,8 @@ class BinanceExchange:
         for attempt in range(LOOKUP_ATTEMPTS):
             if attempt:
                 await asyncio.sleep(min(LOOKUP_BACKOFF_S * 2 ** (attempt - 1), LOOKUP_BACKOFF_MAX_S))
-            order = self._orders[cid]
-            if order.status is not UNKNOWN and order.status is not OrderStatus.INTENT:
+            order = self._book[cid]
+            if order.status not in (UNKNOWN, INTENT):
                 return order  # the user stream told first
             try:
                 state = await self._query(order)
@@ -438,7 +331,7 @@ class BinanceExchange:
                 if misses >= NOT_FOUND_CONFIRMATIONS:
                     late = landed_by - now_ms()
                     if late <= 0:
-                        return self._set(order.with_(status=REJECTED, reason=(
+                        return self._book.record(order.with_(status=REJECTED, reason=(
                             f"Binance has no order {cid}: not found {misses} times, the last after its recvWindow "
                             "ran out, so the create never landed")))
                     await asyncio.sleep(late / 1000)  # until Binance can no longer accept it
@@ -448,7 +341,7 @@ class BinanceExchange:
             return await self._settle(state, new_fills=new_fills, all_trades=all_trades)
         self._alarm(Alarm.ORDER_UNRESOLVED, f"{cid}: Binance's answer was lost and {LOOKUP_ATTEMPTS} lookups did "
                                             "not settle it; it stays UNKNOWN until a reconcile")
-        return self._orders[cid]
+        return self._book[cid]
 
     async def _query(self, order: Order) -> OrderState:
         client = self.client
@@ -462,14 +355,26 @@ class BinanceExchange:
             symbol=symbol, orderId=exchange_order_id), wait=True)
         return [rest_trade(t) for t in answer]
 
+    async def _settle(self, state: OrderState, trades: Iterable[Trade] = (), new_fills: list[Fill] | None = None,
+                      all_trades: bool = False) -> Order:
+        """Apply Binance's `state` to the book, first fetching the order's trades when the
+        state counts more than the trades seen (or always, with all_trades)."""
+        trades = list(trades)
+        if self._book.lacks_trades(state, trades) or (all_trades and state.executed > 0):
+            try:
+                trades += await self._trades(state.symbol, state.exchange_order_id)
+            except RestError as exc:
+                log.warning("fills of %s not fetched (%s): the next reconcile finds them", state.client_order_id, exc)
+        return self._book.apply(state, trades, new_fills)
+
     # ------------------------------------------------------------------ cancelling
     async def cancel(self, client_order_id: str, reason: str = "canceled on request") -> Order:
-        order = self._orders.get(client_order_id)
+        order = self._book.get(client_order_id)
         if order is None:
             raise ExchangeError(f"unknown order {client_order_id}")
         if not order.status.is_open:
             return order
-        self._cancel_reasons[client_order_id] = reason
+        self._book.cancelling(client_order_id, reason)
         client = self.client
         try:
             answer = await self.rest.call("cancel order", WEIGHT["cancel"], lambda: client.cancel_order(
@@ -483,7 +388,7 @@ class BinanceExchange:
                 state = await self._query(order)
             except RestError as lookup:
                 raise ExchangeError(f"cancel of {client_order_id}: {exc}; lookup: {lookup}",
-                                    self._orders[client_order_id]) from None
+                                    self._book[client_order_id]) from None
         except Stopped as exc:
             raise ExchangeError(f"cancel of {client_order_id}: {exc}", order) from None
         return await self._settle(state)
@@ -491,7 +396,7 @@ class BinanceExchange:
     def cancel_now(self, client_order_ids: list[str], reason: str = "canceled on request") -> list[Order]:
         """Schedule cancels for these open orders and return them (their answers arrive as
         updates); `last_halt` then verifies through Binance's open orders. Safe from any thread."""
-        targets = [o for cid in client_order_ids if (o := self._orders.get(cid)) is not None and o.status.is_open]
+        targets = [o for cid in client_order_ids if (o := self._book.get(cid)) is not None and o.status.is_open]
         loop = self._loop
         if not targets or loop is None:
             return []
@@ -507,14 +412,13 @@ class BinanceExchange:
         return targets
 
     async def _halt(self, ids: list[str], reason: str) -> HaltReport:
-        still: list[str] = ids
-        verified = False
+        still, verified = ids, False
         for _ in range(2):  # the cancels, then once more for whatever Binance still shows open
             await asyncio.gather(*(self._cancel_logged(cid, reason) for cid in still))
             try:
                 open_now = await self._binance_open_orders()
                 for state in open_now.values():
-                    if state.client_order_id in self._orders:
+                    if state.client_order_id in self._book:
                         await self._settle(state)
             except RestError as exc:
                 log.error("halt: Binance's open orders could not be read: %s", exc)
@@ -527,11 +431,13 @@ class BinanceExchange:
         report = HaltReport(tuple(ids), tuple(still), verified)
         if report.complete:
             log.warning("halt: %d cancels landed, none of them open on Binance", len(ids))
-        else:
+        elif verified:
             shown = ", ".join(still[:10]) + (" ..." if len(still) > 10 else "")
             self._alarm(Alarm.HALT_INCOMPLETE, f"{len(still)} of {len(ids)} orders still open on Binance after the "
-                                               f"halt's cancels: {shown}" if verified else
-                        f"the halt's {len(ids)} cancels could not be verified: Binance's open orders did not answer")
+                                               f"halt's cancels: {shown}")
+        else:
+            self._alarm(Alarm.HALT_INCOMPLETE, f"the halt's {len(ids)} cancels could not be verified: Binance's "
+                                               "open orders did not answer")
         return report
 
     async def _cancel_logged(self, cid: str, reason: str) -> None:
@@ -545,79 +451,21 @@ class BinanceExchange:
         answer = await self.rest.call("open orders", WEIGHT["open orders"], self.client.get_open_orders, wait=True)
         return {s.client_order_id: s for s in map(order_state, answer)}
 
-    # ------------------------------------------------------------------ the book
-    async def _settle(self, state: OrderState, trades: Iterable[Trade] = (), new_fills: list[Fill] | None = None,
-                      all_trades: bool = False) -> Order:
-        """Bring the book to `state`, fetching its trades when it counts more than the trades
-        seen (or always, with all_trades); the fills it announces are added to `new_fills`."""
-        trades = list(trades)
-        cid = state.client_order_id
-        seen = self._traded.get(cid, D0) + sum((t.qty for t in trades if t.fill_id not in self._fills_seen), D0)
-        if state.executed > seen or (all_trades and state.executed > 0):
-            try:
-                trades += await self._trades(state.symbol, state.exchange_order_id)
-            except RestError as exc:
-                log.warning("fills of %s not fetched (%s): the next reconcile finds them", cid, exc)
-        return self._apply(state, trades, new_fills)
-
-    def _apply(self, state: OrderState, trades: Iterable[Trade], new_fills: list[Fill] | None = None) -> Order:
-        cid = state.client_order_id
-        current = self._orders[cid]
-        base, quote = self._assets(state.symbol)
-        fills = []
-        for trade in trades:
-            if trade.fill_id in self._fills_seen:
-                continue
-            self._fills_seen.add(trade.fill_id)
-            self._traded[cid] = self._traded.get(cid, D0) + trade.qty
-            fill, counted = to_fill(trade, cid, current.side, base, quote)
-            if not counted and trade.commission_asset not in self._uncounted_commission:
-                self._uncounted_commission.add(trade.commission_asset or "")
-                log.warning("commission paid in %s is not counted in the fees", trade.commission_asset)
-            fills.append(fill)
-        status = current.status
-        if _rank(state.status) >= _rank(status) and not status.is_final:
-            status = state.status
-        filled = max(current.filled_quantity, float(state.executed))
-        average = state.average_price if float(state.executed) >= current.filled_quantity and state.executed > 0 \
-            else current.average_price
-        reason = current.reason if status is current.status else None
-        if status is OrderStatus.CANCELED and status is not current.status:
-            reason = self._cancel_reasons.pop(cid, None) or "canceled on Binance"
-        elif status in (REJECTED, OrderStatus.EXPIRED) and status is not current.status:
-            reason = state.reason
-        updated = current.with_(status=status, filled_quantity=filled, average_price=average, reason=reason,
-                                exchange_order_id=state.exchange_order_id or current.exchange_order_id)
-        self._orders[cid] = updated
-        for fill in fills:
-            self._emit_fill(fill)
-        if new_fills is not None:
-            new_fills += fills
-        if updated != current:
-            self._emit_order(updated)
-        return updated
-
-    def _assets(self, symbol: str) -> tuple[str, str]:
-        rules = self._rules.get(symbol)
-        if rules is not None and rules.base and rules.quote:
-            return rules.base, rules.quote
-        return split_symbol(symbol) or (symbol, "")
-
+    # ------------------------------------------------------------------ the user data stream
     def _on_stream_event(self, event: dict[str, Any]) -> None:
         kind = event.get("e")
         if kind == "executionReport":
             state, trade = report_state(event), report_trade(event)
             cid = state.client_order_id
             self._reported.add(cid)
-            if cid not in self._orders:
+            if cid not in self._book:
                 log.info("user stream: %s is not in the book (placed elsewhere?): the next reconcile adopts it", cid)
                 return
             trades = [trade] if trade is not None else []
-            counted = self._traded.get(cid, D0) + sum((t.qty for t in trades if t.fill_id not in self._fills_seen), D0)
-            if state.executed > counted:  # a trade this stream did not report: fetch it first
+            if self._book.lacks_trades(state, trades):  # a trade this stream did not report: fetch it first
                 self._spawn(self._settle(state, trades))
             else:
-                self._apply(state, trades)
+                self._book.apply(state, trades)
         elif kind == "outboundAccountPosition":
             for b in event.get("B", []):
                 self._balances[b["a"]] = {"free": float(b["f"]), "locked": float(b["l"])}
@@ -636,47 +484,39 @@ class BinanceExchange:
         self._spawn(reconcile_gap())
 
     # ------------------------------------------------------------------ reconcile
-    async def reconcile(self, journal_orders: Iterable[Order] = (), journal_fills: Iterable[Fill] = ()) -> ReconcileReport:
-        """Compare the journal (its orders not known final: open, UNKNOWN or INTENT, and its
-        fills) and the book with Binance: balances, open orders on every symbol, each such
+    async def reconcile(self, journal_orders: Iterable[Order] = (),
+                        journal_fills: Iterable[Fill] = ()) -> ReconcileReport:
+        """Compare the journal (its orders not known final: open, UNKNOWN or INTENT; and its
+        fills) and the book with Binance: balances, open orders on every symbol, each pending
         order's state and trades. Differences are announced as order updates and fills, so
-        the book matches Binance, and returned. Orders are allowed once this has run."""
+        the book matches Binance, and returned. Orders are allowed once this has run.
+        RestError when Binance cannot be read (call it again)."""
         client = self.client
         account = await self.rest.call("account", WEIGHT["account"], client.get_account, wait=True)
         self._balances = {b["asset"]: {"free": float(b["free"]), "locked": float(b["locked"])}
                           for b in account.get("balances", [])}
         journal_fills = list(journal_fills)
-        for fill in journal_fills:
-            self._fills_seen.add(fill.fill_id)
+        self._book.knows_fills(journal_fills)
         for order in journal_orders:
-            if order.client_order_id not in self._orders and not order.status.is_final:
-                self._adopt(order)
+            if order.client_order_id not in self._book and not order.status.is_final:
+                self._book.adopt(order)
         report = ReconcileReport(balances=self.balances(), open_orders=[])
-        exchange_open = await self._binance_open_orders()
-        pending = [o for o in list(self._orders.values())
-                   if not o.status.is_final and o.client_order_id not in self._in_flight]
+        binance_open = await self._binance_open_orders()
+        pending = [o for o in self._book.orders() if not o.status.is_final and o.client_order_id not in self._in_flight]
         for before in pending:
-            state = exchange_open.get(before.client_order_id)
             try:
-                if state is not None:
-                    after = await self._settle(state, new_fills=report.new_fills, all_trades=True)
-                elif before.status in (UNKNOWN, OrderStatus.INTENT):
-                    after = await self._resolve(before.client_order_id, before.created_ms, report.new_fills,
-                                                all_trades=True)
-                else:
-                    after = await self._look_up(before, report.new_fills)
+                after = await self._settle_pending(before, binance_open.get(before.client_order_id), report)
             except RestError as exc:
                 log.error("reconcile: %s could not be settled: %s", before.client_order_id, exc)
-                report.unresolved.append(self._orders[before.client_order_id])
+                report.unresolved.append(self._book[before.client_order_id])
                 continue
             if after.status is UNKNOWN:
                 report.unresolved.append(after)
             elif after != before:
                 report.changed.append((before, after))
-        for cid, state in exchange_open.items():
-            if cid not in self._orders:
-                adopted = self._adopt(_order_from(state))
-                self._emit_order(adopted)
+        for cid, state in binance_open.items():
+            if cid not in self._book:
+                adopted = self._book.record(self._book.adopt(_order_from(state)))
                 report.adopted.append(adopted)
                 await self._settle(state, new_fills=report.new_fills, all_trades=True)
         report.missing_fills = await self._missing(journal_fills)
@@ -685,26 +525,30 @@ class BinanceExchange:
         log.info("reconciled with Binance %s: %s", self.name, report.summary())
         return report
 
-    async def _look_up(self, order: Order, new_fills: list[Fill]) -> Order:
-        """An order the journal thought open that Binance no longer shows open."""
+    async def _settle_pending(self, order: Order, state: OrderState | None, report: ReconcileReport) -> Order:
+        """One order the journal or the book holds as not final, against Binance."""
+        if state is not None:  # open on Binance
+            return await self._settle(state, new_fills=report.new_fills, all_trades=True)
+        if order.status in (UNKNOWN, INTENT):  # maybe never sent: the lookups and their rules
+            return await self._resolve(order.client_order_id, order.created_ms, report.new_fills, all_trades=True)
         try:
             state = await self._query(order)
         except Refused as exc:
-            if exc.code == NO_SUCH_ORDER:
-                log.error("reconcile: Binance has no order %s that the journal holds %s", order.client_order_id,
-                          order.status.value)
-                return self._set(order.with_(status=UNKNOWN, reason="not on Binance: held until it is settled"))
-            raise
-        return await self._settle(state, new_fills=new_fills, all_trades=True)
+            if exc.code != NO_SUCH_ORDER:
+                raise
+            log.error("reconcile: Binance has no order %s that the journal holds %s", order.client_order_id,
+                      order.status.value)
+            return self._book.record(order.with_(status=UNKNOWN, reason="not on Binance: held until it is settled"))
+        return await self._settle(state, new_fills=report.new_fills, all_trades=True)
 
     async def _missing(self, journal_fills: list[Fill]) -> list[Fill]:
         """Journal fills whose order's trades on Binance do not include them."""
-        missing = []
         by_order: dict[str, list[Fill]] = {}
         for fill in journal_fills:
             by_order.setdefault(fill.client_order_id, []).append(fill)
+        missing = []
         for cid, fills in by_order.items():
-            order = self._orders.get(cid)
+            order = self._book.get(cid)
             if order is None or order.exchange_order_id is None:
                 continue
             ids = {t.fill_id for t in await self._trades(order.symbol, order.exchange_order_id)}
@@ -726,9 +570,8 @@ class BinanceExchange:
 
 def _order_from(state: OrderState) -> Order:
     """An order Binance holds that the journal does not (placed elsewhere, or before a lost journal)."""
-    kind = ORDER_TYPES.get(state.binance_type, OrderType.LIMIT)
-    return Order(symbol=state.symbol, side=state.side, type=kind, quantity=float(state.quantity),
-                 price=float(state.price) if state.price is not None else None,
+    return Order(symbol=state.symbol, side=state.side, type=ORDER_TYPES.get(state.binance_type, OrderType.LIMIT),
+                 quantity=float(state.quantity), price=float(state.price) if state.price is not None else None,
                  stop_price=float(state.stop_price) if state.stop_price is not None else None,
                  origin=Origin.RECONCILE, client_order_id=state.client_order_id, created_ms=state.time_ms,
                  status=NEW, exchange_order_id=state.exchange_order_id,
