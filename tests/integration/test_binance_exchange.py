@@ -530,7 +530,8 @@ async def test_the_client_throttles_itself_below_the_weight_budget(server: FakeB
         server.clock_offset_ms = (58_500 - now % 60_000) % 60_000
         await rig.exchange.check_clock()
         rig.fake.add_weight(5_000)  # other callers on this IP: 5,000 of 6,000 used
-        await rig.exchange.check_clock()  # its answer says so
+        too_big = await rig.exchange.place(buy(5.0))  # refused (-2010); its answer tells the weight too
+        assert too_big.status is S.REJECTED and "-2010" in too_big.reason
         assert rig.exchange.rest.used_weight > rig.exchange.rest.weight_budget == 4_800
         before = len(server.requests)
         refused = await rig.exchange.place(buy())
@@ -582,6 +583,26 @@ async def test_a_stale_report_never_takes_an_order_back_nor_counts_a_fill_twice(
     assert final.status is S.CANCELED and final.filled_quantity == pytest.approx(0.001)
     assert len(rig.fills) == 1
     assert_never_backwards(rig.updates)
+
+
+async def test_a_cancel_answer_counting_a_trade_no_report_brought_fetches_it(rig: Rig):
+    order = await rig.exchange.place(limit_buy(0.004))
+    rig.fake.muted = True  # the racing trade's report is lost
+    rig.server.faults.add("fill_on_cancel", 0.5)
+    cancelled = await rig.exchange.cancel(order.client_order_id)
+    assert cancelled.status is S.CANCELED and len(rig.fills) == 1
+    assert rig.sequence[-2:] == [("fill", pytest.approx(0.002 * 0.999)), ("order", pytest.approx(0.002))]
+
+
+async def test_a_report_counting_a_trade_the_stream_missed_fetches_it_first(rig: Rig):
+    order = await rig.exchange.place(limit_buy(0.004))
+    rig.fake.muted = True
+    rig.server.set_price("BTCUSDT", 98_999.0, qty=0.001)  # its TRADE report is lost
+    rig.fake.muted = False
+    await rig.exchange.client.cancel_order(symbol="BTCUSDT", origClientOrderId=order.client_order_id)
+    await rig.until(lambda: rig.exchange.get_order(order.client_order_id).status is S.CANCELED, "the cancel")
+    assert len(rig.fills) == 1 and rig.portfolio.quantity("BTCUSDT") == pytest.approx(0.001 * 0.999)
+    assert rig.sequence[-2:] == [("fill", pytest.approx(0.001 * 0.999)), ("order", pytest.approx(0.001))]
 
 
 async def test_a_cancel_that_finds_the_order_filled_reports_the_fill(rig: Rig):
