@@ -525,9 +525,9 @@ async def test_a_418_stops_every_call_until_its_retry_after(rig: Rig):
 async def test_the_client_throttles_itself_below_the_weight_budget(server: FakeBinance):
     rig = await started(server, fast(max_clock_skew_ms=60_000))
     try:
-        # put Binance's clock 1.5s before a minute boundary, and tell the client
+        # put Binance's clock 3s before a minute boundary, and tell the client
         now = time.time_ns() // 1_000_000
-        server.clock_offset_ms = (58_500 - now % 60_000) % 60_000
+        server.clock_offset_ms = (57_000 - now % 60_000) % 60_000
         await rig.exchange.check_clock()
         rig.fake.add_weight(5_000)  # other callers on this IP: 5,000 of 6,000 used
         too_big = await rig.exchange.place(buy(5.0))  # refused (-2010); its answer tells the weight too
