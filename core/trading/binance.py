@@ -263,6 +263,10 @@ class BinanceExchange:
         finally:
             self._in_flight.discard(cid)
 
+    def place_now(self, order: Order) -> Order:
+        """Not here: Binance answers over the network (answers_synchronously is False)."""
+        raise ExchangeError("BinanceExchange answers asynchronously: the gate awaits place()", order)
+
     def _refusal(self, order: Order) -> str | None:
         if self._rest is None:
             return f"the Binance {self.name} exchange is not started"

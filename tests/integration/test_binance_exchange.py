@@ -367,6 +367,21 @@ async def test_an_order_still_open_after_the_halt_is_reported(gated: Rig):
     assert entry.client_order_id in detail and "1 of 1 orders still open" in detail
 
 
+async def test_an_entry_that_lands_after_the_halt_is_cancelled_on_the_exchange(server: FakeBinance):
+    rig = await started(server, fast(request_timeout_seconds=5.0), listen=False)
+    try:
+        rig.gate = GateRig(rig)
+        server.faults.add("order_timeout_after_accept", 0.5)  # accepted; the answer takes a while
+        submitting = asyncio.create_task(rig.gate.gate.submit(limit_buy(0.001)))
+        await rig.fake.until(lambda: len(rig.fake.accepted) == 1, "the entry accepted, its answer on the way")
+        rig.gate.breaker.trigger("test crash", time_ms=time.time_ns() // 1_000_000)
+        result = await submitting
+        assert result.status is S.CANCELED
+        assert rig.fake.accepted[0].status == "CANCELED" and rig.fake.open_orders() == []
+    finally:
+        await rig.exchange.close()
+
+
 async def test_the_halt_from_another_thread_schedules_its_cancels_on_the_loop(gated: Rig):
     entry = await gated.gate.gate.submit(limit_buy(0.001))
     now = time.time_ns() // 1_000_000
