@@ -418,15 +418,16 @@ class FakeTrading:
             qty = order.remaining if fraction >= 1 else _on_step(sym, order.remaining * Decimal(str(fraction)))
             price = order.price if order.price is not None else sym.decimal_price
             self._fill(order, qty, price, maker=True, defer=late)
+        cancel_id = p.get("newClientOrderId") or "cancel-" + secrets.token_hex(6)
         if order.status in NOT_FINAL:
-            self._finish(order, "CANCELED", cancel_id=p.get("newClientOrderId") or "cancel-" + secrets.token_hex(6))
+            self._finish(order, "CANCELED", cancel_id=cancel_id)
         for event in late:  # the racing trade's report arrives after the cancel's
             self.push(event)
         self._account(sym)
         if order.status == "FILLED":
             return binance_error(400, -2011, "Unknown order sent.")
         body = {k: v for k, v in order.rest().items() if k not in ("time", "updateTime", "isWorking", "stopPrice")}
-        body.update({"origClientOrderId": order.client_order_id, "clientOrderId": "cancel",
+        body.update({"origClientOrderId": order.client_order_id, "clientOrderId": cancel_id,
                      "transactTime": self.server.now_ms()})
         return web.json_response(body)
 
