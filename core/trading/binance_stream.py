@@ -105,9 +105,9 @@ class UserStream:
     async def _run(self, first: asyncio.Future[None]) -> None:
         delay = self._settings.reconnect_min_seconds
         while True:
+            connections = self.connections
             try:
                 why = await self._session(first)
-                delay = self._settings.reconnect_min_seconds
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # a refused listenKey, a failed connect, a dropped socket
@@ -117,7 +117,11 @@ class UserStream:
                     return
             if self._closing:
                 return
-            self._on_lost(why)
+            if self.connections > connections:  # it was up: a loss, reported once
+                delay = self._settings.reconnect_min_seconds
+                self._on_lost(why)
+            else:
+                log.warning("user stream: reconnect failed: %s", why)
             await asyncio.sleep(delay * (1 + random.random() / 2))  # jitter: reconnects do not move in step
             delay = min(delay * 2, self._settings.reconnect_max_seconds)
 

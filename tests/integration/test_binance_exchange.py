@@ -813,6 +813,14 @@ async def test_a_dropped_user_stream_is_reconnected_and_what_it_missed_reconcile
     await rig.until(lambda: rig.reported(later.client_order_id, "TRADE"), "updates on the new stream")
 
 
+async def test_a_stream_that_takes_several_reconnects_is_reported_lost_once(rig: Rig):
+    rig.server.faults.add("http_error", {"status": 503, "path": "/api/v3/userDataStream"}, times=3)
+    rig.fake.drop_user_streams(expire_keys=True)
+    await rig.alarm(Alarm.USER_STREAM_RESTORED)
+    assert rig.server.faults.happened["http_error"] == 3
+    assert rig.kinds().count(Alarm.USER_STREAM_LOST) == 1
+
+
 async def test_a_deaf_user_stream_is_found_by_the_watchdog(rig: Rig):
     rig.fake.muted = True  # connected, yet it says nothing
     await rig.exchange.place(buy())

@@ -16,6 +16,7 @@ Faults (`server.faults.add(name, arg, times)`):
 
   http_429                    {"retry_after": s, "path": p or None}: 429 with Retry-After
   http_418                    same, 418 (an IP ban)
+  http_error                  {"status": s, "path": p or None}: that status (a 5xx: Binance's -1001)
   order_5xx                   status: POST /api/v3/order fails before accepting
   order_5xx_after_accept      status: the order is accepted, the answer is a 5xx
   order_timeout_after_accept  seconds: accepted, then the answer hangs that long
@@ -238,6 +239,9 @@ class FakeTrading:
                 return binance_error(status, -1003, "Way too many requests; IP banned." if status == 418 else
                                      "Too many requests; current limit of IP request weight is "
                                      f"{WEIGHT_LIMIT} per 1 MINUTE.", {"Retry-After": retry})
+        fault = self._take_for_path("http_error", path)
+        if fault is not None:
+            return binance_error(fault["status"], -1001, "Internal error; unable to process your request.")
         self.add_weight(WEIGHTS.get((request.method, path), 1))
         if self._used() > WEIGHT_LIMIT:
             retry = 60 - self.server.now_ms() // 1000 % 60
