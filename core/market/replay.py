@@ -109,6 +109,15 @@ def _timestamp_digits(text: str, name: str) -> int:
     return int(s)
 
 
+def candle_ticks(symbol: str, market: str, open_ms: int, step_ms: int, o: float, h: float, low: float, c: float,
+                 volume: float) -> list[Tick]:
+    """A candle as four ticks a quarter of the bar apart, along the path it most likely traced:
+    open, low, high, close for an up bar; open, high, low, close for a down bar."""
+    path = (o, low, h, c) if c >= o else (o, h, low, c)
+    q = volume / 4.0
+    return [Tick(symbol, path[k], q, open_ms + k * step_ms // 4, market) for k in range(4)]
+
+
 class CsvSource:
     """One file: sniffs its layout and time unit, then yields ticks and reports bad rows."""
 
@@ -252,9 +261,7 @@ class CsvSource:
         if self.interval_ms is None:
             self.interval_ms = step
         self.time_unit = unit
-        sym, mkt, q = self.symbol, self.market, vol / 4.0
-        path = (op, low, hi, cl) if cl >= op else (op, hi, low, cl)
-        return t0, [Tick(sym, path[k], q, t0 + k * step // 4, mkt) for k in range(4)]
+        return t0, candle_ticks(self.symbol, self.market, t0, step, op, hi, low, cl, vol)
 
     def _aggtrade(self, f: list[str], cols: dict[str, int] | None, prev_time: int) -> Tick:
         if cols is None:
