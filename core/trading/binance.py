@@ -143,7 +143,7 @@ class BinanceExchange:
             info = await rest.call("exchange info", WEIGHT["exchange info"], client.get_exchange_info, wait=True,
                                    signed=False)
             rest.set_limits(info)
-            self._rules = {s["symbol"]: SymbolRules.from_exchange_info(s) for s in info.get("symbols", [])}
+            self._rules = _symbol_rules(info)
             self._stream = UserStream(rest, self.endpoints.stream_url, self.settings, self._on_stream_event,
                                       self._on_stream_lost, self._on_stream_reconnected)
             await self._stream.start()
@@ -570,6 +570,18 @@ class BinanceExchange:
         except RestError as exc:
             raise ExchangeError(f"the key's permissions could not be read: {exc}") from None
         return KeyPermissions.from_api(answer)
+
+
+def _symbol_rules(exchange_info: dict[str, Any]) -> dict[str, SymbolRules]:
+    """Each symbol's filters; a symbol whose entry cannot be read is left out (its orders are
+    refused as unlisted) rather than failing the start."""
+    rules = {}
+    for entry in exchange_info.get("symbols", []):
+        try:
+            rules[entry["symbol"]] = SymbolRules.from_exchange_info(entry)
+        except (KeyError, TypeError, FilterRefusal) as exc:
+            log.warning("exchangeInfo: %s left out: %s %s", entry.get("symbol"), type(exc).__name__, exc)
+    return rules
 
 
 def _order_from(state: OrderState) -> Order:

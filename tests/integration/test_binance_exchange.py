@@ -149,8 +149,12 @@ async def started(server: FakeBinance, settings: BinanceSettings | None = None, 
         rig.listen()
     rig.tick()
     await rig.exchange.start()
-    if reconcile:
-        await rig.exchange.reconcile()
+    try:
+        if reconcile:
+            await rig.exchange.reconcile()
+    except BaseException:
+        await rig.exchange.close()
+        raise
     return rig
 
 
@@ -257,6 +261,17 @@ async def test_orders_refused_before_sending(rig: Rig, order: Order, reason: str
     result = await rig.exchange.place(order)
     assert result.status is S.REJECTED and reason in result.reason
     assert rig.posts() == 0
+
+
+async def test_a_symbol_whose_exchange_info_cannot_be_read_is_left_out(server: FakeBinance):
+    server.symbols["SOLUSDT"].step_size = "not a number"
+    rig = await started(server)
+    try:
+        result = await rig.exchange.place(buy(1.0, symbol="SOLUSDT"))
+        assert result.status is S.REJECTED and "SOLUSDT is not listed" in result.reason
+        assert (await rig.exchange.place(buy())).status is S.FILLED
+    finally:
+        await rig.exchange.close()
 
 
 async def test_binance_refusals_are_rejections_with_its_message(rig: Rig):
