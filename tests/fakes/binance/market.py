@@ -17,6 +17,7 @@ often, as Binance's @100ms and @1s streams do, so a healthy stream is never sile
 
 Faults (`server.faults`). A fault named `NAME:KEY` applies only to that market ("spot",
 "futures") or symbol; plain `NAME` applies to the first that asks:
+- stream_refuse: the next connection is answered 503 instead of upgraded;
 - stream_disconnect: instead of the next frame, the server closes the connection;
 - stream_stall: from the next frame on, the connection sends nothing, yet stays open (pings
   are still answered);
@@ -279,13 +280,15 @@ class FakeMarket:
                 w.cancel()
 
     # ------------------------------------------------------------------ websockets
-    async def _spot_stream(self, request: web.Request) -> web.WebSocketResponse:
+    async def _spot_stream(self, request: web.Request) -> web.StreamResponse:
         return await self._stream(request, "spot")
 
-    async def _futures_stream(self, request: web.Request) -> web.WebSocketResponse:
+    async def _futures_stream(self, request: web.Request) -> web.StreamResponse:
         return await self._stream(request, "futures")
 
-    async def _stream(self, request: web.Request, market: str) -> web.WebSocketResponse:
+    async def _stream(self, request: web.Request, market: str) -> web.StreamResponse:
+        if self._take("stream_refuse", market) is not None:
+            return web.Response(status=503, text="fake: refused")
         ws = web.WebSocketResponse(timeout=CLOSE_TIMEOUT_S)
         await ws.prepare(request)
         conn = Connection(ws, market, {s for s in request.query.get("streams", "").split("/") if s})
