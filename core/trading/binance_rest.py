@@ -89,7 +89,6 @@ class BinanceRest:
         self._backoff_until = 0
         self._ban_lift: asyncio.TimerHandle | None = None
         self._skewed_syncs = 0
-        self.calls = 0  # requests actually sent
 
     # ------------------------------------------------------------------ limits
     def set_limits(self, exchange_info: dict[str, Any]) -> None:
@@ -108,9 +107,9 @@ class BinanceRest:
         return self._used if self._used_minute == self._server_minute() else 0
 
     @property
-    def banned_until(self) -> int:
-        """Local ms until which a 418 stops every call (0: no ban)."""
-        return self._banned_until if self._banned_until > now_ms() else 0
+    def backoff_until(self) -> int:
+        """Local ms until which a 429 holds calls back."""
+        return self._backoff_until
 
     def _server_minute(self) -> int:
         return (now_ms() + self.client.timestamp_offset) // 60_000
@@ -123,7 +122,6 @@ class BinanceRest:
         resynced = waited_429 = False
         while True:
             await self._admit(name, weight, wait)
-            self.calls += 1
             try:
                 result = await request()
             except BinanceAPIException as exc:

@@ -9,9 +9,10 @@ is read with `websockets`, the library python-binance itself streams with.
 
 A stream is lost when its websocket closes (websockets' own pings find a dead peer), when
 Binance says the listenKey expired, when a keep-alive fails, or when the exchange's watchdog
-`suspect()`s it (an order Binance accepted whose report never came). Every loss is reported
-(`on_lost`), and the stream reconnects with a fresh listenKey, backing off with jitter; after a
-reconnect `on_reconnected` runs (the exchange reconciles what the gap may have hidden).
+`suspect()`s it (an order Binance accepted whose report never came). A loss is reported once
+(`on_lost`), however many reconnects it takes; each takes a fresh listenKey, backing off with
+jitter, and after one succeeds `on_reconnected` runs (the exchange reconciles what the gap may
+have hidden).
 """
 
 from __future__ import annotations

@@ -19,7 +19,6 @@ import pytest
 from core import redact
 from core.breaker.state import CircuitBreakerState
 from core.config import load_config
-from core.events import BreakerStatus
 from core.market.state import MarketState
 from core.settings import BinanceSettings
 from core.trading.binance import BinanceExchange
@@ -522,7 +521,7 @@ async def test_a_429_is_obeyed_for_its_retry_after(rig: Rig):
     again = await rig.exchange.place(buy())  # an entry does not wait: it is refused unsent
     assert again.status is S.REJECTED and "backing off" in again.reason
     assert rig.posts() == 1
-    backoff_until = rig.exchange.rest._backoff_until
+    backoff_until = rig.exchange.rest.backoff_until
     exit_order = await rig.exchange.place(exit_sell())  # an exit waits the back-off out
     assert exit_order.status is S.FILLED
     sent_at = [t for t, m, p in rig.fake.arrivals if (m, p) == ("POST", "/api/v3/order")][-1]
