@@ -130,6 +130,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("action", choices=("verify",), help="verify: walk the hash chain, name the first bad row")
     p.add_argument("--db", metavar="FILE", help="the journal (default: journal.db in the data directory)")
 
+    p = sub.add_parser("data", parents=[common], help="download historical klines from Binance (public, no key)",
+                       description="Write Binance's 12-column kline CSV (what replay reads) from the live "
+                                   "environment's REST API (binance.live.api_url); an existing FILE is resumed "
+                                   "after its last complete row.")
+    p.add_argument("action", choices=("fetch",), help="fetch: the candles opening from --start to before --end")
+    p.add_argument("symbol", metavar="SYMBOL", help="e.g. BTCUSDT")
+    p.add_argument("--interval", default="1m", help="candle interval, e.g. 1m (default), 5m, 1h, 1d")
+    p.add_argument("--start", required=True, metavar="TIME", help="UTC date or time (2021-05-19, 2021-05-19T12:00) "
+                                                                  "or epoch milliseconds")
+    p.add_argument("--end", default=None, metavar="TIME", help="the same forms (default: now); not included")
+    p.add_argument("-o", "--output", required=True, metavar="FILE.csv", help="the CSV to write or resume")
+
     p = sub.add_parser("config", parents=[common], help="check or show the effective configuration")
     p.add_argument("action", choices=("check", "show", "paths"), help="check: validate; show: print the merged "
                                                                       "settings (secrets masked); paths: files used")
@@ -414,6 +426,60 @@ def cmd_serve(args: argparse.Namespace, loaded: Any, paths: Any) -> int:
     return EXIT_OK
 
 
+def cmd_data(args: argparse.Namespace, loaded: Any, paths: Any) -> int:
+    """Download klines into a CSV; a failure mid-way leaves complete rows that the same command resumes."""
+    import logging
+    import time
+
+    from aiohttp import ClientError
+    from binance.exceptions import BinanceAPIException, BinanceRequestException
+
+    from core.binance.client import open_client
+    from core.events import iso_utc
+    from core.market.binance_messages import ProblemTally
+    from core.market.history import BadArgument, HistoryError, fetch_csv, interval_ms, parse_time, progress_bar
+    from core.market.symbols import check_symbol
+    from core.redact import one_line
+
+    try:
+        symbol = check_symbol(args.symbol)
+        interval_ms(args.interval)
+        start = parse_time(args.start, "--start")
+        end = parse_time(args.end, "--end") if args.end else time.time_ns() // 1_000_000
+    except (ValueError, BadArgument) as exc:
+        raise UsageError(str(exc)) from None
+    output = Path(args.output).expanduser()
+    if not output.parent.is_dir():
+        raise UsageError(f"{output.parent}: no such directory")
+    binance = loaded.settings.binance
+    tally = ProblemTally(f"data fetch {symbol}", logging.getLogger("spikeguard.data"))
+
+    async def fetch() -> Any:
+        client = await open_client(binance, binance.live)
+        try:
+            with progress_bar(f"{symbol} {args.interval}") as on_rows:
+                return await fetch_csv(client, symbol, args.interval, start, end, output, tally, on_rows)
+        finally:
+            await client.close_connection()
+
+    try:
+        done = asyncio.run(fetch())
+    except BadArgument as exc:
+        raise UsageError(str(exc)) from None
+    except (HistoryError, BinanceAPIException, BinanceRequestException, ClientError, OSError) as exc:
+        kept = f" (the same command resumes after the complete rows in {output})" if output.exists() else ""
+        print(one_line(f"error: {exc or type(exc).__name__}{kept}"), file=sys.stderr)
+        return EXIT_FAILED
+    resumed = f", resumed after {iso_utc(done.resumed_after_ms)}" if done.resumed_after_ms is not None else ""
+    last = f", the last opening {iso_utc(done.last_open_ms)}" if done.last_open_ms is not None else ""
+    print(f"{symbol} {args.interval}: {done.rows} candles written to {output}{resumed}{last}")
+    bad = sum(tally.counts.values())
+    if bad:
+        print(one_line(f"warning: {bad} malformed klines skipped ({', '.join(sorted(tally.counts))}; the first "
+                       f"of each is in the log)"), file=sys.stderr)
+    return EXIT_OK
+
+
 def cmd_console(args: argparse.Namespace, loaded: Any, paths: Any) -> int:
     from console.launch import launch_console
 
@@ -422,7 +488,7 @@ def cmd_console(args: argparse.Namespace, loaded: Any, paths: Any) -> int:
 
 
 _COMMANDS = {"config": cmd_config, "replay": cmd_replay, "simulate": cmd_simulate, "console": cmd_console,
-             "db": cmd_db, "audit": cmd_audit, "serve": cmd_serve}
+             "db": cmd_db, "audit": cmd_audit, "serve": cmd_serve, "data": cmd_data}
 
 
 if __name__ == "__main__":

@@ -16,8 +16,10 @@ only. It resumes: an existing FILE continues after its last complete row, and a 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import random
-from collections.abc import AsyncIterator, Callable
+import sys
+from collections.abc import AsyncIterator, Callable, Iterator
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -119,12 +121,13 @@ class KlinePager:
                 if exc.code in (-1120, -1121):  # invalid interval or symbol
                     raise BadArgument(f"klines {symbol} {interval}: {problem}") from None
                 if exc.status_code == 418:
-                    raise HistoryError(f"klines {symbol}: Binance banned this IP (HTTP 418) for "
-                                       f"{_retry_after(exc) or 'some'} s: stopped") from None
+                    ban = _retry_after(exc)
+                    raise HistoryError(f"klines {symbol}: Binance banned this IP (HTTP 418"
+                                       f"{f', for {ban:g} s' if ban is not None else ''}): stopped") from None
                 if exc.status_code != 429 and 400 <= exc.status_code < 500:
                     raise HistoryError(f"klines {symbol}: {problem}") from None
                 wait = _retry_after(exc) if exc.status_code == 429 else None
-            except (ClientError, OSError, asyncio.TimeoutError, BinanceRequestException) as exc:
+            except (ClientError, OSError, BinanceRequestException) as exc:  # OSError: TimeoutError too
                 problem = one_line(f"{type(exc).__name__}: {getattr(exc, 'message', exc)}", 200)
             if attempt >= self.attempts:
                 raise HistoryError(f"klines {symbol} from {iso_utc(start_ms)}: {problem} "
@@ -237,5 +240,22 @@ async def fetch_csv(client: Any, symbol: str, interval: str, start_ms: int, end_
     return Fetched(written, after, last, end)
 
 
+@contextlib.contextmanager
+def progress_bar(description: str) -> Iterator[Callable[[int, int], None] | None]:
+    """fetch_csv's `on_rows` as a rich progress bar on stderr when it is a terminal; None (and
+    no output at all) when it is a pipe or a file."""
+    if not sys.stderr.isatty():
+        yield None
+        return
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    progress = Progress(TextColumn(description), BarColumn(), MofNCompleteColumn(), TextColumn("candles"),
+                        TimeRemainingColumn(), console=Console(stderr=True), transient=True)
+    task = progress.add_task(description, total=None)
+    with progress:
+        yield lambda done, total: progress.update(task, completed=done, total=total)
+
+
 __all__ = ["INTERVALS", "PAGE", "BadArgument", "Fetched", "HistoryError", "KlinePager", "backoff_seconds",
-           "fetch_csv", "interval_ms", "parse_time", "prepare_resume"]
+           "fetch_csv", "interval_ms", "parse_time", "prepare_resume", "progress_bar"]
