@@ -38,8 +38,8 @@ Faults (`server.faults.add(name, arg, times)`):
 `drop_user_streams()` cuts every user websocket; `muted` swallows user stream events;
 `push(event)` sends one (again: Binance may repeat or reorder reports).
 
-Until tests/fakes/binance/market.py serves ping, time and exchangeInfo, this module serves
-them (only where that module has not registered them).
+Its middleware records every REST request (`server.requests`, and `arrivals` here) and sets
+the weight header on every answer, the market half's included.
 """
 
 from __future__ import annotations
@@ -648,37 +648,9 @@ def _filter_failure(sym: "FakeSymbol", side: str, qty: Decimal, price: Decimal |
     return None
 
 
-# ---------------------------------------------------------------------- public fallbacks
-def _serve_public_fallbacks(server: "FakeBinance") -> None:
-    """ping, time and exchangeInfo, only where the market module has not registered them."""
-    taken = {(r.method, r.resource.canonical) for r in server.app.router.routes() if r.resource is not None}
-
-    async def ping(request: web.Request) -> web.Response:
-        return web.json_response({})
-
-    async def server_time(request: web.Request) -> web.Response:
-        return web.json_response({"serverTime": server.now_ms()})
-
-    async def exchange_info(request: web.Request) -> web.Response:
-        return web.json_response({
-            "timezone": "UTC", "serverTime": server.now_ms(),
-            "rateLimits": [{"rateLimitType": "REQUEST_WEIGHT", "interval": "MINUTE", "intervalNum": 1,
-                            "limit": WEIGHT_LIMIT},
-                           {"rateLimitType": "ORDERS", "interval": "SECOND", "intervalNum": 10, "limit": 100}],
-            "symbols": [{"symbol": s.symbol, "status": "TRADING", "baseAsset": s.base, "quoteAsset": s.quote,
-                         "orderTypes": ["LIMIT", "LIMIT_MAKER", "MARKET", "STOP_LOSS", "STOP_LOSS_LIMIT"],
-                         "filters": s.filters()} for s in server.symbols.values()]})
-
-    for path, handler in (("/api/v3/ping", ping), ("/api/v3/time", server_time),
-                          ("/api/v3/exchangeInfo", exchange_info)):
-        if ("GET", path) not in taken:
-            server.app.router.add_get(path, handler)
-
-
 def install(server: "FakeBinance") -> FakeTrading:
     trading = FakeTrading(server)
     server.app.middlewares.append(trading.middleware)
-    _serve_public_fallbacks(server)
     routes = server.app.router
     routes.add_post("/api/v3/order", trading.create)
     routes.add_get("/api/v3/order", trading.query)
