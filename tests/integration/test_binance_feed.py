@@ -15,6 +15,7 @@ import logging
 from collections.abc import AsyncIterator, Callable
 
 import pytest
+from binance.ws.reconnecting_websocket import ReconnectingWebsocket
 
 from core.engine import Engine
 from core.events import BreakerStatus, FeedHealth, FeedState, Liquidation, MarkPrice, Tick
@@ -212,6 +213,7 @@ async def test_a_disconnect_reconnects_and_fills_the_gap_without_duplicate_or_mi
     refilled = [i for i, e in enumerate(events) if type(e) is FeedHealth and e.stream == "BTCUSDT"][-1]
     assert events.index(gap[-1]) < refilled < events.index(live)
     assert {q["symbol"] for q in market.depth_queries[depth_before:]} == set(SYMBOLS)  # books re-read
+    assert rec.feed.stats.late_ticks == 0 and rec.feed.stats.bad_rows == 0
 
 
 def test_the_reconnect_backoff_grows_from_the_minimum_to_the_maximum_with_jitter():
@@ -266,6 +268,7 @@ async def test_live_ticks_that_arrive_during_a_slow_fill_wait_behind_it(fake_bin
     assert minutes == list(range(minutes[0], minutes[-1] + 1)) and minutes[-1] - minutes[0] >= 2
     filled_at = [i for i, e in enumerate(rec.events) if type(e) is FeedHealth and e.stream == "BTCUSDT"][-1]
     assert rec.events.index(gap[-1]) < filled_at < rec.events.index(live)
+    assert rec.feed.stats.late_ticks == 0
 
 
 async def test_a_failed_kline_request_is_retried(fake_binance):
@@ -388,9 +391,10 @@ async def test_a_pause_drops_market_events_and_the_resume_fills_the_gap(fake_bin
     assert strictly_increasing(btc) and 100_900.0 in {t.price for t in btc}  # back from its candle
 
 
-async def test_stop_is_prompt_even_on_silent_streams(fake_binance):
-    # with the watchdog at 600 s each socket's own read timeout is 601 s: a stop that waited for
-    # python-binance's read loop would outlast the test's time limit
+async def test_stop_is_prompt_even_on_silent_streams(fake_binance, monkeypatch):
+    # python-binance's read loop waits up to TIMEOUT for a frame before it looks at its state: at an
+    # hour, a stop that waited for it on these silent streams would outlast the test's time limit
+    monkeypatch.setattr(ReconnectingWebsocket, "TIMEOUT", 3600)
     feed = BinanceFeed(binance_settings(watchdog_seconds=600), fake_binance.endpoints())
     rec = Recorder(feed)
     try:
