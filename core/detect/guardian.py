@@ -18,6 +18,9 @@ Rules (all thresholds from config, all times event times):
   then for `blind_seconds` is blind: TRIGGERED (trigger_type feed_blind). When its data
   returns (the feed backfills the gap before it resumes), RECOVERING, then the usual
   cool-down. A replay's gap is only stale: its time is not the wall's.
+- The exchange's own conditions are venue holds (hold_venue): a WARNING hold (an IP ban)
+  keeps the breaker at least WARNING, a TRIGGERED hold (a persistent clock skew) trips it;
+  once released, its episode recovers like a blind feed's.
 """
 
 from __future__ import annotations
@@ -64,6 +67,16 @@ class _Reference:
     prev_t: int | None = None
 
 
+@dataclass(frozen=True)
+class VenueHold:
+    """A condition of the exchange itself that holds the breaker (core.exchange_startup maps
+    the exchange's alarms to these)."""
+
+    name: str  # also the trigger_type of the warning or trigger it causes
+    status: BreakerStatus  # WARNING or TRIGGERED
+    reason: str
+
+
 @dataclass
 class _EpisodeLeg:
     trough: float
@@ -81,6 +94,7 @@ class Episode:
     max_drop_pct: float = 0.0
     market_wide: bool = False  # the breadth rule is part of this halt
     blind: set[str] = field(default_factory=set)  # references whose silence is part of this halt
+    held: set[str] = field(default_factory=set)  # venue holds that are part of this halt
 
     def deep(self, level: float) -> bool:
         return self.max_drop_pct >= level
@@ -129,6 +143,7 @@ class Guardian:
         self._next_check_ms = 0
         # the operator's last clear: (event time, each reference's 60-minute low then)
         self._operator_clear: tuple[int, dict[str, float]] | None = None
+        self.venue_holds: dict[str, VenueHold] = {}
         breaker.subscribe(self._on_breaker_change)
         breaker.agent_trigger_guard = self.agent_trigger_refusal
 
@@ -247,21 +262,31 @@ class Guardian:
             calm = False
             if warn is None:
                 warn = (partial(self._breadth_reason, n, self._mw_count_warn, self._mw_warn), "market_wide", None)
+        venue: VenueHold | None = None
+        for hold in self.venue_holds.values():
+            calm = False
+            if hold.status is TRIGGERED:
+                venue = venue or hold
+            elif warn is None:
+                warn = (partial(str, hold.reason), hold.name, None)
 
         try:
-            self._act(t, status, trigger, warn, calm, blind)
+            self._act(t, status, trigger, warn, calm, blind, venue)
         except IllegalTransition as exc:
             # an operator or agent moved the breaker between our read and our move (another
             # thread); the rules look again on the next tick, from the state as it is now
             log.info("guardian deferred a move: %s", exc)
 
     def _act(self, t: int, status: BreakerStatus, trigger: tuple[Callable[[], str], _Reference | None] | None,
-             warn: tuple[Callable[[], str], str, str | None] | None, calm: bool, blind: _Reference | None) -> None:
+             warn: tuple[Callable[[], str], str, str | None] | None, calm: bool, blind: _Reference | None,
+             venue: VenueHold | None = None) -> None:
         if status is SAFE or status is WARNING:
             if trigger is not None:
                 self._trigger(t, trigger)
             elif blind is not None:
                 self._trigger_blind(t, blind)
+            elif venue is not None:
+                self._trigger_venue(t, venue)
             elif status is SAFE:
                 if warn is not None:
                     self.breaker.set_warning(warn[0](), self._details(warn[2]), time_ms=t, symbol=warn[2],
@@ -281,6 +306,8 @@ class Guardian:
                 self._join_episode(t, trigger[1])  # a second market falling joins the halt it is in
             if blind is not None and self.episode is not None:
                 self.episode.blind.add(blind.symbol)  # the recovery waits for its data too
+            if venue is not None and self.episode is not None:
+                self.episode.held.update(h.name for h in self.venue_holds.values() if h.status is TRIGGERED)
             self._follow_episode(t)
             ep = self.episode
             if ep is not None and self._recovery_met(t, ep):
@@ -302,6 +329,8 @@ class Guardian:
                 self._trigger(t, trigger)  # a fresh condition, not the one being recovered from
             elif blind is not None:
                 self._trigger_blind(t, blind)
+            elif venue is not None:
+                self._trigger_venue(t, venue)
             elif ep is not None and self.settings.auto_resume and not ep.deep(self.settings.deep_level_percent):
                 if calm and warn is None:
                     if self._recover_calm_since is None:
@@ -356,6 +385,13 @@ class Guardian:
             "blind_after_seconds": round(self.blind_after_ms(ref) / 1000, 1)},
             self.snapshot(), time_ms=t, symbol=ref.symbol, trigger_type="feed_blind")
 
+    def _trigger_venue(self, t: int, hold: VenueHold) -> None:
+        episode = self.episode if self.breaker.status is RECOVERING and self.episode else Episode(hold.name, t)
+        episode.held.add(hold.name)
+        self.episode = episode
+        self.breaker.trigger(hold.reason, {"venue_hold": hold.name}, self.snapshot(), time_ms=t,
+                             trigger_type=hold.name)
+
     def _follow_episode(self, t: int) -> str | None:
         """Update troughs and the episode's depth; return a symbol that made a new low."""
         ep = self.episode
@@ -376,9 +412,11 @@ class Guardian:
 
     def _recovery_met(self, t: int, ep: Episode) -> bool:
         rec = self.settings.recovery
-        if not ep.legs and not ep.blind:
+        if not ep.legs and not ep.blind and not ep.held:
             return False
         if any(self.refs[s].stale for s in ep.blind):  # its data is not back yet
+            return False
+        if any(name in self.venue_holds for name in ep.held):  # the exchange's condition persists
             return False
         for s, leg in ep.legs.items():
             w = self.market.symbols[s]
@@ -408,12 +446,14 @@ class Guardian:
             }
         deep = ep.deep(self.settings.deep_level_percent)
         blind = {s: {"data_back": not self.refs[s].stale} for s in sorted(ep.blind)}
+        held = {name: {"released": name not in self.venue_holds} for name in sorted(ep.held)}
         return {
             "episode": ep.trigger_type, "started_ms": ep.started_ms, "max_drop_percent": round(ep.max_drop_pct, 3),
             "deep": deep, "deep_level_percent": self.settings.deep_level_percent,
             "auto_resume": self.settings.auto_resume and not deep,
             "recovery_conditions_met": all(v["met"] for v in legs.values()) and all(
-                v["data_back"] for v in blind.values()), "legs": legs, "blind": blind,
+                v["data_back"] for v in blind.values()) and all(v["released"] for v in held.values()),
+            "legs": legs, "blind": blind, **({"venue_holds": held} if held else {}),
         }
 
     # ------------------------------------------------------------------ start-up on an exchange
@@ -434,6 +474,23 @@ class Guardian:
         if ep is None or ep.trigger_type != "startup" or self.breaker.status is not TRIGGERED:
             return False
         return self.breaker.start_recovery(reason, details, time_ms=t)
+
+    # ------------------------------------------------------------------ the exchange's conditions
+    def hold_venue(self, hold: VenueHold, t: int) -> None:
+        """Hold the breaker at least at `hold.status` until release_venue(hold.name); the rules
+        act on it at once."""
+        if hold.status not in (WARNING, TRIGGERED):
+            raise ValueError(f"a venue hold is WARNING or TRIGGERED, not {hold.status.value}")
+        self.venue_holds[hold.name] = hold
+        self._evaluate(t)
+
+    def release_venue(self, name: str, t: int) -> bool:
+        """The condition is over: a WARNING it held clears with the usual hysteresis, a halt it
+        caused recovers like any other. False when it was not held."""
+        if self.venue_holds.pop(name, None) is None:
+            return False
+        self._evaluate(t)
+        return True
 
     # ------------------------------------------------------------------ an operator's clear holds
     def agent_trigger_refusal(self, time_ms: int) -> str | None:
