@@ -219,7 +219,7 @@ class ApprovalQueue:
     async def _take_profit(self, bracket: _Bracket) -> None:
         if bracket.stop_id:
             try:
-                await self.gate.cancel(bracket.stop_id)  # releases the base the stop reserved
+                await self.gate.cancel(bracket.stop_id, "take-profit reached")  # releases the base the stop reserved
             except Exception:  # the stop may have fired already
                 log.info("stop %s already gone", bracket.stop_id)
         held = self.gate.portfolio.quantity(bracket.proposal.symbol)

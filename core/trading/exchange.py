@@ -42,8 +42,8 @@ class Exchange(Protocol):
     def place_now(self, order: Order) -> Order:
         """place(), answered at once (only when answers_synchronously)."""
 
-    async def cancel(self, client_order_id: str) -> Order:
-        """Cancel one open order; returns its final state."""
+    async def cancel(self, client_order_id: str, reason: str = "canceled on request") -> Order:
+        """Cancel one open order; returns its final state (`reason` goes on the order)."""
 
     def cancel_now(self, client_order_ids: list[str], reason: str) -> list[Order]:
         """Issue cancels for these open orders without awaiting the answers: called

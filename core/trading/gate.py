@@ -126,6 +126,7 @@ class OrderGate:
         self._rate = RateWindow()
         self._in_flight: dict[str, int] = {}  # sent to an asynchronous exchange, answer pending: epoch read
         self._halted_epoch = -1  # the epoch of the last halt
+        self._entry_blocks: dict[str, str] = {}  # name -> why: the venue cannot be trusted with entries now
         self.view = ExchangeView(self)
         self.denials = 0
         self.sent = 0
@@ -143,6 +144,16 @@ class OrderGate:
     def open_orders(self) -> list[Order]:
         with self._lock:
             return self._exchange.open_orders()
+
+    def block_entries(self, name: str, reason: str) -> None:
+        """Refuse new entries until unblock_entries(name): the exchange cannot be trusted with
+        them now (its order updates may be missed). Exits and cancels still pass."""
+        with self._lock:
+            self._entry_blocks[name] = reason
+
+    def unblock_entries(self, name: str) -> bool:
+        with self._lock:
+            return self._entry_blocks.pop(name, None) is not None
 
     @property
     def journal_failing(self) -> bool:
@@ -190,6 +201,12 @@ class OrderGate:
             return deny("circuit breaker TRIGGERED: new entries blocked; exits and cancels only")
         if self.journal_failing:
             return deny("journal failing: new entries blocked until it can write again")
+        if self._entry_blocks:
+            return deny(f"{next(iter(self._entry_blocks.values()))}: new entries blocked")
+        unknown = self._ledger.unknown
+        if unknown:
+            return deny(f"order {next(iter(unknown))}'s result is unknown: new entries blocked until the exchange "
+                        f"settles it")
         factor = self.risk.recovering_size_factor if status is RECOVERING else \
             self.risk.warning_size_factor if status is WARNING else 1.0
         if ref is None:
@@ -347,7 +364,7 @@ class OrderGate:
             late = not intent.reduce_only and result.status.is_open and self._halted_epoch > epoch_read
         if late:
             log.warning("entry %s landed after the halt: cancelling it", cid)
-            result = await self.cancel(cid)
+            result = await self.cancel(cid, "breaker TRIGGERED: the entry landed after the halt")
         return result
 
     def submit_now(self, order: Order) -> Order:
@@ -377,7 +394,7 @@ class OrderGate:
                 if not order.status.is_open:
                     return order
                 return self._exchange.cancel_now([client_order_id], reason)[0]
-        return await self._exchange.cancel(client_order_id)
+        return await self._exchange.cancel(client_order_id, reason)
 
     def _deny(self, order: Order, reason: str, now: int) -> Order:
         """Never awaits: a failing journal must not hold up the answer (the row is queued)."""
@@ -432,12 +449,21 @@ class OrderGate:
                 decision = self._decide(rest, None, now, restoring=True)
                 if decision.allowed and decision.quantity >= rest.quantity * (1 - QTY_TOLERANCE):
                     self._reserve(order, replace(decision, quantity=rest.quantity), now, rate=False)
+                    self._ledger.on_order(order)  # an UNKNOWN one blocks entries until it is settled
                     keep.append(order)
                 else:
                     why = decision.reason if not decision.allowed else f"it would be resized ({decision.reason})"
                     refused.append(order.with_(status=OrderStatus.CANCELED, reason=f"restore: {why}"))
             unfunded = self._exchange.restore(balances, keep)
+            # an exchange that holds its own book (Binance) still has the refused orders open:
+            # they are cancelled there, and the exchange announces each cancel as it lands
+            resting = [o.client_order_id for o in refused if (held := self._exchange.get_order(o.client_order_id))
+                       is not None and held.status.is_open]
+            if resting:
+                self._exchange.cancel_now(resting, "restore: refused by the gate")
         for order in refused:  # announced like any cancel: journaled, shown
+            if order.client_order_id in resting:
+                continue
             self._on_order_update(order)
         for order in unfunded:  # the exchange announced these itself
             self._unreserve(order.client_order_id)

@@ -38,6 +38,7 @@ class Reservation:
 class ReservationLedger:
     def __init__(self) -> None:
         self._by_id: dict[str, Reservation] = {}
+        self.unknown: set[str] = set()  # orders whose result is unknown: sent, never answered for
 
     def __len__(self) -> int:
         return len(self._by_id)
@@ -53,6 +54,10 @@ class ReservationLedger:
 
     def on_order(self, order: Order) -> None:
         """Follow an order update: shrink by what filled, release when the order is final."""
+        if order.status is OrderStatus.UNKNOWN:
+            self.unknown.add(order.client_order_id)
+        else:
+            self.unknown.discard(order.client_order_id)
         r = self._by_id.get(order.client_order_id)
         if r is None:
             return

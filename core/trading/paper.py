@@ -520,14 +520,14 @@ class PaperExchange:
         self._emit_order(cancelled)
         return cancelled
 
-    async def cancel(self, client_order_id: str) -> Order:
+    async def cancel(self, client_order_id: str, reason: str = "canceled on request") -> Order:
         order = self._orders.get(client_order_id)
         if order is None:
             raise ExchangeError(f"unknown order {client_order_id}")
         entry = self._open.get(client_order_id)
         if entry is None:
             return order  # already final: unchanged
-        return self._cancel(entry, "canceled on request")
+        return self._cancel(entry, reason)
 
     def cancel_now(self, client_order_ids: list[str], reason: str = "canceled on request") -> list[Order]:
         """Cancel these open orders at once, releasing their reservations (unknown or final

@@ -511,8 +511,8 @@ class SlowExchange(PaperExchange):
         await asyncio.sleep(0.01)
         return self.place_now(order)
 
-    async def cancel(self, client_order_id: str) -> Order:
-        return self.cancel_now([client_order_id], "canceled on request")[0]
+    async def cancel(self, client_order_id: str, reason: str = "canceled on request") -> Order:
+        return self.cancel_now([client_order_id], reason)[0]
 
 
 def test_an_entry_that_lands_after_the_halt_is_cancelled_at_once():
@@ -526,7 +526,51 @@ def test_an_entry_that_lands_after_the_halt_is_cancelled_at_once():
 
     result = asyncio.run(race())
     assert result.status is OrderStatus.CANCELED
+    assert "landed after the halt" in result.reason  # the gate's reason reaches an asynchronous exchange
     assert exchange.open_orders() == []
+
+
+class HeldBookExchange(SlowExchange):
+    """An exchange that holds its own book across a restart (Binance: reconcile rebuilt it)."""
+
+    def restore(self, balances, open_orders):
+        return []
+
+
+def test_an_order_the_restore_refuses_is_cancelled_on_an_exchange_that_holds_it():
+    gate, exchange, _ = unjournaled(HeldBookExchange)
+    announced = []
+    gate.listeners.append(announced.append)
+    too_big = exchange.place_now(buy(0.5, type=OrderType.LIMIT, price=9_950.0))  # 4,975 USD: over the order cap
+    assert too_big.status is OrderStatus.NEW
+    refused = gate.restore({}, [too_big])
+    assert [o.client_order_id for o in refused] == [too_big.client_order_id]
+    assert exchange.open_orders() == []  # cancelled where it rests, not only in the gate's account
+    final = exchange.get_order(too_big.client_order_id)
+    assert final.status is OrderStatus.CANCELED and final.reason == "restore: refused by the gate"
+    cancels = [o.client_order_id for o in announced if o.status is OrderStatus.CANCELED]
+    assert cancels == [too_big.client_order_id]  # announced once, by the exchange, when it landed
+
+
+def test_an_order_whose_result_is_unknown_blocks_entries_until_settled():
+    rig_gate, exchange, _ = unjournaled()
+    lost = buy(0.01, type=OrderType.LIMIT, price=9_950.0).with_(status=OrderStatus.UNKNOWN, reason="timeout")
+    rig_gate._on_order_update(lost)  # the exchange could not say whether it landed
+    denied = rig_gate.check(buy(0.01, type=OrderType.LIMIT, price=9_950.0))
+    assert not denied.allowed and "result is unknown" in denied.reason
+    assert rig_gate.check(sell_exit(0.01)).reason != denied.reason  # exits are judged on their own
+    rig_gate._on_order_update(lost.with_(status=OrderStatus.REJECTED, reason="never landed"))
+    assert rig_gate.check(buy(0.01, type=OrderType.LIMIT, price=9_950.0)).allowed
+
+
+def test_an_entry_block_refuses_entries_and_passes_exits():
+    gate, exchange, _ = unjournaled()
+    gate.block_entries("user_stream", "the user data stream is lost: order updates may be missed")
+    denied = gate.check(buy(0.01, type=OrderType.LIMIT, price=9_950.0))
+    assert not denied.allowed and denied.reason.startswith("the user data stream is lost")
+    assert gate.unblock_entries("user_stream") is True
+    assert gate.check(buy(0.01, type=OrderType.LIMIT, price=9_950.0)).allowed
+    assert gate.unblock_entries("user_stream") is False
 
 
 def test_submitters_on_several_threads_share_the_caps():
