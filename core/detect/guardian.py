@@ -139,6 +139,7 @@ class Guardian:
         self._calm_since: int | None = None
         self.episode: Episode | None = None
         self._recover_calm_since: int | None = None
+        self._recovering_since = 0  # when RECOVERING began: older ticks (a backfill) are no cool-down
         self.last_time_ms = 0
         self._next_check_ms = 0
         # the operator's last clear: (event time, each reference's 60-minute low then)
@@ -334,7 +335,7 @@ class Guardian:
             elif ep is not None and self.settings.auto_resume and not ep.deep(self.settings.deep_level_percent):
                 if calm and warn is None:
                     if self._recover_calm_since is None:
-                        self._recover_calm_since = t
+                        self._recover_calm_since = max(t, self._recovering_since)
                     if t - self._recover_calm_since >= self.settings.recovery.cooldown_minutes * MINUTE_MS:
                         self.breaker.clear(reason="recovered: cool-down passed with no trigger or warning condition",
                                            actor=Actor.RULE, time_ms=t, details=self.assess_recovery(t))
@@ -515,6 +516,8 @@ class Guardian:
 
     # ------------------------------------------------------------------ breaker changes from anyone
     def _on_breaker_change(self, change: BreakerChanged) -> None:
+        if change.status is RECOVERING:
+            self._recovering_since = change.time_ms
         if change.status is SAFE and change.actor is Actor.OPERATOR:
             self._operator_clear = (change.time_ms, {
                 ref.symbol: w.low(ref.k60) for ref in self.refs.values()

@@ -111,3 +111,18 @@ def test_a_restored_halt_is_not_replaced_by_the_start_up_hold(settings):
     assert not engine.guardian.hold_for_startup(T0 + 120 * SEC, "start-up")
     assert not engine.guardian.release_startup(T0 + 130 * SEC, "reconciled", {})
     assert engine.breaker.history[-1].actor.value == "operator"
+
+
+def test_a_backfill_older_than_the_start_up_release_does_not_count_as_cool_down(settings):
+    """The exchange reconciles before the feed's start-up backfill lands: those candles' ticks
+    are older than the release, and an hour of them must not pass for the cool-down."""
+    engine = Engine(settings, LiveListFeed())
+    released_at = T0 + 3600 * SEC
+    engine.guardian.hold_for_startup(released_at - SEC, "start-up")
+    engine.guardian.release_startup(released_at, "reconciled", {})
+    engine.process(ticks(0, 3601))  # the backfill: an hour of calm, all before the release
+    engine.process(ticks(3601, 3603))  # the first live ticks
+    assert engine.breaker.status is BreakerStatus.RECOVERING
+    cool_down = settings.circuit_breaker.recovery.cooldown_minutes
+    engine.process(ticks(3603, 3600 + int(cool_down * 60) + 5))
+    assert states(engine)[-1] == "SAFE"
