@@ -31,7 +31,7 @@ def launch_console(args: Any, loaded: Any, paths: Any, journal: Any) -> int:
     try:
         venue = resolve_venue(settings, args.feed, args.live)
         built = build_feed(settings, FeedChoice(kind=args.feed, files=args.files, symbol=args.symbol,
-                                                scenario=args.scenario, seed=args.seed, speed=args.speed))
+                                                scenario=args.scenario, seed=args.seed, speed=args.speed), venue)
     except WiringError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -54,11 +54,46 @@ def launch_console(args: Any, loaded: Any, paths: Any, journal: Any) -> int:
         loop.close()
         print(mask(f"error: {exc}"), file=sys.stderr)
         return 2
+    if session.venue is not None and not _start_venue(session, loop):
+        return 2
     served = getattr(args, "headless_ok", False)  # under textual-serve: no tty for the watchdog to watch
     app = SpikeguardApp(session, feed_label=built.label, speed_label=built.speed_label,
                         journal_label=_short(journal.path), watch_tty=not served,
                         agents_dir=paths.data_dir / "crewai")
     return run_app(app, paths.log_file, loop)
+
+
+def _start_venue(session: Any, loop: asyncio.AbstractEventLoop) -> bool:
+    """Connect and reconcile the Binance exchange before the console takes the terminal (live:
+    the key check and the typed confirmation). A failure is one line; the breaker stays
+    TRIGGERED in the journal."""
+    from core.venue import VenueError
+
+    venue = session.venue
+    print(f"connecting to Binance {venue.environment} at {venue.exchange.endpoints.api_url} ...", file=sys.stderr)
+    try:
+        report = loop.run_until_complete(session.start_venue(confirm_live=confirm_live_on_terminal))
+    except (VenueError, KeyboardInterrupt, EOFError) as exc:
+        why = str(exc) if isinstance(exc, VenueError) else "interrupted"
+        loop.run_until_complete(session.close(f"start-up failed: {why}"))
+        loop.close()
+        print(mask(f"error: {why}"), file=sys.stderr)
+        return False
+    print(f"reconciled: {report.summary()}", file=sys.stderr)
+    return True
+
+
+def confirm_live_on_terminal(account: Any) -> bool:
+    """The operator types the account's phrase; anything else (or no terminal) refuses."""
+    if not sys.stdin.isatty():
+        return False
+    print(f"\nLIVE trading on Binance account {account.uid} ({account.api_url}): real money.\n"
+          f"Type  {account.phrase}  to go on; anything else stops.", file=sys.stderr)
+    try:
+        typed = input("> ")
+    except (EOFError, KeyboardInterrupt):
+        return False
+    return typed.strip() == account.phrase
 
 
 def run_app(app: Any, log_file: Path, loop: asyncio.AbstractEventLoop | None = None) -> int:

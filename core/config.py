@@ -58,8 +58,6 @@ _SECRET_NAME = re.compile(r"(?:^|_)(?:API_KEY|SECRET_KEY|SECRET|TOKEN|PASSWORD|P
 # Values the schema already knows but no code serves yet: refused until their issue lands.
 # (dotted key, refused value, what brings it, what to use meanwhile)
 NOT_AVAILABLE_YET: tuple[tuple[str, Any, str, str], ...] = (
-    ("execution.mode", "testnet", "the Binance issue (#9)", "paper"),
-    ("execution.mode", "live", "the Binance issue (#9)", "paper"),
     ("circuit_breaker.backend", "redis", "the Redis issue (#12)", "memory"),
     ("redis.enabled", True, "the Redis issue (#12)", "false"),
 )

@@ -166,6 +166,17 @@ class FeedHealth:
 
 
 @dataclass(frozen=True, slots=True)
+class VenueAlarm:
+    """The exchange reported a condition (core.trading.binance_alarms): the console shows it
+    at once; what it does to the breaker and the gate is core.venue's."""
+
+    kind: str  # an Alarm value: "ip_banned", "clock_skew", "halt_incomplete", ...
+    detail: str
+    severity: str  # "error", "warning", "information"
+    time_ms: int
+
+
+@dataclass(frozen=True, slots=True)
 class JournalHealth:
     """The journal could (ok) or could not write; `unwritten` rows wait in memory meanwhile.
     While it is not ok the session denies new entries, as under TRIGGERED."""

@@ -43,6 +43,7 @@ from core.trading.gate import OrderGate
 from core.trading.orders import Order, OrderStatus, OrderType, Origin, Side, new_client_order_id
 from core.trading.paper import QUOTE, PaperExchange, base_asset
 from core.trading.portfolio import Portfolio
+from core.venue import ConfirmLive, VenueLink
 
 log = logging.getLogger("spikeguard.session")
 
@@ -96,6 +97,8 @@ class Session:
         self.gate = OrderGate(settings.risk_management, self.breaker, self.engine.market, exchange,
                               self.portfolio, journal=journal, clock=self.engine.now_ms)
         self.mode = MODES[self.gate.exchange_name]  # the badge: the exchange actually wired, not the config
+        # an exchange that keeps its own book (Binance) is started and reconciled before any order
+        self.venue: VenueLink | None = VenueLink(self, exchange) if hasattr(exchange, "reconcile") else None
         self.approvals = ApprovalQueue(self.gate, self.breaker, self.engine.market, self.bus, journal=journal,
                                        wall_clock=self.wall_clock,
                                        max_drift_pct=settings.execution.max_approval_drift_percent,
@@ -289,7 +292,13 @@ class Session:
         for fill in fills:
             self.portfolio.apply(fill)
         restored["fills"] = len(fills)
-        open_orders = await journal.open_orders()
+        if self.venue is not None:  # the exchange's book is the truth: reconciled at start_venue()
+            self.venue.journal_orders = [o for o in await journal.latest_orders() if not o.status.is_final]
+            self.venue.journal_fills = fills
+            restored["open_orders"] = len(self.venue.journal_orders)
+            open_orders = []
+        else:
+            open_orders = await journal.open_orders()
         if fills or open_orders:
             balances: dict[str, float] = {QUOTE: self.portfolio.cash}
             for symbol, pos in self.portfolio.positions(open_only=True).items():
@@ -329,11 +338,21 @@ class Session:
             trigger_actor=Actor.RULE), source="restore")
 
     # ------------------------------------------------------------------ running
+    async def start_venue(self, confirm_live: ConfirmLive | None = None) -> Any:
+        """Connect and reconcile an exchange that keeps its own book (core.venue); nothing to do
+        on paper. Raises VenueError (one line); the breaker stays TRIGGERED then."""
+        if self.venue is None:
+            return None
+        self.bus.bind_loop(asyncio.get_running_loop())
+        return await self.venue.start(confirm_live)
+
     async def run(self, on_batch: Callable[[], None] | None = None) -> None:
         loop = asyncio.get_running_loop()
         self.bus.bind_loop(loop)
         if self.journal is None and self.journal_path is not None:
             await self.open_journal(self.journal_path, key=self._journal_key, force=self._journal_force)
+        if self.venue is not None and not self.venue.started:
+            await self.start_venue()
         self._tasks.append(loop.create_task(self._housekeeping()))
         url = self.settings.monitoring.webhook_url
         if url:
@@ -384,6 +403,11 @@ class Session:
         if reason:
             self._operator_action("session_end", reason, {"entry_orders_cancelled": cancelled,
                                                           "breaker": self.breaker.status.value})
+        if self.venue is not None:
+            try:
+                await self.venue.close()
+            except Exception:
+                log.exception("closing the exchange failed")
         if self.journal is not None:
             await self.journal.close()
 
@@ -465,6 +489,11 @@ class Session:
         self.reason("operator", "reason", f"{action}{': ' + reason if reason else ''}")
         if self.journal is not None:
             self.journal.enqueue_operator_action(action, reason, details)
+
+    def record_action(self, action: str, reason: str, details: dict[str, Any]) -> None:
+        """A session step the journal keeps beside the operator's (the exchange's reconcile,
+        a live confirmation)."""
+        self._operator_action(action, reason, details)
 
     # ------------------------------------------------------------------ views for the console
     def open_positions(self) -> list[tuple[str, float, float, float, float]]:

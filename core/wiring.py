@@ -7,6 +7,10 @@ never build those parts themselves; everything past it depends only on interface
 
 What is not built yet is refused here as well as by the configuration (core.config's
 availability check), so no setting can reach a part that does not exist.
+
+Binance: `--feed binance` streams the environment the venue names (live prices for paper
+trading, the testnet's for testnet orders); orders go to a BinanceExchange only when the
+venue is testnet or live, and the session reconciles it before any order (core.venue).
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from core.breaker.backend import MemoryBackend
 from core.breaker.state import CircuitBreakerState
@@ -64,11 +69,10 @@ class JournalChoice:
         return cls(Path(path), load_or_create_key(config_dir), force)
 
 
-def build_feed(settings: Settings, choice: FeedChoice) -> BuiltFeed:
+def build_feed(settings: Settings, choice: FeedChoice, venue: "Venue | None" = None) -> BuiltFeed:
     kind = choice.kind or settings.testing.feed
     if kind == "binance":
-        raise WiringError("--feed binance is not available yet: it arrives with the Binance issue (#9); "
-                          "use --feed sim or --feed replay FILE...")
+        return _binance_feed(settings, choice, venue or resolve_venue(settings, kind))
     if kind == "replay":
         from core.market.replay import ReplayFeed, ReplayInputError
 
@@ -97,6 +101,22 @@ def build_feed(settings: Settings, choice: FeedChoice) -> BuiltFeed:
         label = f"sim {scenario}"
     speed_label = "max" if feed.speed == MAX_SPEED else f"{feed.speed:g}x"
     return BuiltFeed(feed, label, speed_label)
+
+
+def _binance_feed(settings: Settings, choice: FeedChoice, venue: Venue) -> BuiltFeed:
+    from core.market.binance_feed import BinanceFeed
+
+    if choice.files or choice.symbol or choice.scenario or choice.seed is not None:
+        raise WiringError("files, --symbol, --scenario and --seed are not for --feed binance (symbols come from "
+                          "binance.symbols in the config)")
+    if choice.speed is not None:
+        raise WiringError("--speed is not for --feed binance: live data runs at the market's pace")
+    endpoints = getattr(settings.binance, venue.market_data)
+    try:
+        feed = BinanceFeed(settings.binance, endpoints)
+    except ValueError as exc:
+        raise WiringError(f"binance.symbols: {exc}") from None
+    return BuiltFeed(feed, f"binance {venue.market_data}", "live")
 
 
 @dataclass(frozen=True)
@@ -137,11 +157,26 @@ def resolve_venue(settings: Settings, feed_kind: str | None, live_flag: bool = F
     return Venue("paper", "live")
 
 
-def exchange_factory(settings: Settings, venue: Venue) -> ExchangeFactory:
+def exchange_factory(settings: Settings, venue: Venue, feed: Feed | None = None) -> ExchangeFactory:
+    """Paper, or a BinanceExchange on the venue's environment with the keys of the settings
+    (the feed, when it is Binance's, lends it its quotes and depth)."""
     if venue.exchange == "paper":
         return paper_exchange
-    raise WiringError(f"trading on the Binance {venue.exchange} is not available yet: it arrives with the Binance "
-                      f"issue (#9); without keys (or with execution.mode: paper) orders stay on paper")
+    if not has_binance_keys(settings):
+        raise WiringError(f"trading on the Binance {venue.exchange} needs BINANCE_API_KEY and BINANCE_SECRET_KEY")
+    from core.trading.binance import BinanceExchange
+
+    secrets = settings.secrets
+    key, secret = secrets.binance_api_key, secrets.binance_secret_key
+    environment = venue.exchange
+    book = feed if feed is not None and hasattr(feed, "quotes") and hasattr(feed, "book") else None
+
+    def binance_exchange(settings: Settings, market: Any, clock: Callable[[], int]) -> Any:
+        return BinanceExchange(settings.binance, environment, key.get_secret_value().strip(),  # type: ignore[union-attr]
+                               secret.get_secret_value().strip(), market=market,  # type: ignore[union-attr]
+                               endpoints=getattr(settings.binance, environment), book=book)
+
+    return binance_exchange
 
 
 def build_breaker(settings: Settings) -> CircuitBreakerState:
@@ -157,7 +192,8 @@ def build_session(settings: Settings, feed: Feed, journal: JournalChoice | None 
     resolve_venue; paper when not given). The journal is opened by `open_journal` (it needs
     the running loop)."""
     venue = venue or Venue("paper", "live")
-    return Session(settings, feed, breaker=build_breaker(settings), exchange_factory=exchange_factory(settings, venue),
+    return Session(settings, feed, breaker=build_breaker(settings),
+                   exchange_factory=exchange_factory(settings, venue, feed),
                    journal_path=journal.path if journal else None, journal_key=journal.key if journal else None,
                    journal_force=journal.force if journal else False, wall_clock=wall_clock)
 

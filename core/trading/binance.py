@@ -74,13 +74,15 @@ class BinanceExchange:
     watched_symbols: frozenset[str] = frozenset()  # Binance matches the orders: no ticks needed
 
     def __init__(self, settings: BinanceSettings, environment: Literal["testnet", "live"], api_key: str,
-                 api_secret: str, market: MarketState | None = None, endpoints: BinanceEndpoints | None = None) -> None:
+                 api_secret: str, market: MarketState | None = None, endpoints: BinanceEndpoints | None = None,
+                 book: Any = None) -> None:
         if environment not in ("testnet", "live"):
             raise ValueError(f"environment must be testnet or live, got {environment!r}")
         self.name = environment
         self.settings = settings
         self.endpoints = endpoints or getattr(settings, environment)
         self.market = market  # the feed's last prices stand in for Binance's average in the filters
+        self.book = book  # the feed's bookTicker and depth (BinanceFeed.quotes/.book), for quotes and depth
         redact.register((api_key, api_secret))
         self._credentials: tuple[str, str] | None = (api_key, api_secret)  # until start() hands them over
         self._book = OrderBook(self._assets)
@@ -207,11 +209,16 @@ class BinanceExchange:
         return {a: dict(b) for a, b in list(self._balances.items()) if b["free"] + b["locked"] > 0}
 
     def quotes(self, symbol: str) -> tuple[float, float] | None:
-        """None: Binance's book is the feed's, not held here."""
-        return None
+        """The feed's best bid and ask (None without a feed, or while it reconnects)."""
+        q = self.book.quotes(symbol) if self.book is not None else None
+        return (q.bid, q.ask) if q is not None else None
 
     def depth_usd(self, symbol: str) -> float:
-        return 0.0  # no depth held here (see quotes)
+        """USD resting in the feed's depth levels, on the thinner side (0 when unknown)."""
+        depth = self.book.book(symbol) if self.book is not None else None
+        if depth is None:
+            return 0.0
+        return min(sum(p * q for p, q in depth.bids), sum(p * q for p, q in depth.asks))
 
     def on_tick(self, tick: Any) -> None:
         """Nothing to do: Binance works the orders."""
@@ -560,6 +567,15 @@ class BinanceExchange:
         return missing
 
     # ------------------------------------------------------------------ the key
+    async def account_uid(self) -> str | None:
+        """The account this key trades (/api/v3/account's uid), for the live confirmation phrase."""
+        try:
+            account = await self.rest.call("account", WEIGHT["account"], self.client.get_account, wait=True)
+        except RestError as exc:
+            raise ExchangeError(f"the account could not be read: {exc}") from None
+        uid = account.get("uid") if isinstance(account, dict) else None
+        return str(uid) if isinstance(uid, int) and not isinstance(uid, bool) and uid > 0 else None
+
     async def key_permissions(self) -> KeyPermissions:
         """What Binance says this API key may do (/sapi/v1/account/apiRestrictions). The
         spot testnet has no /sapi: there this raises ExchangeError."""

@@ -263,12 +263,12 @@ async def test_no_color_is_honoured(session, clock, monkeypatch):
         assert "SAFE" in screen_text(app)  # the state is spelled out, not colour only
 
 
-def test_binance_feed_is_not_available_yet():
+def test_binance_feed_refuses_a_replay_speed():
     from tests.conftest import run_cli
 
-    result = run_cli("console", "--feed", "binance")
+    result = run_cli("console", "--feed", "binance", "--speed", "5")
     assert result.returncode == 2
-    assert "not available yet" in result.stderr and len(result.stderr.strip().splitlines()) == 1
+    assert result.stderr.strip() == "error: --speed is not for --feed binance: live data runs at the market's pace"
 
 
 def test_console_without_a_terminal_says_so():

@@ -73,8 +73,6 @@ def test_caps_of_1e300_are_refused(tmp_path):
 
 
 @pytest.mark.parametrize("text, key", [
-    ("execution:\n  mode: live\n", "execution.mode: live"),
-    ("execution:\n  mode: testnet\n", "execution.mode: testnet"),
     ("circuit_breaker:\n  backend: redis\n", "circuit_breaker.backend: redis"),
     ("redis:\n  enabled: true\n", "redis.enabled: true"),
 ])
@@ -84,6 +82,20 @@ def test_what_is_not_built_yet_does_not_start(tmp_path, text, key):
     line = one_line(run_cli("--data-dir", str(tmp_path / "data"), "--config", str(given), "console",
                             timeout=QUICK), 2)
     assert line.startswith(f"config error: {given}: {key} is not available yet")
+
+
+@pytest.mark.parametrize("text, args, fragment", [
+    ("execution:\n  mode: live\n", ["--feed", "binance"], "execution.mode: live also needs the --live flag"),
+    ("execution:\n  mode: testnet\n", ["--feed", "binance"], "execution.mode: testnet needs BINANCE_API_KEY"),
+    ("execution:\n  mode: testnet\n", [], "execution.mode: testnet trades on Binance: it needs --feed binance"),
+    ("execution:\n  mode: paper\n", ["--feed", "binance", "--live"], "--live needs execution.mode: live"),
+])
+def test_a_binance_venue_that_cannot_be_built_does_not_start(tmp_path, text, args, fragment):
+    """Refused before any screen or connection: no LIVE or TESTNET badge over a venue that is not there."""
+    given = private(tmp_path / "given.yaml", text)
+    line = one_line(run_cli("--data-dir", str(tmp_path / "data"), "--config", str(given), "console", *args,
+                            env={"BINANCE_API_KEY": "", "BINANCE_SECRET_KEY": ""}, timeout=QUICK), 2)
+    assert line == f"error: {fragment}" or line.startswith(f"error: {fragment}")
 
 
 # ---------------------------------------------------------------------------- .env files

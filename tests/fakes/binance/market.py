@@ -229,7 +229,8 @@ class FakeMarket:
             return self._error(400, -1121, "Invalid symbol.")
         symbols = [{"symbol": s.symbol, "status": "TRADING", "baseAsset": s.base, "baseAssetPrecision": 8,
                     "quoteAsset": s.quote, "quotePrecision": 8, "quoteAssetPrecision": 8,
-                    "orderTypes": ["LIMIT", "LIMIT_MAKER", "MARKET", "STOP_LOSS_LIMIT", "TAKE_PROFIT_LIMIT"],
+                    "orderTypes": ["LIMIT", "LIMIT_MAKER", "MARKET", "STOP_LOSS", "STOP_LOSS_LIMIT",
+                                   "TAKE_PROFIT", "TAKE_PROFIT_LIMIT"],
                     "isSpotTradingAllowed": True, "isMarginTradingAllowed": False, "filters": s.filters(),
                     "permissions": [], "permissionSets": [["SPOT"]]}
                    for s in self.server.symbols.values() if wanted is None or s.symbol in wanted]

@@ -151,6 +151,7 @@ class FakeTrading:
             "enableSpotAndMarginTrading": True, "enableWithdrawals": False, "enableInternalTransfer": False,
             "enableMargin": False, "enableFutures": False, "permitsUniversalTransfer": False,
             "enableVanillaOptions": False, "enablePortfolioMarginTrading": False}
+        self.uid = 354_937_868  # the account's id (/api/v3/account): the live confirmation phrase names it
         self.listen_keys: set[str] = set()
         self.sockets: list[UserSocket] = []
         self.user_connections = 0  # user websockets ever opened
@@ -455,7 +456,7 @@ class FakeTrading:
 
     async def account(self, request: web.Request) -> web.Response:
         return web.json_response({
-            "makerCommission": 10, "takerCommission": 10, "canTrade": True, "canWithdraw": False,
+            "uid": self.uid, "makerCommission": 10, "takerCommission": 10, "canTrade": True, "canWithdraw": False,
             "canDeposit": True, "accountType": "SPOT", "updateTime": self.server.now_ms(), "permissions": ["SPOT"],
             "balances": [{"asset": a, "free": amount(f), "locked": amount(lk)} for a, (f, lk) in self.balances.items()]})
 
