@@ -53,6 +53,7 @@ from core.events import (
     ReasoningLine,
     SpikeDetected,
     SpikeStatus,
+    VenueAlarm,
 )
 from core.redact import mask
 from core.session import Session
@@ -269,6 +270,11 @@ class SpikeguardApp(App[int]):
                 pass  # the positions panel reads the book each frame
             elif isinstance(ev, ProposalUpdate):
                 self._proposal_status(spikes, ev)
+            elif isinstance(ev, VenueAlarm):
+                self.notify(f"Binance {ev.kind.replace('_', ' ')}: {ev.detail}", severity=ev.severity,
+                            timeout=12 if ev.severity == "error" else 6)
+                if ev.severity == "error" and self.session.settings.monitoring.terminal_bell:
+                    self.bell()
 
     def _track_spike(self, ev: SpikeStatus) -> None:
         key = id(ev.spike)
@@ -359,7 +365,8 @@ class SpikeguardApp(App[int]):
             latency_ms=round(latency, 3) if latency is not None else None, ticks_per_second=round(self._rate),
             speed=self.speed_label, journal=self.journal_label, clock=clock,
             journal_failing=bool(self.session.journal_health and not self.session.journal_health.ok),
-            feed_detail=feed_detail(engine.feed_health.values()),
+            feed_detail=", ".join(filter(None, (feed_detail(engine.feed_health.values()),
+                                                self.session.venue.status() if self.session.venue else ""))),
             scanner_paused=self._scanner_paused, feed_paused=self._feed_paused, desk=self.desk_label)
         if self._changed("status", info):
             views.status.show(info)

@@ -292,3 +292,18 @@ async def test_every_command_is_in_the_palette(session, clock):
         await pilot.press("enter")
         await pilot.pause()
         assert type(app.screen).__name__ == "BreakerConfirmScreen"
+
+
+async def test_an_exchange_alarm_is_told_at_once(session, clock):
+    from core.events import VenueAlarm
+
+    app = make_app(session, clock)
+    told: list[tuple[str, str]] = []
+    notify = app.notify
+    app.notify = lambda message, **kw: (told.append((message, kw.get("severity"))), notify(message, **kw))[1]
+    async with app.run_test(size=SIZE) as pilot:
+        await _ready(app, pilot)
+        session.bus.publish(VenueAlarm("halt_incomplete", "1 of 2 orders still open on Binance after the halt",
+                                       "error", T0))
+        await _ready(app, pilot)
+    assert ("Binance halt incomplete: 1 of 2 orders still open on Binance after the halt", "error") in told
