@@ -4,10 +4,13 @@ Prints figures; asserts nothing (the tests check what the feed does; its speed i
 - websocket frames parsed into events per second on one core: a mix of combined aggTrade,
   bookTicker and depth5 frames of 50 symbols, from the bytes on the wire (orjson) to Ticks,
   Quotes and Depths (goal >= 100,000/s); and from the dicts python-binance hands over;
-- frame-to-halt: the fake Binance (tests/fakes/binance) on loopback writes a trade 16% below
-  BTC's 60-minute high, and the breaker's halt step runs: p50 and p99 (goal p99 <= 5 ms). Each
-  trial starts a feed and an engine (the breaker trips once), so start-up to a backfilled
-  feed is printed too.
+- frame-to-halt: a testnet session (the composition root's: journal, BinanceExchange, Binance
+  feed) on the fake Binance (tests/fakes/binance) over loopback, a resting entry; the server
+  writes a trade 16% below BTC's 60-minute high, and the gate's halt issues the entry's cancel:
+  p50 and p99 (goal p99 <= 5 ms). Each trial starts a whole session, so start-up to a
+  backfilled feed is printed too;
+- start-up to the first live price on screen: `spikeguard console --feed binance` in tmux on
+  the fake as the testnet, until a live trade's price is drawn.
 Run: .venv/bin/python bench/binance.py [--quick]
 """
 
@@ -18,19 +21,22 @@ import asyncio
 import gc
 import statistics
 import sys
+import tempfile
 import time
 from pathlib import Path
 
 sys.path[0] = str(Path(__file__).resolve().parent.parent)  # not bench/: this file's name would shadow python-binance
 
 import orjson  # noqa: E402
+from pydantic import SecretStr  # noqa: E402
 
 from bench.common import fifty_symbols, pct, quiet_logs  # noqa: E402
 from core.config import load_config  # noqa: E402
-from core.engine import Engine  # noqa: E402
 from core.market.binance_feed import BinanceFeed  # noqa: E402
 from core.market.binance_messages import parse_frame, parse_message  # noqa: E402
 from core.settings import BinanceSettings  # noqa: E402
+from core.trading.orders import Order, OrderType, Side  # noqa: E402
+from core.wiring import FeedChoice, JournalChoice, Venue, build_feed, build_session, open_journal  # noqa: E402
 from tests.fakes.binance import FakeBinance  # noqa: E402
 
 T0 = 1_700_000_000_000
@@ -71,9 +77,17 @@ def parse_rate(frames: list, parse, runs: int) -> list[float]:
     return rates
 
 
-async def frame_to_halt(settings, trials: int) -> tuple[list[float], list[float]]:
-    """Microseconds from the crossing frame's write to the halt step; milliseconds from a feed's
-    start to its last symbol backfilled."""
+def on_fake(settings, server: FakeBinance):
+    """The shipped settings with the testnet on the fake server, and (fake) keys: a testnet session."""
+    binance = BinanceSettings(symbols=["BTCUSDT", "ETHUSDT", "SOLUSDT"], futures=False, testnet=server.endpoints())
+    return settings.model_copy(update={"binance": binance, "secrets": settings.secrets.model_copy(update={
+        "binance_api_key": SecretStr("bench-key"), "binance_secret_key": SecretStr("bench-secret")})})
+
+
+async def frame_to_halt(settings, trials: int, workdir: Path) -> tuple[list[float], list[float]]:
+    """Microseconds from the crossing frame's write to the end of the gate's halt (its cancel
+    of a resting entry issued); milliseconds from building a testnet session (journal, exchange
+    start and reconcile, feed) to its last symbol backfilled."""
     server = await FakeBinance().start()
     halts, startups = [], []
     try:
@@ -87,38 +101,86 @@ async def frame_to_halt(settings, trials: int) -> tuple[list[float], list[float]
                 written.append(ns)
 
         server.market.write_listeners.append(on_write)
-        binance = BinanceSettings(symbols=["BTCUSDT", "ETHUSDT", "SOLUSDT"], futures=False)
-        for _ in range(trials):
+        settings = on_fake(settings, server)
+        venue = Venue("testnet", "testnet")
+        for trial in range(trials):
             server.set_price("BTCUSDT", 100_000.0)
-            feed = BinanceFeed(binance, server.endpoints())
-            engine = Engine(settings, feed)
-            halted, backfilled = asyncio.Event(), asyncio.Event()
-            halt_ns: list[int] = []
+            started = time.perf_counter()
+            session = build_session(settings, build_feed(settings, FeedChoice(kind="binance"), venue).feed,
+                                    JournalChoice(workdir / f"journal-{trial}.db"), venue=venue)
+            backfilled = asyncio.Event()
 
-            def halt(change, halt_ns=halt_ns, halted=halted) -> None:
-                halt_ns.append(time.perf_counter_ns())
-                halted.set()
-
-            def after_batch(feed=feed, backfilled=backfilled) -> None:
+            def after_batch(feed=session.feed, backfilled=backfilled) -> None:
                 if feed.stats.gaps_filled == len(feed.symbols):
                     backfilled.set()
 
-            engine.breaker.add_halt_step(halt)
-            started = time.perf_counter()
-            run = asyncio.create_task(engine.run(on_batch=after_batch))
+            await open_journal(session, JournalChoice(workdir / f"journal-{trial}.db"))
+            await session.start_venue()
+            run = asyncio.create_task(session.run(on_batch=after_batch))
             try:
                 await backfilled.wait()
                 startups.append((time.perf_counter() - started) * 1000)
+                server.set_price("BTCUSDT", 100_000.0)  # a live price for the entry's reference
+                while session.engine.market.symbols["BTCUSDT"].last_time < server.now_ms() - 1000:
+                    await asyncio.sleep(0.001)
+                entry = await session.gate.submit(Order(symbol="BTCUSDT", side=Side.BUY, type=OrderType.LIMIT,
+                                                        quantity=0.002, price=99_000.0))
+                assert entry.status.is_open, entry
                 written.clear()
+                halted_before = session.gate.last_halt_ns
                 server.set_price("BTCUSDT", CRASH_PRICE)
-                await halted.wait()
-                halts.append((halt_ns[0] - written[0]) / 1000)
+                while session.gate.last_halt_ns == halted_before:
+                    await asyncio.sleep(0)
+                halts.append((session.gate.last_halt_ns - written[0]) / 1000)
             finally:
-                engine.stop()
+                await session.close("bench trial over")
                 await run
     finally:
         await server.stop()
     return halts, startups
+
+
+def first_price_on_screen(trials: int, workdir: Path) -> list[float] | None:
+    """Seconds from `spikeguard console --feed binance` (testnet keys, the fake as the testnet)
+    being started in a real terminal (tmux) to a live trade's price on its screen; None
+    without tmux."""
+    import shutil
+    import threading
+
+    if shutil.which("tmux") is None:
+        return None
+    from tests.e2e.test_tmux import Tmux
+    from tests.e2e.test_tmux_binance import command, config_on
+    from tests.fakes.binance.threaded import ThreadedFake
+
+    fake = ThreadedFake()
+    streaming = threading.Event()
+
+    def trade_every_20ms() -> None:  # a live price the backfill never had
+        while not streaming.wait(0.02):
+            fake.call(fake.server.set_price, "BTCUSDT", 100_123.45)
+
+    pusher = threading.Thread(target=trade_every_20ms, daemon=True)
+    pusher.start()
+    seconds = []
+    try:
+        config = config_on(fake, workdir / "binance.yaml")
+        for trial in range(trials):
+            term = Tmux(workdir)
+            try:
+                started = time.monotonic()
+                term.start(command(workdir / f"sg-{trial}", config))
+                term.wait_for("100,123.45", "TESTNET", timeout=60)
+                seconds.append(time.monotonic() - started)
+                term.keys("q")
+                term.wait_for("SPIKEGUARD-EXIT=", timeout=30)
+            finally:
+                term.kill()
+    finally:
+        streaming.set()
+        pusher.join(5)
+        fake.stop()
+    return seconds
 
 
 def main() -> None:
@@ -140,13 +202,24 @@ def main() -> None:
     print(f"frames parsed, decoded dicts -> events (what python-binance hands the feed), {runs} runs:")
     print(f"  median {statistics.median(rates):,.0f} frames/s   (min {min(rates):,.0f}, max {max(rates):,.0f})")
 
-    halts, startups = asyncio.run(frame_to_halt(settings, trials))
-    print(f"frame-to-halt over loopback, the fake server's crossing trade written -> the breaker's halt step, "
-          f"{trials} trials:")
+    with tempfile.TemporaryDirectory() as workdir:
+        halts, startups = asyncio.run(frame_to_halt(settings, trials, Path(workdir)))
+    print(f"frame-to-halt over loopback, a testnet session on the fake: the crossing trade written -> the gate's "
+          f"halt (a resting entry's cancel issued), {trials} trials:")
     print(f"  p50 {pct(halts, 0.5) / 1000:.2f} ms   p99 {pct(halts, 0.99) / 1000:.2f} ms   "
           f"max {max(halts) / 1000:.2f} ms   (goal p99 <= 5 ms)")
-    print(f"start-up to backfilled (client, exchangeInfo, socket, 3 x 60 min of klines), {trials} trials:")
+    print(f"start-up to backfilled (journal, exchange start and reconcile, feed client, socket, 3 x 60 min of "
+          f"klines), {trials} trials:")
     print(f"  median {statistics.median(startups):.1f} ms   p99 {pct(startups, 0.99):.1f} ms")
+    screens = 3 if args.quick else 9
+    with tempfile.TemporaryDirectory() as workdir:
+        shown = first_price_on_screen(screens, Path(workdir))
+    if shown is None:
+        print("start-up to the first live price on screen: tmux is not installed, skipped")
+    else:
+        print(f"start-up to the first live price on screen (the console process started in tmux -> a live BTC "
+              f"trade's price drawn; Python start and imports included), {screens} trials:")
+        print(f"  median {statistics.median(shown):.2f} s   max {max(shown):.2f} s")
 
 
 if __name__ == "__main__":
