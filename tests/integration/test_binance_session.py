@@ -342,3 +342,27 @@ async def test_the_canary_keys_never_reach_the_journal_the_log_or_a_traceback(se
     for canary in (CANARY_KEY, CANARY_SECRET):
         assert canary not in seen
     assert "canary check" in seen  # the search did see the journal's rows
+
+
+# ---------------------------------------------------------------------------- no keys: paper on live prices
+async def test_without_keys_the_feed_streams_live_prices_and_orders_fill_on_paper(server, settings, tmp_path):
+    settings = on_fake(settings, server, mode="auto")
+    settings = settings.model_copy(update={"secrets": settings.secrets.model_copy(update={
+        "binance_api_key": None, "binance_secret_key": None})})
+    venue = resolve_venue(settings, "binance")
+    assert venue == Venue("paper", "live")  # public market data of live Binance, orders on paper
+    r = Running(settings, tmp_path / "journal.db", venue)
+    assert r.session.mode == "PAPER" and r.session.venue is None and r.built.label == "binance live"
+    try:
+        assert await r.start() is None  # nothing to reconcile on paper
+        assert r.states() == []  # no start-up hold: the paper book is the journal's
+        await streaming(r, server)
+        server.set_price("BTCUSDT", 100_500.0)
+        await r.until(lambda: r.session.engine.market.symbols["BTCUSDT"].last_price == 100_500.0, "the trade")
+        bought = await r.session.gate.submit(Order(symbol="BTCUSDT", side=Side.BUY, type=OrderType.MARKET,
+                                                   quantity=0.005))
+        assert bought.status is OrderStatus.FILLED
+        assert bought.average_price == pytest.approx(100_500.0, rel=0.001)  # filled from the real price
+        assert server.trading.accepted == []  # nothing was sent to Binance
+    finally:
+        await r.close()
