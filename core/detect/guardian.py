@@ -471,8 +471,13 @@ class Guardian:
     def release_startup(self, t: int, reason: str, details: dict[str, Any]) -> bool:
         """The exchange is reconciled: RECOVERING (entries at reduced size), SAFE after the
         cool-down. False when the start-up hold is not what holds the breaker."""
+        if self.breaker.status is not TRIGGERED:
+            return False
         ep = self.episode
-        if ep is None or ep.trigger_type != "startup" or self.breaker.status is not TRIGGERED:
+        if ep is None and self.breaker.snapshot().trigger_type == "startup":
+            # a start that failed left its own hold in the journal: this start takes it over
+            ep = self.episode = Episode("startup", t)
+        if ep is None or ep.trigger_type != "startup":
             return False
         return self.breaker.start_recovery(reason, details, time_ms=t)
 

@@ -126,3 +126,16 @@ def test_a_backfill_older_than_the_start_up_release_does_not_count_as_cool_down(
     cool_down = settings.circuit_breaker.recovery.cooldown_minutes
     engine.process(ticks(3603, 3600 + int(cool_down * 60) + 5))
     assert states(engine)[-1] == "SAFE"
+
+
+def test_a_start_up_hold_left_by_a_failed_start_is_released_by_the_next(settings):
+    from core.breaker.machine import BreakerRecord
+
+    first = live_engine(settings)
+    first.guardian.hold_for_startup(T0 + 120 * SEC, "start-up")  # ...and the exchange never answered
+    left = first.breaker.snapshot()
+    second = live_engine(settings)
+    second.breaker.adopt(BreakerRecord.from_dict(left.to_dict()), source="journal")
+    assert not second.guardian.hold_for_startup(T0 + 130 * SEC, "start-up")  # already held
+    assert second.guardian.release_startup(T0 + 140 * SEC, "reconciled", {})
+    assert second.breaker.status is BreakerStatus.RECOVERING
