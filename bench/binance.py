@@ -105,6 +105,9 @@ async def frame_to_halt(settings, trials: int, workdir: Path) -> tuple[list[floa
         venue = Venue("testnet", "testnet")
         for trial in range(trials):
             server.set_price("BTCUSDT", 100_000.0)
+            # each trial is one start: 200 of them in a minute would spend the IP's request weight, and
+            # the exchange's throttle would (rightly) hold the reconcile's openOrders to the next minute
+            server.trading.reset_weight()
             started = time.perf_counter()
             session = build_session(settings, build_feed(settings, FeedChoice(kind="binance"), venue).feed,
                                     JournalChoice(workdir / f"journal-{trial}.db"), venue=venue)

@@ -180,6 +180,10 @@ class FakeTrading:
         free, locked = self.balances.get(asset, [D0, D0])
         return free + locked
 
+    def reset_weight(self) -> None:
+        """A new minute for the weight budget (a benchmark's trials, each a start of its own)."""
+        self._weight.clear()
+
     def add_weight(self, weight: int) -> None:
         """Requests from elsewhere on the same IP: they count toward the minute's weight."""
         minute = self.server.now_ms() // 60_000
