@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from core.logs import drop_library_records
 from core.redact import mask
 
 # from the app's return to the end of the process, whatever a library's thread does; with the app's own
@@ -108,6 +109,7 @@ def run_app(app: Any, log_file: Path, loop: asyncio.AbstractEventLoop | None = N
         closed = _wait_for_close(loop, app, deadline)
     finally:
         _close_loop(loop, deadline)
+        _mute_abandoned_threads()
     code = app.return_code or int(result or 0)
     if app.crash:
         print(f"error: the console stopped on an unexpected error: {app.crash} (traceback in {log_file})",
@@ -118,6 +120,17 @@ def run_app(app: Any, log_file: Path, loop: asyncio.AbstractEventLoop | None = N
         code = code or 1
     leave_by(deadline, code)
     return code
+
+
+def _mute_abandoned_threads() -> None:
+    """The session is closed and the loop gone: a crew still running in a thread fails against
+    the interpreter's shutdown (no loop, no executor) and CrewAI logs each failure with a
+    traceback. Those are the exit's, not the run's: the log says so once instead."""
+    busy = [t.name for t in threading.enumerate() if t is not threading.current_thread() and t.is_alive()]
+    if busy:
+        log.info("exit: %d threads still running are abandoned (%s); their errors from here on are not logged",
+                 len(busy), ", ".join(busy[:8]))
+    drop_library_records(("crewai", "LiteLLM", "litellm", "httpx", "opentelemetry"))
 
 
 def _restore_job_control_signals() -> None:

@@ -93,6 +93,23 @@ def setup_logging(log_file: Path, level: str = "INFO", max_bytes: int = 5_000_00
     return handler
 
 
+class _DropLibraries(logging.Filter):
+    def __init__(self, names: tuple[str, ...]) -> None:
+        super().__init__()
+        self.names = frozenset(names)
+        self.children = tuple(f"{n}." for n in names)
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.name not in self.names and not record.name.startswith(self.children)
+
+
+def drop_library_records(names: tuple[str, ...]) -> None:
+    """From now on, records of these loggers (and their children) reach no handler."""
+    drop = _DropLibraries(names)
+    for handler in logging.getLogger().handlers:
+        handler.addFilter(drop)
+
+
 def write_crash(exc: BaseException, log_file: Path | None = None) -> Path | None:
     """Write `exc` with its traceback to the log: through the log file when logging is set
     up; before that, appended to `log_file`, else to a new private file in the temp

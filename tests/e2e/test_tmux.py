@@ -41,6 +41,10 @@ class Tmux:
     def screen(self) -> str:
         return self.tmux("capture-pane", "-p")
 
+    def unwrapped(self) -> str:
+        """The screen with the lines the terminal wrapped joined again, their spaces kept."""
+        return self.tmux("capture-pane", "-p", "-J")
+
     def wait_for(self, *texts: str, timeout: float = TIMEOUT) -> str:
         deadline = time.monotonic() + timeout
         screen = ""

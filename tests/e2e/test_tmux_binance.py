@@ -97,6 +97,7 @@ def test_a_testnet_that_cannot_be_reached_is_one_line_and_exit_2(term, tmp_path)
     config.write_text(f"binance:\n  request_timeout_seconds: 2\n  testnet:\n{dead}")
     config.chmod(0o600)
     term.start(command(tmp_path / "sg", config))
-    screen = term.wait_for("SPIKEGUARD-EXIT=2")
+    term.wait_for("SPIKEGUARD-EXIT=2")
+    screen = term.unwrapped()
     assert "error: cannot reach Binance testnet at http://127.0.0.1:9/api" in screen
     assert "Traceback" not in screen and CANARY_KEY not in screen

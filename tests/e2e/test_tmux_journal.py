@@ -110,7 +110,8 @@ def test_a_second_console_on_the_same_journal_is_refused_naming_the_first(term, 
     second = Tmux(tmp_path)
     try:
         second.start(console(data))
-        screen = second.wait_for("SPIKEGUARD-EXIT=2").replace("\n", "")  # the terminal wraps the line
+        second.wait_for("SPIKEGUARD-EXIT=2")
+        screen = second.unwrapped()
         assert f"is in use by another spikeguard (PID {first}" in screen and "Traceback" not in screen
     finally:
         second.kill()
@@ -129,7 +130,8 @@ def test_a_journal_that_cannot_be_written_is_refused_at_start(term, tmp_path):
         assert init.returncode == 0, init.stderr
         subprocess.run(["mount", "-o", "remount,ro", str(mnt)], check=True)
         term.start(console(data, "--db", str(db)))
-        screen = term.wait_for("SPIKEGUARD-EXIT=2").replace("\n", "")  # the terminal wraps the line
+        term.wait_for("SPIKEGUARD-EXIT=2")
+        screen = term.unwrapped()
         assert "error: " in screen and "journal" in screen and "Read-only file system" in screen
         assert "Traceback" not in screen and "SAFE" not in screen
 
