@@ -167,21 +167,30 @@ async def test_a_session_on_the_testnet_streams_trades_and_a_crash_cancels_its_o
     assert actions[0] == "exchange_reconciled" and "session_end" in actions
 
 
-async def test_a_restart_reconciles_with_binance_before_any_order(server, settings, tmp_path):
-    journal = tmp_path / "journal.db"
+async def resting_entry_then_crash(settings: Settings, server: FakeBinance, journal: Path,
+                                   halt: str | None = None) -> Order:
+    """A session that rests an entry on Binance (and is then halted by the operator, with
+    `halt`), then dies: no session end, nothing cancelled on the way out."""
     first = Running(on_fake(settings, server), journal)
     try:
         await first.start()
         await streaming(first, server)
         kept = await first.session.gate.submit(resting_buy(98_500.0))
         assert kept.status is OrderStatus.NEW
+        if halt:
+            first.session.force_trigger(halt)
     finally:
-        first.session.gate.block_entries("test", "closing")  # close() cancels entries; this one must survive
         first.session.engine.stop()
-        await first.session.journal.close()  # a crash: no session end, the order stays on Binance
+        await first.session.journal.close()
         await first.session.venue.close()
         if first.run is not None:
             await asyncio.gather(first.run, return_exceptions=True)
+    return kept
+
+
+async def test_a_restart_reconciles_with_binance_before_any_order(server, settings, tmp_path):
+    journal = tmp_path / "journal.db"
+    kept = await resting_entry_then_crash(settings, server, journal)
     server.set_price("BTCUSDT", 98_400.0)  # it fills while spikeguard is down
     await server.settle()
 
@@ -206,20 +215,8 @@ async def test_a_restart_reconciles_with_binance_before_any_order(server, settin
 
 async def test_an_open_entry_the_restored_breaker_refuses_is_cancelled_on_binance(server, settings, tmp_path):
     journal = tmp_path / "journal.db"
-    first = Running(on_fake(settings, server), journal)
-    try:
-        await first.start()
-        await streaming(first, server)
-        kept = await first.session.gate.submit(resting_buy(98_500.0))
-        assert kept.status is OrderStatus.NEW
-        first.session.gate.block_entries("test", "closing")
-        first.session.force_trigger("operator halt before a restart")  # the halt cancels it on Binance...
-    finally:
-        first.session.engine.stop()
-        await first.session.journal.close()
-        await first.session.venue.close()
-        if first.run is not None:
-            await asyncio.gather(first.run, return_exceptions=True)
+    # the operator's halt cancels it on Binance...
+    kept = await resting_entry_then_crash(settings, server, journal, halt="operator halt before a restart")
     # ... but say the cancel was lost with the process: the order is open on Binance again
     server.trading.accepted[-1].status = "NEW"
     assert [o.client_order_id for o in server.trading.open_orders()] == [kept.client_order_id]
