@@ -32,6 +32,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Iterable, Mapping
+from decimal import Decimal
 from typing import Any, Literal
 
 from core import redact
@@ -85,7 +86,7 @@ class BinanceExchange:
         self.book = book  # the feed's bookTicker and depth (BinanceFeed.quotes/.book), for quotes and depth
         redact.register((api_key, api_secret))
         self._credentials: tuple[str, str] | None = (api_key, api_secret)  # until start() hands them over
-        self._book = OrderBook(self._assets)
+        self._book = OrderBook(self._assets, self._asset_price)
         self._reported: set[str] = set()  # orders the user stream has spoken of
         self._in_flight: set[str] = set()  # creates awaiting Binance's answer (or their lookups)
         self._balances: dict[str, dict[str, float]] = {}
@@ -236,6 +237,11 @@ class BinanceExchange:
             elif not known.status.is_open:
                 gone.append(known)
         return gone
+
+    def _asset_price(self, asset: str, quote: str) -> Decimal | None:
+        """`asset`'s last price in `quote` from the feed (a commission paid in BNB)."""
+        w = self.market.symbols.get(f"{asset}{quote}") if self.market is not None else None
+        return Decimal(str(w.last_price)) if w is not None and w.ticks else None
 
     def _assets(self, symbol: str) -> tuple[str, str]:
         rules = self._rules.get(symbol)

@@ -35,8 +35,10 @@ def rank(status: OrderStatus) -> int:
 
 
 class OrderBook:
-    def __init__(self, assets: Callable[[str], tuple[str, str]]) -> None:
+    def __init__(self, assets: Callable[[str], tuple[str, str]],
+                 asset_price: Callable[[str, str], Decimal | None] = lambda asset, quote: None) -> None:
         self._assets = assets  # symbol -> (base, quote)
+        self._asset_price = asset_price  # (asset, quote) -> its price now, for commissions in a third asset
         self._orders: dict[str, Order] = {}
         self._traded: dict[str, Decimal] = {}  # per order: the quantity of the trades seen, before commission
         self._fills_seen: set[str] = set()
@@ -99,10 +101,14 @@ class OrderBook:
                 continue
             self._fills_seen.add(trade.fill_id)
             self._traded[cid] = self._traded.get(cid, D0) + trade.qty
-            fill, counted = to_fill(trade, cid, current.side, base, quote)
+            third = None
+            if trade.commission > 0 and trade.commission_asset not in (base, quote, None):
+                third = self._asset_price(trade.commission_asset, quote)
+            fill, counted = to_fill(trade, cid, current.side, base, quote, third)
             if not counted and trade.commission_asset not in self._uncounted:
                 self._uncounted.add(trade.commission_asset)
-                log.warning("commission paid in %s is not counted in the fees", trade.commission_asset)
+                log.warning("commission paid in %s is not counted in the fees: no %s%s price", trade.commission_asset,
+                            trade.commission_asset, quote)
             fills.append(fill)
         status = current.status
         if not status.is_final and rank(state.status) >= rank(status):

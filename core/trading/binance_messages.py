@@ -129,12 +129,14 @@ def rest_trade(d: dict[str, Any]) -> Trade:
                  d.get("commissionAsset"), int(d.get("time") or 0), bool(d.get("isMaker")))
 
 
-def to_fill(trade: Trade, client_order_id: str, side: Side, base: str, quote: str) -> tuple[Fill, bool]:
+def to_fill(trade: Trade, client_order_id: str, side: Side, base: str, quote: str,
+            third_asset_price: Decimal | None = None) -> tuple[Fill, bool]:
     """The trade as the portfolio counts it (fees in the quote asset), and whether its
     commission could be counted. A commission in the base asset is taken out of what
     the account got (a buy) or gave (a sell), so the position matches the balance: a buy of
     q with commission c in base is a fill of q - c whose fee is c x price, which costs the
-    same q x price in quote. A commission in a third asset (BNB) is not counted here."""
+    same q x price in quote. A commission in a third asset (BNB) is counted at
+    `third_asset_price` (that asset's price in the quote), and not at all without one."""
     qty, fee, counted = trade.qty, D0, True
     if trade.commission > 0:
         if trade.commission_asset == quote:
@@ -142,6 +144,8 @@ def to_fill(trade: Trade, client_order_id: str, side: Side, base: str, quote: st
         elif trade.commission_asset == base:
             fee = trade.commission * trade.price
             qty = qty - trade.commission if side is Side.BUY else qty + trade.commission
+        elif third_asset_price is not None and third_asset_price > 0:
+            fee = trade.commission * third_asset_price
         else:
             counted = False
     fill = Fill(client_order_id=client_order_id, symbol=trade.symbol, side=side, quantity=float(qty),
