@@ -36,6 +36,8 @@ from core.market.state import MarketState, TooManySymbols
 from core.market.ticks import LATEST_MS, MAX_PRICE, MAX_QTY, MIN_PRICE, implausible
 from core.settings import Settings
 
+_NO_MARKS: list[bool] = []  # a live feed's pause never stops a batch: it is never appended to
+
 log = logging.getLogger("spikeguard.engine")
 
 
@@ -65,6 +67,7 @@ class Engine:
         self.rejected_ticks = 0
         self.rejected_marks = 0  # mark prices and liquidations outside the plausible bounds
         self.feed_health: dict[str, FeedHealth] = {}  # a live feed's latest state per stream
+        self.held: list[Any] | None = None  # the rest of a batch stopped at a pause (see process)
         self.started_wall: float | None = None
         self.finished = False
         self._spike_listeners: list[Callable[[SpikeDetected], None]] = []
@@ -94,6 +97,16 @@ class Engine:
 
     # ------------------------------------------------------------------ the hot path
     def process(self, batch: list[Any]) -> None:
+        """Run a batch through the pipeline. A pause of a feed that is not live (a desk's hold at
+        a spike, the operator's pause) stops the batch right after the event that caused it; the
+        rest waits in `held` for run() to resume it, so a crew reads the market as of its spike."""
+        marks = self.feed.pause_marks if not self.feed.realtime else _NO_MARKS
+        events = iter(batch)
+        if marks:
+            marks.clear()
+            if self.feed.paused:
+                self.held = batch
+                return
         windows = self.market.symbols
         new_windows = self.market.windows
         guardian_tick = self.guardian.on_tick
@@ -102,7 +115,7 @@ class Engine:
         record = self.latency.record
         listeners = self.tick_listeners
         clock = time.perf_counter_ns
-        for ev in batch:
+        for ev in events:
             if type(ev) is Tick:
                 t0 = clock()
                 price = ev.price
@@ -130,22 +143,31 @@ class Engine:
                 if listeners:
                     for fn in listeners:
                         fn(ev)
+                if marks:
+                    break
             elif type(ev) is MarkPrice:
                 if not (MIN_PRICE <= ev.mark_price <= MAX_PRICE and ev.time_ms <= LATEST_MS):
                     self._reject(ev, implausible(ev.mark_price, 0.0, ev.time_ms))
                     continue
                 self.scanner.on_mark_price(ev)
+                if marks:
+                    break
             elif type(ev) is Liquidation:
                 if not (MIN_PRICE <= ev.price <= MAX_PRICE and 0.0 <= ev.qty <= MAX_QTY and ev.time_ms <= LATEST_MS):
                     self._reject(ev, implausible(ev.price, ev.qty, ev.time_ms))
                     continue
                 self.scanner.on_liquidation(ev)
+                if marks:
+                    break
             elif type(ev) is SymbolEnded:
                 self.market.ended.add(ev.symbol)
                 self.guardian.on_symbol_ended(ev.symbol)
             elif type(ev) is FeedHealth:
                 self.feed_health[ev.stream] = ev
                 self.bus.publish(ev)
+        if marks:  # stopped at a pause: the rest of the batch waits for the resume
+            marks.clear()
+            self.held = list(events)
 
     def _reject(self, ev: Tick | MarkPrice | Liquidation, why: str) -> None:
         if type(ev) is Tick:
@@ -164,6 +186,12 @@ class Engine:
         try:
             async for batch in self.feed.batches():
                 self.process(batch)
+                while self.held is not None:
+                    await self.feed.wait_resumed()
+                    rest, self.held = self.held, None
+                    if self.feed.stopped:
+                        break
+                    self.process(rest)
                 stats = self.feed.stats
                 if len(stats.problems) > seen_problems:
                     for problem in stats.problems[seen_problems:]:

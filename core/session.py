@@ -230,12 +230,15 @@ class Session:
 
     # ------------------------------------------------------------------ the agent desk
     async def start_agent_desk(self, storage_dir: Path | None = None, llm: str | None = None,
-                               hold_feed: bool = False) -> Any:
+                               hold_feed: bool | None = None) -> Any:
         """Load CrewAI (in a thread) and put the crew behind the desk. Until this returns, and
-        if it fails, the rules proposer answers spikes."""
+        if it fails, the rules proposer answers spikes. A feed that is not live (sim, replay)
+        holds at each spike's tick while its crew runs (`hold_feed`, by default); a live one
+        never waits."""
         from core.agents.desk import AgentDesk
 
-        desk = AgentDesk(self, self.settings, None, self.bus, storage_dir, llm=llm, hold_feed=hold_feed)
+        hold = not self.feed.realtime if hold_feed is None else hold_feed
+        desk = AgentDesk(self, self.settings, None, self.bus, storage_dir, llm=llm, hold_feed=hold)
         try:
             await desk.start()
         except Exception as exc:

@@ -143,6 +143,7 @@ class AgentDesk:
         self._guardian_pending: BreakerChanged | None = None
         self._guardian_wanted = False
         self._recovery_task: asyncio.Task | None = None
+        self._guardian_hold: _FeedHold | None = None  # taken at the transition, so the crew reads that market
         # figures (bench, tests); proposals, decisions and the stream's figures are on the parts
         self.run_seconds: deque[float] = deque(maxlen=1000)
         self.guardian_runs = 0
@@ -413,7 +414,7 @@ class AgentDesk:
                 except (ValueError, RuntimeError, AttributeError):
                     pass
 
-    def _hold(self, run: RunState, on: bool) -> None:
+    def _hold(self, run: "RunState | _FeedHold", on: bool) -> None:
         """With hold_feed (a replay), the feed waits while crews run, so each crew reads the
         market as it was at its spike. Counted per run; a feed the operator paused stays paused."""
         if not self.hold_feed:
@@ -476,9 +477,13 @@ class AgentDesk:
             self.request_guardian(change)
 
     def request_guardian(self, change: BreakerChanged | None = None) -> None:
-        """Run the guardian crew (coalesced: at most one running and one waiting)."""
+        """Run the guardian crew (coalesced: at most one running and one waiting). With
+        hold_feed, the feed holds from here, inside the transition, until the runs are done."""
         if self._closed or not self._started:
             return
+        if self.hold_feed and self._guardian_hold is None:
+            self._guardian_hold = _FeedHold()
+            self._hold(self._guardian_hold, True)
         if self._guardian_busy:
             self._guardian_wanted = True
             if change is not None:
@@ -497,6 +502,9 @@ class AgentDesk:
                 change, self._guardian_pending, self._guardian_wanted = self._guardian_pending, None, False
         finally:
             self._guardian_busy = False
+            if self._guardian_hold is not None:
+                self._hold(self._guardian_hold, False)
+                self._guardian_hold = None
 
     def _ensure_recovery_timer(self) -> None:
         if self._recovery_task is None or self._recovery_task.done():
@@ -559,6 +567,12 @@ class AgentDesk:
 
 
 # ---------------------------------------------------------------------- module helpers
+class _FeedHold:
+    """A hold on the feed that is no run's own (the guardian's, from its transition on)."""
+
+    holding = False
+
+
 def _set_spike_row(run: RunState, row: Any) -> None:
     if not row.cancelled() and row.exception() is None:
         run.spike_event_id = row.result()

@@ -78,6 +78,8 @@ class Feed(abc.ABC):
         self._resumed = asyncio.Event()
         self._resumed.set()
         self._stopped = False
+        # one mark per pause: the engine stops at the event that asked for it (core.engine)
+        self.pause_marks: list[bool] = []
 
     # -- control -------------------------------------------------------------------
     @property
@@ -86,6 +88,12 @@ class Feed(abc.ABC):
 
     def pause(self) -> None:
         self._resumed.clear()
+        if not self.realtime:
+            self.pause_marks.append(True)
+
+    async def wait_resumed(self) -> None:
+        """Until resume() (or stop())."""
+        await self._resumed.wait()
 
     def resume(self) -> None:
         self._resumed.set()
@@ -93,6 +101,10 @@ class Feed(abc.ABC):
     def stop(self) -> None:
         self._stopped = True
         self._resumed.set()
+
+    @property
+    def stopped(self) -> bool:
+        return self._stopped
 
     def describe_sources(self) -> list[dict[str, Any]]:
         """What the feed read from, one dict per input file (none for generated feeds)."""

@@ -13,18 +13,20 @@ from tests.helpers import ListFeed, interleave, path
 
 
 def sol_dump(then: float) -> list:
-    """Calm BTC; SOL flushes 4% in half a minute at minute 20, then trades at `then`."""
+    """Calm BTC; SOL flushes 4% in half a minute at minute 20, is back at `then` half a minute
+    later (inside the same 512-event batch) and trades there to minute 25."""
     return interleave(path("BTCUSDT", [(0, 100_000.0), (25, 100_000.0)], step_ms=5000),
-                      path("SOLUSDT", [(0, 100.0), (20, 100.0), (20.5, 96.0), (25, then)], step_ms=5000))
+                      path("SOLUSDT", [(0, 100.0), (20, 100.0), (20.5, 96.0), (21, then), (25, then)],
+                           step_ms=5000))
 
 
 async def test_a_replay_holds_the_feed_while_the_crew_runs(tmp_path):
     feed = ListFeed(sol_dump(then=99.5))
-    feed.batch_size = 4
+    assert feed.batch_size == 512  # the default: the spike and the recovery are in the same batch
     session = Session(make_settings(), feed)
     session.bus.bind_loop(asyncio.get_running_loop())
     statuses = session.bus.subscribe()
-    await session.start_agent_desk(tmp_path / "crewai", hold_feed=True)
+    await session.start_agent_desk(tmp_path / "crewai")  # not live: it holds by default
     try:
         await session.run()
         await session.settle()
@@ -40,7 +42,7 @@ async def test_a_replay_holds_the_feed_while_the_crew_runs(tmp_path):
         ev = statuses.get_nowait()
         if isinstance(ev, SpikeStatus):
             seen.append(ev.status)
-    assert seen == ["detected", "analysing", "proposed"]
+    assert seen[:3] == ["detected", "analysing", "proposed"]  # (the rebound is a pump of its own, skipped)
 
 
 async def test_auto_approve_in_paper_mode(tmp_path):
