@@ -31,6 +31,7 @@ from core.agents.analyst import DECISION_MARK, GUARDIAN_TASK, INPUT_MARK, find_j
 from core.agents.context import CURRENT_RUN, DeskContext, RunState
 from core.agents.tools import BREAKER_TOOLS, build_tools
 from core.agents.untrusted import PROMPT_RULE, clean
+from core.agents.vetoes import first_veto
 from core.desk.proposal import TradeProposal
 from core.desk.rules_proposer import Skip, entry_blocked
 from core.desk.sizing import size_long
@@ -294,9 +295,7 @@ def order_from_answer(text: str, run: RunState) -> dict[str, Any] | None:
     if obj is not None and "action" not in obj and "decision" in obj:
         d = str(obj.get("decision", "")).lower()
         obj = {**obj, "action": "propose" if d.startswith("propos") else "skip" if d.startswith("skip") else d}
-    if obj is None and run.candidate is not None:
-        obj = {"action": "propose", **run.candidate}
-    return obj
+    return obj  # no decision in the answer is no proposal, whatever its tool calls recorded
 
 
 def finalize(ctx: DeskContext, run: RunState, text: str) -> TradeProposal | Skip:
@@ -304,9 +303,13 @@ def finalize(ctx: DeskContext, run: RunState, text: str) -> TradeProposal | Skip
     spike = run.spike
     if spike is None:
         return Skip("no spike in this run")
+    veto = run.vetoed or first_veto([(name, run.tasks[name].output) for name in run.task_order
+                                     if name != "execution_task" and name in run.tasks])
+    if veto is not None:  # a veto binds, whatever the executor then said
+        return Skip(veto)
     obj = order_from_answer(text, run)
     if obj is None:
-        return _invalid("the executor's answer has no JSON decision")
+        return Skip("strategy executor gave no decision: no trade")
     try:
         order = ExecutorOrder.model_validate(obj)
     except ValidationError as exc:

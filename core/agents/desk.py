@@ -56,6 +56,7 @@ from core.agents.streaming import (  # noqa: F401 - the window constants are re-
     RunStream,
 )
 from core.agents.threads import in_daemon_thread
+from core.agents.vetoes import veto_of
 from core.desk.proposal import TradeProposal
 from core.desk.rules_proposer import Skip
 from core.events import BreakerChanged, BreakerStatus, SpikeDetected
@@ -301,6 +302,9 @@ class AgentDesk:
             done, _ = await asyncio.wait({task, aborted}, return_when=asyncio.FIRST_COMPLETED)
             if task in done:
                 decision = task.result()
+            elif run.vetoed:
+                decision = Skip(run.vetoed)
+                self._stream.reason(run, "desk", "reason", f"run {run.run_id} ends at a veto: {run.vetoed}")
             else:
                 decision = Skip(run.abort_reason or "aborted")
                 self._stream.reason(run, "desk", "error", f"run {run.run_id} aborted: {decision.reason}")
@@ -323,7 +327,9 @@ class AgentDesk:
             self._slots.release()
             self._active.discard(run)
         await self._stream.drain(run)
-        if run.aborted:
+        if run.vetoed:
+            decision = Skip(run.vetoed)
+        elif run.aborted:
             decision = Skip(run.abort_reason or "aborted")
         else:
             rec = run.tasks.get("execution_task")
@@ -381,7 +387,12 @@ class AgentDesk:
 
         def task_done(output: Any) -> None:
             name = getattr(output, "name", None) or "task"
-            run.task_finished(name, str(getattr(output, "agent", "") or ""), str(getattr(output, "raw", "") or ""))
+            text = str(getattr(output, "raw", "") or "")
+            run.task_finished(name, str(getattr(output, "agent", "") or ""), text)
+            veto = veto_of(name, text) if run.kind == "spike" else None
+            if veto is not None and not run.aborted:
+                run.vetoed = veto
+                run.abort(veto)  # the next task's pre-step guard stops the crew: later agents are not called
             stop_if_needed()
 
         run.task_hook = task_done

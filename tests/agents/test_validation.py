@@ -53,8 +53,12 @@ def test_the_models_quantity_never_bypasses_the_caps(rig):
     assert market.quantity * market.reference_price <= risk.max_order_notional_usd
 
 
+def test_prose_without_a_decision_is_no_trade(rig):
+    _, ctx, run = rig
+    assert finalize(ctx, run, "I think we should buy.") == Skip("strategy executor gave no decision: no trade")
+
+
 @pytest.mark.parametrize("text, why", [
-    ("I think we should buy.", "no JSON decision"),
     (answer(side="SELL"), "SELL entries are not allowed"),
     (answer(entry_price=120.0, take_profit=130.0), "collar"),
     (answer(stop_loss=97.0), "stop_loss < entry < take_profit"),
@@ -82,9 +86,15 @@ def test_a_skip_answer_and_the_breaker(rig):
     assert isinstance(d, Skip) and d.reason == "circuit breaker TRIGGERED: no new entries"
 
 
-def test_the_recorded_candidate_serves_when_the_answer_has_no_json(rig):
+def test_a_recorded_candidate_without_a_decision_is_no_proposal(rig):
     _, ctx, run = rig
     run.candidate = {"symbol": "SOLUSDT", "side": "BUY", "entry_type": "limit", "entry_price": 95.8, "quantity": 4.0,
                      "stop_loss": 93.9, "take_profit": 99.6, "confidence": 0.6, "rationale": "from the tool"}
-    p = finalize(ctx, run, "I placed the order with the tool.")
-    assert isinstance(p, TradeProposal) and p.quantity == 4.0
+    assert finalize(ctx, run, "I will not trade; skip it.") == Skip("strategy executor gave no decision: no trade")
+
+
+def test_an_earlier_veto_binds_whatever_the_executor_says(rig):
+    _, ctx, run = rig
+    run.task_finished("spike_detection_task", "Market Scanner",
+                      'DECISION: {"task": "spike_detection_task", "decision": "DISCARD", "reason": "noise"}')
+    assert finalize(ctx, run, answer()) == Skip("Market Scanner DISCARD: noise")

@@ -29,12 +29,18 @@ from aiohttp import web
 
 @dataclass
 class Reply:
-    """What the model says: text content, or tool calls as (name, arguments dict) pairs."""
+    """What the model says: text content, or tool calls as (name, arguments dict) pairs; or
+    how it fails: an HTTP `status` (429 with `retry_after`, 500), a `delay_s` before
+    answering (a hang), a `chunk_delay_s` between streamed chunks (a slow stream)."""
 
     content: str | None = None
     tool_calls: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
     prompt_tokens: int = 0
     completion_tokens: int = 0
+    status: int = 200
+    retry_after: float | None = None
+    delay_s: float = 0.0
+    chunk_delay_s: float = 0.0
 
 
 Responder = Callable[[dict[str, Any]], Reply]
@@ -127,6 +133,19 @@ class OpenAIStub:
         except Exception as exc:  # a broken responder is a test failure, reported as a 500
             self.errors.append(repr(exc))
             return web.json_response({"error": {"message": repr(exc), "type": "stub_error"}}, status=500)
+        if reply.delay_s:
+            await asyncio.sleep(reply.delay_s)
+        if reply.status != 200:
+            headers = {"Retry-After": f"{reply.retry_after:g}"} if reply.retry_after is not None else {}
+            kind = "rate_limit_exceeded" if reply.status == 429 else "server_error"
+            return web.json_response({"error": {"message": f"stub {reply.status}", "type": kind, "code": kind}},
+                                     status=reply.status, headers=headers)
+        limit = body.get("max_tokens") or body.get("max_completion_tokens")
+        finish_text = "stop"
+        if limit and reply.content and len(reply.content) > int(limit) * 4:  # a provider stops at max_tokens
+            reply = Reply(content=reply.content[: int(limit) * 4], completion_tokens=int(limit),
+                          chunk_delay_s=reply.chunk_delay_s)
+            finish_text = "length"
         prompt = reply.prompt_tokens or sum(len(json.dumps(m)) for m in body.get("messages", [])) // 4
         completion = reply.completion_tokens or (len(reply.content or "") + len(json.dumps(reply.tool_calls))) // 4
         usage = {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion}
@@ -140,7 +159,7 @@ class OpenAIStub:
                 message["tool_calls"] = calls
             return web.json_response({
                 "id": rid, "object": "chat.completion", "created": created, "model": body.get("model", self.model),
-                "choices": [{"index": 0, "message": message, "finish_reason": "tool_calls" if calls else "stop"}],
+                "choices": [{"index": 0, "message": message, "finish_reason": "tool_calls" if calls else finish_text}],
                 "usage": usage,
             })
         resp = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"})
@@ -164,8 +183,10 @@ class OpenAIStub:
             await send({}, "tool_calls")
         else:
             for piece in _chunks(reply.content or "", self.chunk_size):
+                if reply.chunk_delay_s:
+                    await asyncio.sleep(reply.chunk_delay_s)
                 await send({"content": piece})
-            await send({}, "stop")
+            await send({}, finish_text)
         if (body.get("stream_options") or {}).get("include_usage"):
             await resp.write(("data: " + json.dumps({"id": rid, "object": "chat.completion.chunk", "created": created,
                                                       "model": body.get("model", self.model), "choices": [],
@@ -173,6 +194,40 @@ class OpenAIStub:
         await resp.write(b"data: [DONE]\n\n")
         await resp.write_eof()
         return resp
+
+
+# ---------------------------------------------------------------------- scripted models
+def task_of(body: dict[str, Any]) -> str | None:
+    """The crew task a request belongs to ("[task: name]" in the prompt)."""
+    text = user_text(body)
+    start = text.rfind("[task: ")
+    return text[start + 7: text.index("]", start)] if start >= 0 else None
+
+
+class Script:
+    """A model written by the test: for each task, the replies it gives in order (the last
+    one repeats). Counts the requests per task, so a test can say which agents were called."""
+
+    def __init__(self, replies: dict[str, list[Reply]], default: Reply | None = None) -> None:
+        self.replies = replies
+        self.default = default or Reply(content="DECISION: {}")
+        self.calls: dict[str, int] = {}
+        self.lock = threading.Lock()
+
+    def __call__(self, body: dict[str, Any]) -> Reply:
+        task = task_of(body) or "?"
+        with self.lock:
+            n = self.calls.get(task, 0)
+            self.calls[task] = n + 1
+        script = self.replies.get(task)
+        if not script:
+            return self.default
+        return script[min(n, len(script) - 1)]
+
+
+def decision(task: str, **fields: Any) -> Reply:
+    """A final answer: a reasoning line and the DECISION line the crew's tasks ask for."""
+    return Reply(content=f"Reasoning from the scripted model.\nDECISION: {json.dumps({'task': task, **fields})}")
 
 
 # ---------------------------------------------------------------------- request helpers for responders
