@@ -213,6 +213,10 @@ class CrewSettings(Strict):
     cost_budget_usd_per_proposal: float = Field(0.05, ge=0, le=100)
     guardian_interval_seconds: float = Field(60.0, gt=0)
     news_feeds: list[str] = Field(default_factory=list)
+    # the outcome loop (core.agents.outcomes): market time a decision is followed for (a week at most),
+    # and the band of returns after fees that counts as neutral (a round trip's fees alone are 0.2%)
+    outcome_horizon_minutes: float = Field(60.0, gt=0, le=10_080)
+    outcome_neutral_band_percent: float = Field(0.25, ge=0, lt=50)
 
 
 # ---------------------------------------------------------------------------- trading
