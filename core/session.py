@@ -112,6 +112,7 @@ class Session:
         self.journal_health: JournalHealth | None = None  # the latest, once the journal has reported
         self._decisions: set[asyncio.Task] = set()
         self.agent_desk: Any = None
+        self.outcomes: Any = None  # core.agents.outcomes.OutcomeTracker, once the agent desk starts
         self._tasks: list[asyncio.Task] = []
         self._closed = False
         self.gate.listeners.append(self.bus.publish)
@@ -171,7 +172,10 @@ class Session:
         row = None  # the future of the spike's journal row id: decisions link to it
         if self.journal is not None:
             row = self.journal.enqueue_spike(spike, status="skipped" if blocked else "detected")
-        if not blocked and self.desk_enabled and self.settings.crew.enabled:
+        deciding = not blocked and self.desk_enabled and self.settings.crew.enabled
+        if self.outcomes is not None and (blocked or deciding):
+            self.outcomes.on_spike(spike, row, blocked)
+        if deciding:
             self.bus.publish(SpikeStatus(spike, "analysing"))
             self._decide(spike, row)
 
@@ -201,6 +205,8 @@ class Session:
         self._apply_decision(spike, decision)
 
     def _apply_decision(self, spike: SpikeDetected, decision: Any) -> None:
+        if self.outcomes is not None:
+            self.outcomes.on_decision(spike, decision)
         if isinstance(decision, Skip):
             self.reason("desk", "reason", f"skip {spike.symbol} {spike.direction}: {decision.reason}", spike.time_ms)
             self.bus.publish(SpikeStatus(spike, "skipped", decision.reason))
@@ -237,6 +243,7 @@ class Session:
         never waits."""
         from core.agents.desk import AgentDesk
 
+        self._follow_outcomes()
         hold = not self.feed.realtime if hold_feed is None else hold_feed
         desk = AgentDesk(self, self.settings, None, self.bus, storage_dir, llm=llm, hold_feed=hold)
         try:
@@ -249,10 +256,21 @@ class Session:
         self.reason("desk", "reason", f"agent desk ready: {self.decision_maker.label}")
         return desk
 
+    def _follow_outcomes(self) -> None:
+        """Every decision's outcome on paper, measured on the ticks (core.agents.outcomes)."""
+        from core.agents.outcomes import OutcomeTracker
+
+        if self.outcomes is None:
+            self.outcomes = OutcomeTracker(self.settings, self.engine.market, lambda: self.journal, self._equity)
+            self.engine.tick_listeners.append(self.outcomes.on_tick)
+
     async def settle(self) -> None:
-        """Wait for the crews still deciding (a replay's end)."""
+        """Wait for the crews still deciding (a replay's end); at the end of the market data,
+        the outcomes whose horizon was not reached are marked so."""
         while self._decisions:
             await asyncio.gather(*list(self._decisions), return_exceptions=True)
+        if self.outcomes is not None and self.engine.finished:
+            self.outcomes.finish()
 
     def reason(self, role: str, kind: str, text: str, time_ms: int | None = None) -> None:
         self.bus.publish(ReasoningLine(role, kind, text, time_ms if time_ms is not None else self.engine.now_ms()))
@@ -391,6 +409,8 @@ class Session:
             return
         self._closed = True
         self.engine.stop()
+        if self.outcomes is not None:
+            self.outcomes.finish()  # before the desk's last agent_performance rows
         if self.agent_desk is not None:
             await self.agent_desk.close()
         for task in self._tasks:

@@ -99,9 +99,18 @@ async def test_agent_decisions_are_journaled(tmp_path, clock):
         assert verdicts["strategy_executor"] == "true_positive"
         await desk.close()
         await session.journal.flush()
-        rows = list(reversed(await session.journal.recent("agent_decisions", 50)))
+        every = list(reversed(await session.journal.recent("agent_decisions", 50)))
+        rows = [r for r in every if r["agent_name"] != "crew"]
         assert [r["agent_name"] for r in rows] == ["market_scanner", "market_guardian", "context_analyzer",
                                                    "risk_assessment", "strategy_executor"]
+        # the run's usage is journaled though it finished (not only when it is aborted)
+        [usage] = [r for r in every if r["decision_type"] == "run_completed"]
+        assert usage["output_data"]["model"] == "rules" and usage["output_data"]["tokens"] > 0
+        assert usage["output_data"]["tokens_in"] > 0 and usage["output_data"]["cost_usd"] == 0
+        assert usage["trade_id"] == decision.proposal_id
+        # every tool call with the result the model was given
+        calls = [c for r in rows for c in r["input_data"]["tool_calls"]]
+        assert calls and all(isinstance(c["result"], dict) and c["result"]["tool"] == c["tool"] for c in calls)
         by = {r["agent_name"]: r for r in rows}
         assert by["market_scanner"]["decision"] == "CONFIRM" and by["risk_assessment"]["decision"] == "APPROVE"
         execution = by["strategy_executor"]
@@ -114,7 +123,7 @@ async def test_agent_decisions_are_journaled(tmp_path, clock):
         perf = await session.journal.recent("agent_performance", 50)
         scanner = [p for p in perf if p["agent_name"] == "market_scanner"][0]
         assert scanner["true_positives"] == 1 and scanner["total_spikes_detected"] == 1
-        assert scanner["period"] == "2026-01-01"
+        assert scanner["period"] == "2023-11-14"  # the market day of the spike, not the wall clock's 2026-01-01
     finally:
         await desk.close()
         await session.close()
