@@ -300,6 +300,11 @@ def _summarise_result(output: Any, limit: int = 240) -> str:
         parts.append(str(status))
         if data.get("reason"):
             parts.append(str(data["reason"]))
+    # a modelled number must not read as exchange data: the caveat comes first, so truncation keeps it
+    if "model" in (data.get("source"), data.get("inputs_source"), data.get("book_depth_source")):
+        parts.insert(0, "[modelled, not exchange data]")
+    elif data.get("source") == "feed":
+        parts.insert(0, "[live book]")
     for k, v in data.items():
         if k in _SKIP_KEYS or k in ("status", "reason") or isinstance(v, (dict, list)) or v is None:
             continue

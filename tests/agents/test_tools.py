@@ -182,3 +182,94 @@ def test_the_spot_order_tool_only_records_a_candidate():
         CURRENT_RUN.reset(token)
     assert out["status"] == "recorded" and run.candidate["quantity"] == 5
     assert session.gate.sent == 0 and session.gate.open_orders() == []
+
+
+# ---------------------------------------------------------------------- honest inputs (issue 10)
+class FakeVenue:
+    """An exchange view as the gate gives it: a name, quotes and depth (as BinanceExchange's from a live book)."""
+
+    def __init__(self, name, quotes=(99.9, 100.1), depth=1_000_000.0):
+        self.name, self._quotes, self._depth = name, quotes, depth
+
+    def quotes(self, symbol):
+        return self._quotes
+
+    def depth_usd(self, symbol):
+        return self._depth
+
+
+def test_the_paper_book_is_marked_as_a_model_and_the_live_book_as_the_feed():
+    session = make_session()
+    dump_spike(session)
+    ctx = ctx_for(session)
+    paper = call(ctx, "binance_order_book", symbol="SOLUSDT")
+    assert paper["status"] == "ok" and paper["source"] == "model" and "not exchange data" in paper["caveat"]
+    slip = call(ctx, "slippage_calculator", symbol="SOLUSDT", notional_usd=1000)
+    assert slip["source"] == "model" and slip["inputs_source"] == "model" and "not exchange data" in slip["caveat"]
+    ctx.exchange = FakeVenue("testnet", quotes=(99.0, 101.0), depth=50_000.0)
+    live = call(ctx, "binance_order_book", symbol="SOLUSDT")
+    assert live["source"] == "feed" and "caveat" not in live and live["depth_usd_per_side"] == 50_000.0
+    assert live["spread_bps"] == 200.0
+    slip = call(ctx, "slippage_calculator", symbol="SOLUSDT", notional_usd=1000)
+    assert slip["source"] == "model" and slip["inputs_source"] == "feed"
+    assert slip["half_spread_bps"] == 100.0  # the live spread, not the paper setting
+
+
+def test_broken_book_values_are_unavailable_with_a_reason():
+    session = make_session()
+    dump_spike(session)
+    ctx = ctx_for(session)
+    for quotes in [(float("nan"), 100.0), (101.0, 99.0), (0.0, 1.0), ("x", "y"), (1.0,)]:
+        ctx.exchange = FakeVenue("live", quotes=quotes)
+        out = call(ctx, "binance_order_book", symbol="SOLUSDT")
+        assert out["status"] == "unavailable" and "quotes" in out["reason"], (quotes, out)
+        assert call(ctx, "slippage_calculator", symbol="SOLUSDT", notional_usd=500)["status"] == "unavailable"
+    ctx.exchange = FakeVenue("live", depth=float("inf"))
+    book = call(ctx, "binance_order_book", symbol="SOLUSDT", notional_usd=float("nan"))
+    assert book["status"] == "ok" and book["depth_usd_per_side"] is None and "unavailable" in book["depth_note"]
+    assert "ignored" in book["notional_note"]
+    slip = call(ctx, "slippage_calculator", symbol="SOLUSDT", notional_usd=500)
+    assert slip["status"] == "unavailable" and "no book depth" in slip["reason"]
+    man = call(ctx, "manipulation_detector", symbol="SOLUSDT", notional_usd=float("nan"))
+    assert man["status"] == "ok" and man["intended_notional_usd"] == session.settings.risk_management.max_order_notional_usd
+
+
+def test_a_modelled_depth_never_decides_the_thin_book_flag():
+    # the fixture trades about 1,150 USD a minute: a 1,000 USD order is most of it, whatever the model's
+    # 25k USD floor of depth says (it used to make the flag never fire)
+    session = make_session()
+    dump_spike(session)
+    ctx = ctx_for(session)
+    man = call(ctx, "manipulation_detector", symbol="SOLUSDT", notional_usd=1000)
+    assert man["book_depth_source"] == "model" and man["book_depth_usd"] == 25_000.0
+    assert man["thin_book"] is True and "traded volume" in man["thin_book_basis"] and "modelled" in man["thin_book_basis"]
+    small = call(ctx, "manipulation_detector", symbol="SOLUSDT", notional_usd=50)
+    assert small["thin_book"] is False
+    # a measured book decides: deep enough for the order, whatever the traded volume
+    ctx.exchange = FakeVenue("live", depth=1_000_000.0)
+    man = call(ctx, "manipulation_detector", symbol="SOLUSDT", notional_usd=1000)
+    assert man["thin_book"] is False and "live book" in man["thin_book_basis"]
+    ctx.exchange = FakeVenue("live", depth=5_000.0)
+    assert call(ctx, "manipulation_detector", symbol="SOLUSDT", notional_usd=1000)["thin_book"] is True
+
+
+def test_the_stability_checker_does_not_call_blind_references_stable():
+    session = make_session()
+    dump_spike(session)  # BTCUSDT and SOLUSDT only: ETHUSDT has no data
+    out = call(ctx_for(session), "market_stability_checker")
+    assert out["stable"] is None and out["unavailable_references"] == ["ETHUSDT"]
+    assert "unknown" in out["stability_note"]
+
+
+def test_the_reasoning_pane_keeps_the_model_caveat():
+    from core.agents.streaming import _summarise_result
+
+    session = make_session()
+    dump_spike(session)
+    ctx = ctx_for(session)
+    for name, args in (("binance_order_book", {"symbol": "SOLUSDT"}),
+                       ("slippage_calculator", {"symbol": "SOLUSDT", "notional_usd": 1000})):
+        line = _summarise_result(run_spec(ctx, SPECS[name], args))
+        assert line.startswith("[modelled, not exchange data]"), line
+    ctx.exchange = FakeVenue("testnet")
+    assert _summarise_result(run_spec(ctx, SPECS["binance_order_book"], {"symbol": "SOLUSDT"})).startswith("[live book]")

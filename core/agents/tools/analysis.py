@@ -23,7 +23,9 @@ from typing import Any
 from pydantic import Field
 
 from core.agents.context import DeskContext, RunState
-from core.agents.tools.common import Args, ToolSpec, num, unavailable, window_index, windows_or_none
+from core.agents.tools.binance import read_book
+from core.agents.tools.common import (SOURCE_FEED, Args, ToolSpec, finite_positive, num, unavailable, window_index,
+                                      windows_or_none)
 from core.agents.untrusted import quoted
 from core.market.symbols import split_symbol
 
@@ -279,6 +281,30 @@ def correlation_analysis(ctx: DeskContext, run: RunState | None, symbol: str, re
     return out
 
 
+THIN_DEPTH_SHARE = 0.10  # our order is at least this share of the resting depth: a thin book
+THIN_VOLUME_SHARE = 0.10  # ...or of the last minute's traded quote volume (when the depth is not measured)
+
+
+def thin_book(ctx: DeskContext, symbol: str, w: Any, notional: float) -> tuple[bool | None, str, float | None, str | None]:
+    """(thin, basis, depth, depth source). A measured depth (the live book) decides; a modelled depth is
+    not evidence (the paper model is at least 25k USD, so it would never call a book thin), so the
+    traded volume of the last minute, which is feed data, decides instead. None when neither is known."""
+    book = read_book(ctx, symbol)
+    depth = book.get("depth_usd") if book.get("status") == "ok" else None
+    source = book.get("source")
+    if depth is not None and source == SOURCE_FEED:
+        share = notional / depth
+        return share >= THIN_DEPTH_SHARE, f"order {share:.1%} of the live book's depth {depth:,.0f} USD", depth, source
+    k1 = window_index(w, 1)
+    quote_vol = w.volume(k1) * w.last_price
+    if not math.isfinite(quote_vol) or quote_vol <= 0:
+        return None, "unknown: no measured depth and no traded volume in the last minute", depth, source
+    share = notional / quote_vol
+    why = "the book depth is modelled" if depth is not None else "no book depth"
+    return (share >= THIN_VOLUME_SHARE,
+            f"order {share:.1%} of the last minute's traded volume {quote_vol:,.0f} USD ({why})", depth, source)
+
+
 class ManipulationArgs(Args):
     symbol: str = Field(..., description="Binance symbol")
     notional_usd: float | None = Field(None, description="intended order size in USD (default: the per-order cap)")
@@ -292,13 +318,8 @@ def manipulation_detector(ctx: DeskContext, run: RunState | None, symbol: str, n
     k1, k5, k15 = window_index(w, 1), window_index(w, 5), window_index(w, 15)
     burst = max(w.volume_multiple(k1), w.volume_multiple(k5))
     has_baseline = w.vol_baseline > 0
-    notional = notional_usd or ctx.settings.risk_management.max_order_notional_usd
-    depth = None
-    thin = None
-    if ctx.exchange is not None and hasattr(ctx.exchange, "depth_usd"):
-        depth = float(ctx.exchange.depth_usd(symbol))
-        quote_vol_1m = w.volume(k1) * w.last_price
-        thin = notional / depth >= 0.10 or quote_vol_1m < notional
+    notional = finite_positive(notional_usd) or ctx.settings.risk_management.max_order_notional_usd
+    thin, thin_basis, depth, depth_source = thin_book(ctx, symbol, w, notional)
     hi, lo = w.high(k15), w.low(k15)
     span = hi - lo
     last = w.last_price
@@ -316,8 +337,8 @@ def manipulation_detector(ctx: DeskContext, run: RunState | None, symbol: str, n
     return {"status": "ok", "symbol": symbol,
             "volume_burst_multiple": num(burst, 4) if has_baseline else None,
             "volume_burst": burst_flag, "volume_note": None if has_baseline else "no volume baseline yet",
-            "book_depth_usd": num(depth) if depth is not None else None, "intended_notional_usd": notional,
-            "thin_book": thin, "last_leg": shape, "leg_size_percent_15m": num(pump_leg, 6),
+            "book_depth_usd": num(depth) if depth is not None else None, "book_depth_source": depth_source,
+            "intended_notional_usd": notional, "thin_book": thin, "thin_book_basis": thin_basis, "last_leg": shape, "leg_size_percent_15m": num(pump_leg, 6),
             "retraced_fraction": num(retrace, 4), "fast_reversal": reversal,
             "pump_and_dump_signature": signature and shape == "pump", "manipulation_score": num(score, 3),
             "manipulation_suspected": signature}

@@ -15,7 +15,8 @@ from typing import Any, Literal
 from pydantic import Field
 
 from core.agents.context import DeskContext, RunState
-from core.agents.tools.common import Args, NoArgs, ToolSpec, num, unavailable, window_index, windows_or_none
+from core.agents.tools.common import (MODEL_CAVEAT, SOURCE_MODEL, Args, NoArgs, ToolSpec, book_source, finite_positive,
+                                      num, unavailable, window_index, windows_or_none)
 
 
 class SymbolArgs(Args):
@@ -58,7 +59,8 @@ def market_view(ctx: DeskContext, symbol: str) -> dict[str, Any] | None:
     return {
         "symbol": symbol, "price": w.last_price, "time_ms": w.last_time, "age_seconds": num(
             max(0, ctx.now_ms() - w.last_time) / 1000.0, 4),
-        "sigma_1m_percent": num(sigma * 100.0, 6), "zscore_1m": num(move_1m / sigma, 4) if sigma > 0 else None,
+        "sigma_1m_percent": num(sigma * 100.0, 6), "sigma_samples": int(getattr(w, "ret_samples", 0) or 0),
+        "zscore_1m": num(move_1m / sigma, 4) if sigma > 0 else None,
         "volume_baseline_per_min": num(w.vol_baseline), "windows": frames, "history_minutes": num(w.span_ms() / 60_000, 4),
     }
 
@@ -71,24 +73,61 @@ def binance_websocket(ctx: DeskContext, run: RunState | None, symbol: str) -> di
     return {"status": "ok", "source": f"{ctx.feed_name} feed, engine rolling windows", **view}
 
 
-def order_book(ctx: DeskContext, symbol: str, notional_usd: float | None = None) -> dict[str, Any]:
+def read_book(ctx: DeskContext, symbol: str) -> dict[str, Any]:
+    """The exchange's touch for symbol, checked: {"status": "ok", bid, ask, mid, spread_bps, depth_usd
+    (None when unknown), source, depth_note} or unavailable with the reason. Broken numbers (NaN, <= 0,
+    a crossed book) are unavailable, never passed on."""
     ex = ctx.exchange
     if ex is None or not hasattr(ex, "quotes") or not hasattr(ex, "depth_usd"):
         return unavailable("no order book: the exchange interface gives no quotes or depth", symbol=symbol)
-    q = ex.quotes(symbol)
+    source = book_source(ex)
+    try:
+        q = ex.quotes(symbol)
+    except Exception as exc:  # an exchange that cannot answer is unavailable, not an error in the agent
+        return unavailable(f"quotes for {symbol} failed: {type(exc).__name__}", symbol=symbol)
     if q is None:
-        return unavailable(f"no quotes for {symbol} (no market data yet)", symbol=symbol)
-    bid, ask = q
+        return unavailable(f"no quotes for {symbol} (no market data yet)", symbol=symbol, source=source)
+    try:
+        bid, ask = (finite_positive(x) for x in q)
+    except (TypeError, ValueError):
+        return unavailable(f"malformed quotes for {symbol}: {str(q)[:80]}", symbol=symbol, source=source)
+    if bid is None or ask is None or ask < bid:
+        return unavailable(f"malformed quotes for {symbol}: bid {q[0]!r}, ask {q[1]!r}", symbol=symbol,
+                           source=source)
+    try:
+        depth = finite_positive(ex.depth_usd(symbol))
+    except Exception:
+        depth = None
     mid = (bid + ask) / 2.0
-    depth = float(ex.depth_usd(symbol))
+    return {"status": "ok", "symbol": symbol, "bid": bid, "ask": ask, "mid": mid,
+            "spread_bps": (ask - bid) / mid * 10_000.0, "depth_usd": depth, "source": source,
+            "depth_note": None if depth is not None else "unavailable: the book gives no depth for this symbol"}
+
+
+def order_book(ctx: DeskContext, symbol: str, notional_usd: float | None = None) -> dict[str, Any]:
+    book = read_book(ctx, symbol)
+    if book["status"] != "ok":
+        return book
+    ex = ctx.exchange
+    depth = book["depth_usd"]
     out: dict[str, Any] = {
-        "status": "ok", "symbol": symbol, "bid": bid, "ask": ask, "mid": mid,
-        "spread_bps": num((ask - bid) / mid * 10_000.0, 4), "depth_usd_per_side": num(depth, 6),
-        "source": f"{getattr(ex, 'name', 'exchange')} book model (touch depth = max(25k USD, 5x last minute's quote volume))",
+        "status": "ok", "symbol": symbol, "bid": book["bid"], "ask": book["ask"], "mid": book["mid"],
+        "spread_bps": num(book["spread_bps"], 4), "depth_usd_per_side": num(depth, 6) if depth is not None else None,
+        "source": book["source"],
     }
-    if notional_usd:
-        out["notional_usd"] = notional_usd
-        out["notional_over_depth"] = num(notional_usd / depth, 4) if depth > 0 else None
+    if book["source"] == SOURCE_MODEL:
+        out["caveat"] = f"{MODEL_CAVEAT}: touch depth = max(25k USD, 5x last minute's quote volume), spread fixed"
+        out["source_detail"] = f"{getattr(ex, 'name', 'exchange')} book model"
+    else:
+        out["source_detail"] = f"{getattr(ex, 'name', 'exchange')} live book (depth levels of the feed)"
+    if depth is None:
+        out["depth_note"] = book["depth_note"]
+    size = finite_positive(notional_usd)
+    if size is not None:
+        out["notional_usd"] = size
+        out["notional_over_depth"] = num(size / depth, 4) if depth else None
+    elif notional_usd is not None:
+        out["notional_note"] = f"notional_usd {notional_usd!r} ignored: not a positive number"
     return out
 
 

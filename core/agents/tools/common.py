@@ -48,6 +48,31 @@ def error(reason: str, **extra: Any) -> dict[str, Any]:
     return {"status": "error", "error": reason, **extra}
 
 
+# Where a number comes from. "feed": read from the exchange's own book or trades; "model": computed by
+# the paper exchange's model (not exchange data, so never evidence of a deep or calm market).
+SOURCE_FEED = "feed"
+SOURCE_MODEL = "model"
+MODEL_CAVEAT = "modelled by the paper exchange, not exchange data"
+_FEED_VENUES = ("testnet", "live")  # BinanceExchange: quotes and depth come from the live feed's book
+
+
+def book_source(ex: Any) -> str:
+    """'feed' when the exchange's quotes and depth come from a live book, else 'model'. An exchange
+    whose origin is not known is treated as a model: unknown is not measured."""
+    return SOURCE_FEED if getattr(ex, "name", None) in _FEED_VENUES else SOURCE_MODEL
+
+
+def finite_positive(x: Any) -> float | None:
+    """x as a float when it is a finite number > 0 (hostile or broken inputs give None)."""
+    if isinstance(x, bool):
+        return None
+    try:
+        f = float(x)
+    except (TypeError, ValueError):
+        return None
+    return f if math.isfinite(f) and f > 0 else None
+
+
 def num(x: Any, digits: int = 8) -> Any:
     """A JSON-safe number: NaN and infinities become None; floats keep `digits` significant digits."""
     if isinstance(x, bool) or x is None:
@@ -133,5 +158,6 @@ def _short(exc: BaseException, limit: int = 400) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
-__all__ = ["ToolSpec", "NoArgs", "Args", "unavailable", "error", "num", "json_safe", "dumps", "run_spec",
+__all__ = ["ToolSpec", "NoArgs", "Args", "unavailable", "error", "book_source", "finite_positive", "SOURCE_FEED",
+           "SOURCE_MODEL", "MODEL_CAVEAT", "num", "json_safe", "dumps", "run_spec",
            "windows_or_none", "window_index"]

@@ -2,20 +2,22 @@
 
 Sizing is core.desk.sizing.size_long (volatility-scaled, capped by config) and the loss
 limits are the order gate's own arithmetic, so what the agents see is what the gate will
-enforce. Slippage comes from the paper book's depth model.
+enforce. Slippage is a model over the book's spread and depth, and says so ("source": "model").
 """
 
 from __future__ import annotations
 
+import math
 from datetime import datetime, timezone
 from typing import Any, Literal
 
 from pydantic import Field
 
 from core.agents.context import DeskContext, RunState
-from core.agents.tools.binance import account_view
+from core.agents.tools.binance import account_view, read_book
 from core.agents.tools.breaker import status_payload
-from core.agents.tools.common import Args, NoArgs, ToolSpec, num, unavailable, windows_or_none
+from core.agents.tools.common import (MODEL_CAVEAT, SOURCE_MODEL, Args, NoArgs, ToolSpec, finite_positive, num,
+                                      unavailable, windows_or_none)
 from core.desk.sizing import size_long
 from core.events import BreakerStatus
 
@@ -136,44 +138,73 @@ class SlippageArgs(Args):
 
 def slippage_calculator(ctx: DeskContext, run: RunState | None, symbol: str, notional_usd: float,
                         side: str = "BUY") -> dict:
+    """Expected entry cost. The impact is always a model (linear in size, from the paper settings); its
+    inputs (spread, depth) come from the live book on Binance and from the paper model otherwise, and the
+    answer says which: {"source": "model", "inputs_source": "feed" | "model"}."""
     symbol = symbol.upper()
+    size = finite_positive(notional_usd)
+    if size is None:
+        return unavailable(f"notional_usd {notional_usd!r} is not a positive number", symbol=symbol)
     w = windows_or_none(ctx, symbol)
     if w is None:
         return unavailable(f"no market data for {symbol}")
-    ex = ctx.exchange
-    paper = getattr(ex, "settings", None) or ctx.settings.execution.paper
-    if ex is not None and hasattr(ex, "depth_usd"):
-        depth = float(ex.depth_usd(symbol))
-        model = f"{getattr(ex, 'name', 'exchange')} book depth model"
-    else:
-        return unavailable("no order book depth on this exchange interface", symbol=symbol)
-    half_spread_bps = paper.spread_bps / 2.0
-    fillable_now = min(notional_usd, depth)
+    book = read_book(ctx, symbol)
+    if book["status"] != "ok":
+        return unavailable(f"no order book: {book.get('reason')}", symbol=symbol)
+    depth = book["depth_usd"]
+    if depth is None:
+        return unavailable(f"no book depth for {symbol}: the cost of the size cannot be estimated", symbol=symbol,
+                           inputs_source=book["source"])
+    paper = getattr(ctx.exchange, "settings", None) or ctx.settings.execution.paper
+    half_spread_bps = book["spread_bps"] / 2.0
+    fillable_now = min(size, depth)
     slip_bps = paper.slippage_bps_per_10k_usd * fillable_now / 10_000.0
     fee_bps = paper.taker_fee * 10_000.0
-    return {"status": "ok", "symbol": symbol, "side": side, "notional_usd": notional_usd,
-            "depth_usd_per_side": num(depth), "fill_now_fraction": num(fillable_now / notional_usd, 4),
-            "half_spread_bps": num(half_spread_bps, 4), "slippage_bps": num(slip_bps, 4),
-            "taker_fee_bps": num(fee_bps, 4), "expected_cost_bps": num(half_spread_bps + slip_bps + fee_bps, 4),
-            "expected_cost_usd": num(notional_usd * (half_spread_bps + slip_bps + fee_bps) / 10_000.0),
-            "model": model, "maker_alternative": "a resting limit or post-only entry pays the maker fee and no "
-                                                 "spread, at the risk of not filling"}
+    total = half_spread_bps + slip_bps + fee_bps
+    out = {"status": "ok", "symbol": symbol, "side": side, "notional_usd": size,
+           "depth_usd_per_side": num(depth), "fill_now_fraction": num(fillable_now / size, 4),
+           "half_spread_bps": num(half_spread_bps, 4), "slippage_bps": num(slip_bps, 4),
+           "taker_fee_bps": num(fee_bps, 4), "expected_cost_bps": num(total, 4),
+           "expected_cost_usd": num(size * total / 10_000.0),
+           "source": SOURCE_MODEL, "inputs_source": book["source"],
+           "caveat": ("the impact is a linear model; spread and depth from the live book" if book["source"] != SOURCE_MODEL
+                      else f"{MODEL_CAVEAT}: spread, depth and impact are all the paper model's"),
+           "maker_alternative": "a resting limit or post-only entry pays the maker fee and no spread, at the risk of "
+                                "not filling"}
+    return out
 
 
 def market_stability_checker(ctx: DeskContext, run: RunState | None) -> dict:
     st = status_payload(ctx)
     snap = ctx.guardian.snapshot() if ctx.guardian is not None else {}
     refs = ctx.settings.circuit_breaker.references
-    warnings = []
-    for sym, r in (snap.get("references") or {}).items():
-        th = refs.get(sym)
-        if th is None:
+    warnings, unknown = [], []
+    seen = snap.get("references") if isinstance(snap.get("references"), dict) else {}
+    for sym, th in refs.items():
+        r = seen.get(sym)
+        d60 = finite_or_none(r.get("drop_60m_percent")) if isinstance(r, dict) else None
+        d5 = finite_or_none(r.get("drop_5m_percent")) if isinstance(r, dict) else None
+        if d60 is None or d5 is None:
+            unknown.append(sym)  # a reference the guardian cannot see is unknown, not calm
             continue
-        if r.get("drop_60m_percent", 0) >= th.warning_1h_percent * 0.7 or r.get("drop_5m_percent", 0) >= th.warning_5m_percent * 0.7:
-            warnings.append(f"{sym} down {r.get('drop_60m_percent', 0):.2f}% (60m) / {r.get('drop_5m_percent', 0):.2f}% (5m)")
-    stable = st["breaker_status"] == "SAFE" and not warnings
-    return {"status": "ok", **st, "guardian_snapshot": snap, "approaching_thresholds": warnings, "stable": stable,
-            "size_factor": size_factor(ctx)}
+        if d60 >= th.warning_1h_percent * 0.7 or d5 >= th.warning_5m_percent * 0.7:
+            warnings.append(f"{sym} down {d60:.2f}% (60m) / {d5:.2f}% (5m)")
+    if st["breaker_status"] != "SAFE" or warnings:
+        stable: bool | None = False
+    else:
+        stable = None if unknown else True
+    out = {"status": "ok", **st, "guardian_snapshot": snap, "approaching_thresholds": warnings, "stable": stable,
+           "size_factor": size_factor(ctx)}
+    if unknown:
+        out["unavailable_references"] = unknown
+        out["stability_note"] = f"unknown: no drawdown for {', '.join(unknown)}"
+    return out
+
+
+def finite_or_none(x: Any) -> float | None:
+    if isinstance(x, bool) or not isinstance(x, (int, float)):
+        return None
+    return float(x) if math.isfinite(x) else None
 
 
 SPECS = [
