@@ -55,6 +55,16 @@ def _port(text: str) -> int:
     return value
 
 
+def _decision_id(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"DECISION_ID is a number (an agent_decisions id), got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"DECISION_ID must be positive, got {value}")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     def common_options(suppress: bool) -> argparse.ArgumentParser:
         # subcommands repeat the global options with SUPPRESS defaults, so an option given
@@ -141,6 +151,18 @@ def build_parser() -> argparse.ArgumentParser:
                                                                   "or epoch milliseconds")
     p.add_argument("--end", default=None, metavar="TIME", help="the same forms (default: now); not included")
     p.add_argument("-o", "--output", required=True, metavar="FILE.csv", help="the CSV to write or resume")
+
+    p = sub.add_parser("agents", parents=[common], help="the agent desk's record: performance, decision replay")
+    agents = p.add_subparsers(dest="agents_action", metavar="ACTION", parser_class=_Parser, required=True)
+    q = agents.add_parser("report", parents=[common], help="agent_performance per market day (read only)")
+    q.add_argument("--db", metavar="FILE", help="the journal (default: journal.db in the data directory)")
+    q = agents.add_parser("replay", parents=[common], help="re-run a journaled decision's crew on its journaled "
+                                                           "tool results; exit 0 when it decides the same, 1 if not")
+    q.add_argument("decision_id", metavar="DECISION_ID", type=_decision_id,
+                   help="an agent_decisions id (any row of the run)")
+    q.add_argument("--db", metavar="FILE", help="the journal (default: journal.db in the data directory)")
+    q.add_argument("--llm", default="rules", metavar="MODEL",
+                   help="rules (default: offline, no network) or provider/model, e.g. openai/gpt-4o-mini")
 
     p = sub.add_parser("config", parents=[common], help="check or show the effective configuration")
     p.add_argument("action", choices=("check", "show", "paths"), help="check: validate; show: print the merged "
@@ -480,6 +502,66 @@ def cmd_data(args: argparse.Namespace, loaded: Any, paths: Any) -> int:
     return EXIT_OK
 
 
+def cmd_agents(args: argparse.Namespace, loaded: Any, paths: Any) -> int:
+    """`agents report`: the agent_performance table; `agents replay`: a decision re-run on its
+    journaled tool results. Both read the journal only, so they work beside a running console."""
+    path = _db_path(args, paths)
+    if args.agents_action == "report":
+        return _agents_report(path)
+    return _agents_replay(args, loaded, paths, path)
+
+
+def _agents_report(path: Path) -> int:
+    from core.journal import JournalError
+    from core.journal.reports import agent_performance
+
+    try:
+        rows = agent_performance(path)
+    except JournalError as exc:
+        raise UsageError(str(exc)) from None
+    if not rows:
+        print(f"no agent performance in {path} yet: it is written once a spike's outcome has been measured")
+        return EXIT_OK
+    print(f"agent performance per market day (UTC), {path}")
+    print(f"{'period':<11} {'agent':<18} {'decisions':>9} {'TP':>4} {'FP':>4} {'FN':>4} {'TN':>4} "
+          f"{'accuracy':>9} {'avg conf':>9}")
+    for r in rows:
+        acc = f"{r['accuracy_percent']:.1f}%" if r.get("accuracy_percent") is not None else "-"
+        conf = f"{r['avg_confidence']:.2f}" if r.get("avg_confidence") is not None else "-"
+        print(f"{r['period'] or '-':<11} {r['agent_name']:<18} {r['total_decisions'] or 0:>9} "
+              f"{r['true_positives'] or 0:>4} {r['false_positives'] or 0:>4} {r['false_negatives'] or 0:>4} "
+              f"{r['true_negatives']:>4} {acc:>9} {conf:>9}")
+    return EXIT_OK
+
+
+def _agents_replay(args: argparse.Namespace, loaded: Any, paths: Any, path: Path) -> int:
+    from core.agents.decision_replay import ReplayError, load_run, replay
+
+    try:
+        journaled = load_run(path, args.decision_id)
+    except ReplayError as exc:
+        raise UsageError(str(exc)) from None
+    try:
+        result = asyncio.run(replay(journaled, loaded.settings, args.llm, paths.data_dir / "crewai"))
+    except ValueError as exc:  # a model that cannot be built (no provider/model, a missing SDK)
+        raise UsageError(f"--llm {args.llm}: {exc}") from None
+    what = (f"spike {journaled.spike.get('symbol')} {journaled.spike.get('direction')}" if journaled.spike
+            else "guardian check")
+    print(f"decision {journaled.decision_id}: run {journaled.run_id} ({what}), journaled with model "
+          f"{journaled.model or 'unknown'}, replayed with {result.model} on {result.answered} journaled tool results"
+          + (f" ({result.mismatched} with other arguments)" if result.mismatched else "")
+          + (f", {result.missing} calls not in the journal" if result.missing else ""))
+    print(f"{'agent':<18} {'journaled':<24} {'replayed':<24}")
+    for row in result.rows:
+        print(f"{row.agent:<18} {row.journaled or '-':<24} {row.replayed or '-':<24} "
+              f"{'same' if row.same else 'DIFFERENT'}")
+    if result.abort_reason:
+        print(f"the replay stopped: {result.abort_reason}")
+    agree = sum(r.same for r in result.rows)
+    print(f"{'same decision' if result.same else 'different decision'}: {agree} of {len(result.rows)} agents agree")
+    return EXIT_OK if result.same else EXIT_FAILED
+
+
 def cmd_console(args: argparse.Namespace, loaded: Any, paths: Any) -> int:
     from console.launch import launch_console
 
@@ -488,7 +570,7 @@ def cmd_console(args: argparse.Namespace, loaded: Any, paths: Any) -> int:
 
 
 _COMMANDS = {"config": cmd_config, "replay": cmd_replay, "simulate": cmd_simulate, "console": cmd_console,
-             "db": cmd_db, "audit": cmd_audit, "serve": cmd_serve, "data": cmd_data}
+             "db": cmd_db, "audit": cmd_audit, "serve": cmd_serve, "data": cmd_data, "agents": cmd_agents}
 
 
 if __name__ == "__main__":
