@@ -367,7 +367,8 @@ class SpikeguardApp(App[int]):
             journal_failing=bool(self.session.journal_health and not self.session.journal_health.ok),
             feed_detail=", ".join(filter(None, (feed_detail(engine.feed_health.values()),
                                                 self.session.venue.status() if self.session.venue else ""))),
-            scanner_paused=self._scanner_paused, feed_paused=self._feed_paused, desk=self.desk_label)
+            scanner_paused=self._scanner_paused, feed_paused=self._feed_paused,
+            desk=self.session.agent_desk.status_label() if self.session.agent_desk is not None else self.desk_label)
         if self._changed("status", info):
             views.status.show(info)
 

@@ -200,17 +200,49 @@ class AgentsSettings(Strict):
     strategy_executor: AgentSettings
 
 
+class CrewLimits(Strict):
+    """Every model call and every run is bounded (core.agents.limits)."""
+
+    call_timeout_seconds: float = Field(30.0, gt=0, le=600)  # one model call, streaming included
+    call_max_retries: int = Field(1, ge=0, le=5)  # the provider SDK's retries of a failed call
+    max_tokens: int = Field(1024, ge=16, le=32_768)  # an answer's length, sent with every call
+    run_deadline_seconds: float = Field(45.0, gt=0, le=3600)  # a spike's whole run; below the proposal TTL
+    pause_after_failures: int = Field(3, ge=1, le=100)  # runs in a row failing on the provider
+    pause_seconds: float = Field(60.0, gt=0, le=86_400)  # the first pause; it doubles
+    pause_max_seconds: float = Field(900.0, gt=0, le=86_400)
+
+
+class CrewBudget(Strict):
+    """Spending beyond the run's own budget (crew.token_budget_per_proposal, ...)."""
+
+    session_tokens: int = Field(2_000_000, ge=100, le=1_000_000_000)
+    session_usd: float = Field(5.0, ge=0, le=10_000)
+    day_tokens: int = Field(5_000_000, ge=100, le=1_000_000_000)
+    day_usd: float = Field(10.0, ge=0, le=10_000)
+    # a remote model missing from the price table must be priced here (USD per million tokens)
+    price_in_per_million_usd: float | None = Field(None, ge=0, le=1_000)
+    price_out_per_million_usd: float | None = Field(None, ge=0, le=1_000)
+
+    @model_validator(mode="after")
+    def _both_prices_or_neither(self) -> "CrewBudget":
+        if (self.price_in_per_million_usd is None) != (self.price_out_per_million_usd is None):
+            raise ValueError("price_in_per_million_usd and price_out_per_million_usd go together")
+        return self
+
+
 class CrewSettings(Strict):
     enabled: bool = True
     process: Literal["sequential"] = "sequential"
     llm_provider: str = "rules"
     llm_model: str = "rules"
     llm_base_url: str | None = None
+    limits: CrewLimits = CrewLimits()
+    budget: CrewBudget = CrewBudget()
     max_concurrent_runs: int = Field(2, ge=1, le=16)
     max_runs_per_minute: int = Field(6, ge=1, le=600)  # each run may call a paid model
     # a five-agent run costs ~15k tokens on the rules model and ~25k on a remote one (tool schemas)
     token_budget_per_proposal: int = Field(60_000, ge=100, le=10_000_000)
-    cost_budget_usd_per_proposal: float = Field(0.05, ge=0, le=100)
+    cost_budget_usd_per_proposal: float = Field(0.50, ge=0, le=100)  # gpt-4o spends ~0.1 USD on a run
     guardian_interval_seconds: float = Field(60.0, gt=0)
     news_feeds: list[str] = Field(default_factory=list)
     # the outcome loop (core.agents.outcomes): market time a decision is followed for (a week at most),
@@ -372,3 +404,10 @@ class Settings(Strict):
     redis: RedisSettings = RedisSettings()
     binance: BinanceSettings = BinanceSettings()
     secrets: Secrets = Secrets()
+
+    @model_validator(mode="after")
+    def _run_deadline_below_the_ttl(self) -> "Settings":
+        if self.crew.limits.run_deadline_seconds >= self.execution.proposal_ttl_seconds:
+            raise ValueError(f"crew.limits.run_deadline_seconds ({self.crew.limits.run_deadline_seconds:g}) must be "
+                             f"below execution.proposal_ttl_seconds ({self.execution.proposal_ttl_seconds:g})")
+        return self

@@ -38,23 +38,12 @@ from typing import Any
 
 from core.agents import offline
 from core.agents.analyst import GUARDIAN_TASK
-from core.agents.bookkeeping import (  # noqa: F401 - the price names are re-exported (they were defined here)
-    DEFAULT_PRICE,
-    LOCAL_PROVIDERS,
-    PRICES,
-    SUPPORTING,
-    Bookkeeper,
-    price_of,
-)
+from core.agents.bookkeeping import Bookkeeper
 from core.agents.context import CURRENT_RUN, DeskContext, RunState
 from core.agents.crew import build_guardian_crew, build_spike_crew, decision_fields, finalize
+from core.agents.limits import PriceUnknown, ProviderHealth, SpendLedger, is_provider_failure, price_for
 from core.agents.llm import RULES, estimate_tokens, llm_label, make_llm
-from core.agents.streaming import (  # noqa: F401 - the window constants are re-exported (they were defined here)
-    MAX_LINE,
-    MAX_REORDER_WINDOW_S,
-    REORDER_WINDOW_S,
-    RunStream,
-)
+from core.agents.streaming import RunStream
 from core.agents.threads import in_daemon_thread
 from core.agents.vetoes import veto_of
 from core.desk.proposal import TradeProposal
@@ -145,6 +134,12 @@ class AgentDesk:
         self._guardian_wanted = False
         self._recovery_task: asyncio.Task | None = None
         self._guardian_hold: _FeedHold | None = None  # taken at the transition, so the crew reads that market
+        limits = self.settings.crew.limits
+        self.ledger = SpendLedger.from_settings(self.settings)
+        self.health = ProviderHealth(limits.pause_after_failures, limits.pause_seconds, limits.pause_max_seconds)
+        self._reserved: dict[str, list[float]] = {}  # run id -> [tokens, USD] charged to the ledger before calls
+        self.agent_llms: dict[str, Any] = {}  # agent key -> its own model (agents.*.llm)
+        self.price = (0.0, 0.0)  # USD per million tokens (input, output): the dearest model the crew uses
         # figures (bench, tests); proposals, decisions and the stream's figures are on the parts
         self.run_seconds: deque[float] = deque(maxlen=1000)
         self.guardian_runs = 0
@@ -169,10 +164,20 @@ class AgentDesk:
             # crews are CPU-bound Python in worker threads: a shorter GIL switch interval keeps the
             # engine loop (and the UI) responsive while they run (bench/agents.py: p99 28 ms -> 6 ms)
             sys.setswitchinterval(self.switch_interval)
-        if _is_model(self._llm_arg):
+        if _is_model(self._llm_arg):  # a model object built by the caller (a test, a benchmark)
             self.llm = self._llm_arg
+            try:
+                prices = [price_for(self.settings, self.label)]
+            except PriceUnknown:
+                prices = [(0.0, 0.0)]
         else:
             self.llm = make_llm(self.settings, self.secrets, model=self._llm_arg if isinstance(self._llm_arg, str) else None)
+            prices = [price_for(self.settings, self.label)]  # a remote model with no price is refused here
+        for key, agent in self.settings.agents:
+            if agent.llm and agent.enabled:
+                self.agent_llms[key] = make_llm(self.settings, self.secrets, model=agent.llm)
+                prices.append(price_for(self.settings, llm_label(self.settings, agent.llm)))
+        self.price = (max(p[0] for p in prices), max(p[1] for p in prices))
         self._stream.install(loop)
         self.ctx.breaker.subscribe(self.on_breaker_change)
         self._started = True
@@ -242,7 +247,7 @@ class AgentDesk:
 
     def _new_run(self, kind: str, spike: SpikeDetected | None = None, spike_event_id: int | None = None,
                  abort_on_trigger: bool = True) -> RunState:
-        price_in, price_out = price_of(self.label)
+        price_in, price_out = self.price
         crew = self.settings.crew
         run = RunState(kind=kind, source=self.source, model=self.label, token_budget=crew.token_budget_per_proposal,
                        cost_budget_usd=crew.cost_budget_usd_per_proposal, price_in_per_m=price_in,
@@ -263,6 +268,9 @@ class AgentDesk:
         pre = self._precheck(spike)
         if pre is not None:
             return pre
+        paused = self.health.paused_for()
+        if paused > 0:  # the provider keeps failing: the rules proposer answers meanwhile
+            return self.ctx.session.proposer.decide(spike, spike_event_id if isinstance(spike_event_id, int) else None)
         key = (spike.symbol, spike.spike_type.value, spike.direction)
         now = self.ctx.now_ms()
         row = spike_event_id if hasattr(spike_event_id, "add_done_callback") else None
@@ -299,7 +307,11 @@ class AgentDesk:
                                                        f"({spike.spike_type.value}) with model {self.label}")
             task = loop.create_task(self._execute_spike(run), name=f"crew:{run.run_id}")
             self._track(task)
-            done, _ = await asyncio.wait({task, aborted}, return_when=asyncio.FIRST_COMPLETED)
+            deadline = self.settings.crew.limits.run_deadline_seconds
+            done, _ = await asyncio.wait({task, aborted}, timeout=deadline, return_when=asyncio.FIRST_COMPLETED)
+            if not done:
+                run.abort(f"run deadline: no decision within {deadline:g}s")
+                self._provider_failed(run, run.abort_reason or "run deadline")
             if task in done:
                 decision = task.result()
             elif run.vetoed:
@@ -322,10 +334,11 @@ class AgentDesk:
         """The crew run itself (owns the run slot until the crew's threads are done)."""
         decision: TradeProposal | Skip
         try:
-            await self._kickoff(run, lambda: build_spike_crew(self.ctx, self.llm, run))
+            await self._kickoff(run, lambda: build_spike_crew(self.ctx, self.llm, run, self.agent_llms))
         finally:
             self._slots.release()
             self._active.discard(run)
+            self._settle_spend(run)
         await self._stream.drain(run)
         if run.vetoed:
             decision = Skip(run.vetoed)
@@ -378,8 +391,12 @@ class AgentDesk:
             stop_if_needed()
 
         def pre_model(hctx: Any) -> None:
-            run.add_tokens(tokens_in=estimate_tokens(getattr(hctx, "messages", None) or []))
+            tokens_in = estimate_tokens(getattr(hctx, "messages", None) or [])
+            run.add_tokens(tokens_in=tokens_in)
             run.model_calls += 1
+            refusal = self._call_refusal(run, tokens_in)
+            if refusal is not None:
+                run.abort(refusal)
             stop_if_needed()
 
         def pre_tool(hctx: Any) -> None:
@@ -417,6 +434,11 @@ class AgentDesk:
             run.abort(reason)
             self._stream.reason(run, "desk", "error", reason)
             log.warning("crew run %s failed: %s", run.run_id, exc)
+            if is_provider_failure(exc):
+                self._provider_failed(run, f"{type(exc).__name__}: {str(exc)[:200]}")
+        else:
+            if run.model_calls and not run.aborted:
+                self.health.answered()
         finally:
             for var_token in (pairing_token, quiet_token, run_token):
                 try:
@@ -450,6 +472,56 @@ class AgentDesk:
             if self._holds == 0 and self._we_paused:
                 self._we_paused = False
                 feed.resume()
+
+    # ------------------------------------------------------------------ bounds (core.agents.limits)
+    def _call_refusal(self, run: RunState, tokens_in: int) -> str | None:
+        """Why the model call about to be made could pass a budget (its prompt is counted, its
+        answer at max_tokens), or None; the call is charged to the session's ledger."""
+        answer = self.settings.crew.limits.max_tokens
+        price_in, price_out = self.price
+        usd = (tokens_in * price_in + answer * price_out) / 1_000_000
+        if run.tokens + answer > run.token_budget:
+            return (f"token budget: the next call could bring the run to {run.tokens + answer:,} tokens "
+                    f"(budget {run.token_budget:,})")
+        if run.cost_budget_usd > 0 and run.cost_usd + answer * price_out / 1_000_000 > run.cost_budget_usd:
+            return (f"cost budget: the next call could bring the run to "
+                    f"{run.cost_usd + answer * price_out / 1_000_000:.4f} USD (budget {run.cost_budget_usd:g} USD)")
+        now = self.ctx.wall_clock()
+        refusal = self.ledger.refusal(tokens_in + answer, usd, now)
+        if refusal is not None:
+            return refusal
+        self.ledger.spend(tokens_in + answer, usd, now)
+        charged = self._reserved.setdefault(run.run_id, [0.0, 0.0])
+        charged[0] += tokens_in + answer
+        charged[1] += usd
+        return None
+
+    def _settle_spend(self, run: RunState) -> None:
+        """The ledger takes the run's real spending in place of what its calls reserved."""
+        tokens, usd = self._reserved.pop(run.run_id, (0.0, 0.0))
+        self.ledger.spend(int(run.tokens - tokens), run.cost_usd - usd, self.ctx.wall_clock())
+
+    def _provider_failed(self, run: RunState, why: str) -> None:
+        pause = self.health.failed(why)
+        if pause is None:
+            return
+        text = (f"crew paused for {pause:g}s after {self.settings.crew.limits.pause_after_failures} provider "
+                f"failures in a row (last: {why}); the rules proposer answers meanwhile")
+        self._stream.reason(run, "desk", "error", text)
+        log.warning("%s", text)
+        record = getattr(self.ctx.session, "record_action", None)
+        if record is not None:
+            record("crew_paused", text, {"seconds": pause, "model": self.label, "last_error": why})
+
+    def status_label(self) -> str:
+        """The status bar's word on the desk: its model, a pause, today's spending."""
+        parts = [self.label]
+        paused = self.health.paused_for()
+        if paused > 0:
+            parts.append(f"paused {paused:.0f}s (provider failing), rules answering")
+        if self.price != (0.0, 0.0):
+            parts.append(f"{self.ledger.day_usd:.3f} USD today")
+        return " · ".join(parts)
 
     # ------------------------------------------------------------------ the breaker
     def on_breaker_change(self, change: BreakerChanged) -> None:
@@ -545,11 +617,17 @@ class AgentDesk:
         self._hold(run, True)
         self._stream.reason(run, "desk", "thought",
                             f"guardian crew {run.run_id}: breaker {info['to']} ({info['reason']})")
+        deadline = self.settings.crew.limits.run_deadline_seconds
         try:
-            await self._kickoff(run, lambda: build_guardian_crew(self.ctx, self.llm, run, info))
+            await asyncio.wait_for(self._kickoff(run, lambda: build_guardian_crew(
+                self.ctx, self.agent_llms.get("market_guardian", self.llm), run, info)), deadline)
+        except asyncio.TimeoutError:  # a hung provider must not hold every later guardian run
+            run.abort(f"run deadline: no answer within {deadline:g}s")
+            self._provider_failed(run, run.abort_reason or "run deadline")
         finally:
             self._active.discard(run)
             self._hold(run, False)
+            self._settle_spend(run)
         await self._stream.drain(run)
         rec = run.tasks.get(GUARDIAN_TASK)
         decision, confidence, data = decision_fields(rec.output if rec else "")
@@ -643,4 +721,4 @@ def _log_task_error(task: asyncio.Task) -> None:
         log.error("agent desk task failed", exc_info=task.exception())
 
 
-__all__ = ["AgentDesk", "price_of", "PRICES"]
+__all__ = ["AgentDesk"]

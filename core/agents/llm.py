@@ -210,7 +210,10 @@ def make_llm(settings: Any, secrets: Any = None, *, model: str | None = None, ba
     else:
         full = f"{provider}/{name}"
     key = api_key or api_key_for(provider, secrets if secrets is not None else getattr(settings, "secrets", None), env)
-    kwargs: dict[str, Any] = {"model": full, "stream": True, "temperature": 0.0}
+    limits = crew.limits
+    # every call is bounded: a hung provider times out, a failing one is retried once, an answer stops at max_tokens
+    kwargs: dict[str, Any] = {"model": full, "stream": True, "temperature": 0.0, "timeout": limits.call_timeout_seconds,
+                              "max_retries": limits.call_max_retries, "max_tokens": limits.max_tokens}
     if url:
         kwargs["base_url"] = url
     if key:

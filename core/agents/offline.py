@@ -11,12 +11,14 @@ off the UI's path.
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import importlib
 import logging
 import os
 import sys
 import threading
+from collections.abc import Iterator
 from pathlib import Path
 from types import ModuleType
 
@@ -83,6 +85,39 @@ class _QuietTokenEstimate(logging.Filter):
         return True
 
 
+@contextlib.contextmanager
+def _home_at(storage: Path) -> Iterator[None]:
+    """CrewAI writes ~/.config/crewai and ~/.local/share/crewai/credentials while it is
+    imported (its config path is fixed then): HOME points into spikeguard's storage for the
+    import, so --data-dir holds everything. Our own paths were resolved long before."""
+    home = storage / "home"
+    home.mkdir(parents=True, exist_ok=True)
+    saved = os.environ.get("HOME")
+    os.environ["HOME"] = str(home)
+    try:
+        yield
+    finally:
+        if saved is None:
+            os.environ.pop("HOME", None)
+        else:
+            os.environ["HOME"] = saved
+
+
+def _keep_credentials_under(storage: Path) -> None:
+    """CrewAI's token store looks HOME up again on each use: keep it in the storage folder."""
+    try:
+        from crewai_core.token_manager import TokenManager
+    except ImportError:  # pragma: no cover - another crewai layout
+        return
+    folder = storage / "home" / ".local" / "share" / "crewai" / "credentials"
+
+    def storage_path() -> Path:
+        folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+        return folder
+
+    TokenManager._get_secure_storage_path = staticmethod(storage_path)
+
+
 def load_crewai(storage_dir: str | Path | None = None, freeze_gc: bool = True) -> ModuleType:
     """Import crewai once (blocking: call it in a thread), offline.
 
@@ -100,12 +135,14 @@ def load_crewai(storage_dir: str | Path | None = None, freeze_gc: bool = True) -
             import time
 
             t0 = time.perf_counter()
-            module = importlib.import_module("crewai")
-            # the pieces the desk uses, imported here so the first run does not pay for them
-            importlib.import_module("crewai.events")
-            importlib.import_module("crewai.hooks.dispatch")
-            importlib.import_module("crewai.tools")
-            importlib.import_module("crewai.llms.base_llm")
+            with _home_at(_storage_dir or default_storage_dir()):
+                module = importlib.import_module("crewai")
+                # the pieces the desk uses, imported here so the first run does not pay for them
+                importlib.import_module("crewai.events")
+                importlib.import_module("crewai.hooks.dispatch")
+                importlib.import_module("crewai.tools")
+                importlib.import_module("crewai.llms.base_llm")
+            _keep_credentials_under(_storage_dir or default_storage_dir())
             logging.getLogger("crewai.llms.base_llm").addFilter(_QuietTokenEstimate())
             if freeze_gc:
                 gc.freeze()

@@ -186,7 +186,7 @@ async def test_token_budget_aborts_the_run(tmp_path, clock):
     await desk.start()
     try:
         decision = await desk.handle_spike(dump_spike(session))
-        assert isinstance(decision, Skip) and decision.reason.startswith("token budget exceeded"), decision
+        assert isinstance(decision, Skip) and decision.reason.startswith("token budget: the next call"), decision
     finally:
         await desk.close()
 

@@ -1,8 +1,8 @@
 """The real-model path: CrewAI's OpenAI provider against a local OpenAI-compatible stub.
 
-The stub answers like a model would (tool calls, then a streamed final answer), choosing
-with the same deterministic analyst the rules model uses, so the whole crew runs through
-HTTP, native tool calls and Server-Sent Events.
+The stub answers like a model would (tool calls, then a streamed final answer) from a script
+written here, not from the product's analyst, so the whole crew runs through HTTP, native
+tool calls and Server-Sent Events and checks something independent of the offline model.
 """
 
 from __future__ import annotations
@@ -12,19 +12,25 @@ import json
 
 from pydantic import SecretStr
 
-from core.agents.analyst import ANALYST
 from core.agents.llm import make_llm
 from core.desk.proposal import ProposalStatus, TradeProposal
 from core.settings import Secrets
 from tests.agents.conftest import Lines, dump_spike, make_session, make_settings
-from tests.fakes.openai_stub import OpenAIStub, Reply, offered_tools, tool_messages, user_text
+from tests.agents.test_scripted_model import well_behaved
+from tests.fakes.openai_stub import OpenAIStub, Reply, Script, decision, tool_messages, user_text
 
 
-def analyst_responder(body: dict) -> Reply:
-    reply = ANALYST.respond(body["messages"], offered=offered_tools(body))
-    if reply.is_final:
-        return Reply(content=reply.text)
-    return Reply(tool_calls=reply.tool_calls)
+def scripted_with_tools() -> Script:
+    """The well-behaved script, with Risk Assessment and the executor calling a tool first."""
+    answers = well_behaved()
+    answers["risk_evaluation_task"] = [Reply(tool_calls=[("position_sizing_optimizer", {"symbol": "SOLUSDT"})]),
+                                       *answers["risk_evaluation_task"]]
+    answers["execution_task"] = [Reply(tool_calls=[("check_circuit_breaker_status", {})]),
+                                 decision("execution_task", decision="PROPOSE", action="propose", symbol="SOLUSDT",
+                                          side="BUY", entry_type="market", entry_price=None, quantity=2.0,
+                                          stop_loss=90.0, take_profit=110.0, confidence=0.6,
+                                          rationale="Entry: market, fade the flush")]
+    return Script(answers)
 
 
 def test_make_llm_builds_crewais_openai_model_for_the_stub():
@@ -40,7 +46,7 @@ def test_make_llm_builds_crewais_openai_model_for_the_stub():
 async def test_a_streamed_answer_from_a_real_model_becomes_a_proposal(tmp_path, clock):
     from core.agents.desk import AgentDesk
 
-    with OpenAIStub(analyst_responder) as stub:
+    with OpenAIStub(scripted_with_tools()) as stub:
         settings = make_settings(llm_provider="openai", llm_model="gpt-4o-mini", llm_base_url=stub.base_url)
         session = make_session(settings, clock)
         session.bus.bind_loop(asyncio.get_running_loop())
@@ -70,7 +76,8 @@ async def test_a_streamed_answer_from_a_real_model_becomes_a_proposal(tmp_path, 
     d = json.loads(final.split("DECISION:")[-1])
     assert d["action"] == "propose" and d["quantity"] == decision.quantity and d["stop_loss"] == decision.stop_loss
     thoughts = [ln for ln in lines.for_run(run.run_id) if ln.kind == "thought" and ln.role == "Strategy Executor"]
-    assert any("Entry: limit" in ln.text for ln in thoughts), "the streamed answer reached the reasoning pane"
+    assert any("Reasoning from the scripted model" in ln.text for ln in thoughts), \
+        "the streamed answer reached the reasoning pane"
     assert run.reported_tokens > 0
     session.approvals.add(decision)
     assert session.approvals.status[decision.proposal_id] is ProposalStatus.PENDING

@@ -107,3 +107,129 @@ async def test_a_prose_refusal_is_a_skip_whatever_its_tool_calls_recorded(tmp_pa
     assert answer == Skip("strategy executor gave no decision: no trade")
     run = next(r for r in desk.runs.values() if r.kind == "spike")
     assert run.candidate is not None  # the tool did record an order: it does not become a proposal
+
+
+# ---------------------------------------------------------------------------- failing providers
+FAST = dict(limits={"call_timeout_seconds": 1.0, "call_max_retries": 0, "max_tokens": 256,
+                    "run_deadline_seconds": 6.0, "pause_after_failures": 2, "pause_seconds": 30.0,
+                    "pause_max_seconds": 120.0})
+
+
+def fast(**extra: Any) -> dict[str, Any]:
+    from core.settings import CrewLimits
+
+    return {"limits": CrewLimits(**FAST["limits"]), **extra}
+
+
+async def test_a_hung_provider_times_out_and_the_run_says_so(tmp_path):
+    script = Script(well_behaved(spike_detection_task=[Reply(content="never", delay_s=3600)]))
+    answer, took, _, stub = await run_one(tmp_path, script, **fast())
+    assert isinstance(answer, Skip) and "Timeout" in answer.reason, answer  # the call's own time-out (1 s)
+    assert took < 1.0 + 3.0
+    assert all(r.get("max_tokens") == 256 for r in stub.requests)  # every call carries its bound
+
+
+async def test_a_run_past_its_deadline_ends_with_that_reason(tmp_path):
+    from core.settings import CrewLimits
+
+    slow = {t: [Reply(content=r[0].content, delay_s=0.8)] for t, r in well_behaved().items()}  # 4 s in all
+    limits = CrewLimits(call_timeout_seconds=5.0, call_max_retries=0, run_deadline_seconds=2.0)
+    answer, took, _, _ = await run_one(tmp_path, Script(slow), limits=limits)
+    assert answer == Skip("run deadline: no decision within 2s")
+    assert took < 2.0 + 1.5
+
+
+async def test_a_slow_stream_within_the_time_out_still_answers(tmp_path):
+    slow = {t: [Reply(content=r[0].content, chunk_delay_s=0.01)] for t, r in well_behaved().items()}
+    answer, took, _, _ = await run_one(tmp_path, Script(slow), **fast())
+    assert isinstance(answer, TradeProposal), answer
+    assert took < 6.0
+
+
+@pytest.mark.parametrize("status", [429, 500])
+async def test_a_failing_provider_pauses_the_crew_and_the_rules_proposer_answers(tmp_path, status):
+    from core.agents.desk import AgentDesk
+
+    script = Script({}, default=Reply(status=status, retry_after=0.1))
+    with OpenAIStub(script) as stub:
+        settings = make_settings(llm_provider="openai", llm_model="gpt-4o-mini", llm_base_url=stub.base_url, **fast())
+        session = make_session(settings)
+        session.bus.bind_loop(asyncio.get_running_loop())
+        desk = AgentDesk(session, settings, None, session.bus, tmp_path / "crewai", secrets=KEY, dedupe_seconds=0)
+        await desk.start()
+        try:
+            spike = dump_spike(session)
+            started = time.monotonic()
+            first = [await desk.handle_spike(spike) for _ in range(2)]
+            took = time.monotonic() - started
+            requests_when_paused = len(stub.requests)
+            third = await desk.handle_spike(spike)  # paused: no request reaches the provider
+        finally:
+            await desk.close(grace_seconds=1.0)
+    assert all(isinstance(d, Skip) for d in first), first
+    assert took < 2 * 6.0
+    assert desk.health.paused_for() > 0 and "paused" in desk.status_label()
+    assert len(stub.requests) == requests_when_paused
+    assert isinstance(third, TradeProposal) and third.source == "rules"  # the rules proposer's answer
+    assert requests_when_paused <= 2 * 3  # bounded: no retry storm (one request per agent at most, no retries)
+
+
+async def test_runaway_tokens_stop_at_max_tokens_and_the_budget_before_the_call(tmp_path):
+    runaway = Reply(content="blah " * 200_000)  # the provider cuts it at max_tokens, as a real one does
+    script = Script(well_behaved(spike_detection_task=[runaway]))
+    answer, _, desk, stub = await run_one(tmp_path, script, token_budget_per_proposal=3_000, **fast())
+    assert isinstance(answer, Skip), answer
+    run = next(r for r in desk.runs.values() if r.kind == "spike")
+    assert run.tokens <= 3_000  # never past the budget: the call that could pass it was not made
+    assert "token budget" in answer.reason or "gave no decision" in answer.reason, answer
+
+
+async def test_a_call_that_could_pass_the_runs_budget_is_not_made(tmp_path):
+    script = Script(well_behaved())
+    answer, _, desk, stub = await run_one(tmp_path, script, token_budget_per_proposal=500, **fast())
+    assert isinstance(answer, Skip) and answer.reason.startswith("token budget: the next call"), answer
+    assert stub.requests == []  # refused before the first request went out
+
+
+async def test_a_session_budget_spent_stops_the_next_call(tmp_path):
+    from core.settings import CrewBudget
+
+    script = Script(well_behaved())
+    answer, _, _, stub = await run_one(tmp_path, script, budget=CrewBudget(session_tokens=100), **fast())
+    assert isinstance(answer, Skip) and "session token budget" in answer.reason, answer
+    assert stub.requests == []
+
+
+async def test_a_remote_model_without_a_price_is_refused_at_start(tmp_path):
+    from core.agents.desk import AgentDesk
+    from core.agents.limits import PriceUnknown
+
+    settings = make_settings(llm_provider="openai", llm_model="gpt-99-unpriced", llm_base_url="http://127.0.0.1:9/v1")
+    session = make_session(settings)
+    desk = AgentDesk(session, settings, None, session.bus, tmp_path / "crewai", secrets=KEY)
+    with pytest.raises(PriceUnknown, match="no price for model openai/gpt-99-unpriced: set crew.budget"):
+        await desk.start()
+    await desk.close()
+
+
+async def test_an_agents_own_model_is_the_one_it_calls(tmp_path):
+    """agents.risk_assessment.llm names its own model: only that agent's requests reach it,
+    while the crew's model (rules, offline) answers the others."""
+    from core.agents.desk import AgentDesk
+
+    script = Script(well_behaved())
+    with OpenAIStub(script) as stub:
+        settings = make_settings(llm_base_url=stub.base_url)  # the crew: rules
+        agents = settings.agents.model_copy(update={"risk_assessment": settings.agents.risk_assessment.model_copy(
+            update={"llm": "openai/gpt-4o-mini"})})
+        settings = settings.model_copy(update={"agents": agents})
+        session = make_session(settings)
+        session.bus.bind_loop(asyncio.get_running_loop())
+        desk = AgentDesk(session, settings, None, session.bus, tmp_path / "crewai", secrets=KEY)
+        await desk.start()
+        try:
+            await desk.handle_spike(dump_spike(session))
+        finally:
+            await desk.close(grace_seconds=1.0)
+    assert set(script.calls) == {"risk_evaluation_task"}, script.calls
+    assert desk.price == (0.15, 0.60)  # the dearest model the crew uses prices its calls
