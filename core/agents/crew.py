@@ -131,6 +131,8 @@ def run_inputs(ctx: DeskContext, run: RunState, extra: dict[str, Any] | None = N
                            "proposal_ttl_seconds": s.execution.proposal_ttl_seconds}
     if run.spike is not None:
         out["spike"] = spike_payload(run.spike)
+        # a live feed never waits for the crew: its inputs say how old they are when the run starts
+        out["data_age_seconds"] = round(max(0, ctx.now_ms() - run.spike.time_ms) / 1000, 1)
     if extra:
         out.update(extra)
     return out

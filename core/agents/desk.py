@@ -354,7 +354,7 @@ class AgentDesk:
                 except Exception as exc:  # validation never crashes the desk
                     log.exception("finalize failed for %s", run.run_id)
                     decision = Skip(f"agent output failed validation: {type(exc).__name__}: {exc}")
-            problem = run.budget_problem()
+            problem = run.budget_problem() or self._stale_problem(run)
             if problem is not None and isinstance(decision, TradeProposal):
                 decision = Skip(problem)
         self.run_seconds.append(run.elapsed_ms / 1000.0)
@@ -472,6 +472,15 @@ class AgentDesk:
             if self._holds == 0 and self._we_paused:
                 self._we_paused = False
                 feed.resume()
+
+    def _stale_problem(self, run: RunState) -> str | None:
+        """A decision on market data older than the proposal TTL is no basis for an order (a live
+        feed runs on while the crew thinks; a paced one holds, so its age stays zero)."""
+        ttl = self.settings.execution.proposal_ttl_seconds
+        age_s = (self.ctx.now_ms() - run.spike.time_ms) / 1000 if run.spike is not None else 0.0
+        if age_s > ttl:
+            return f"stale: the spike's market data is {age_s:.0f}s old, past the proposal TTL ({ttl:g}s)"
+        return None
 
     # ------------------------------------------------------------------ bounds (core.agents.limits)
     def _call_refusal(self, run: RunState, tokens_in: int) -> str | None:

@@ -233,3 +233,31 @@ async def test_an_agents_own_model_is_the_one_it_calls(tmp_path):
             await desk.close(grace_seconds=1.0)
     assert set(script.calls) == {"risk_evaluation_task"}, script.calls
     assert desk.price == (0.15, 0.60)  # the dearest model the crew uses prices its calls
+
+
+async def test_on_a_live_feed_a_decision_older_than_the_ttl_is_skipped(tmp_path):
+    """A live feed never waits for the crew: its inputs carry their age, and a run deciding on
+    data older than the proposal TTL is skipped with that reason."""
+    from core.agents.desk import AgentDesk
+    from core.session import Session
+    from tests.helpers import ListFeed
+
+    class LiveFeed(ListFeed):
+        realtime = True
+
+    script = Script(well_behaved())
+    with OpenAIStub(script) as stub:
+        settings = make_settings(llm_provider="openai", llm_model="gpt-4o-mini", llm_base_url=stub.base_url)
+        session = Session(settings, LiveFeed())  # event time is wall time: the 2023 spike is old now
+        session.desk_enabled = False
+        session.bus.bind_loop(asyncio.get_running_loop())
+        desk = AgentDesk(session, settings, None, session.bus, tmp_path / "crewai", secrets=KEY)
+        await desk.start()
+        try:
+            answer = await desk.handle_spike(dump_spike(session))
+        finally:
+            await desk.close(grace_seconds=1.0)
+        prompt = next(r for r in stub.requests if "[task: spike_detection_task]" in str(r))
+    assert isinstance(answer, Skip) and answer.reason.startswith("stale: the spike's market data is "), answer
+    assert "past the proposal TTL (120s)" in answer.reason
+    assert "data_age_seconds" in str(prompt)  # the model was told how old its inputs are
