@@ -371,6 +371,8 @@ def finalize(ctx: DeskContext, run: RunState, text: str) -> TradeProposal | Skip
     rationale = clean(order.rationale, 1500) or "no rationale given"
     tag = "; ".join([run.source, *notes])
     try:
+        from core.agents.dissent import proposal_fields  # bull and bear views, who agreed and dissented, the score
+
         proposal = TradeProposal(
             proposal_id=f"c{now:x}-{next(_proposal_seq)}", created_ms=now,
             expires_ms=now + int(s.execution.proposal_ttl_seconds * 1000), symbol=spike.symbol, side="BUY",
@@ -381,7 +383,7 @@ def finalize(ctx: DeskContext, run: RunState, text: str) -> TradeProposal | Skip
             confidence=round(min(order.confidence, spike.confidence if spike.confidence > 0 else 1.0), 4),
             risk_usd=round(qty * (entry - stop), 2), notional_usd=round(qty * entry, 2),
             reward_risk=round((target - entry) / (entry - stop), 2), rationale=f"{rationale} [{tag}]"[:4000],
-            source=run.source,
+            source=run.source, **proposal_fields(run),
         )
     except ValidationError as exc:
         return _invalid(_errors(exc))

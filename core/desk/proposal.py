@@ -1,7 +1,7 @@
 """TradeProposal: the validated schema every proposer (rules or agents) must produce.
 
-The content hash covers every field that defines the trade, so an approval can prove it
-approves exactly what the operator saw. Caps are not trusted from here: the order gate
+The content hash covers every field that defines the trade, and the crew's dissent when it
+is present, so an approval can prove it approves exactly what the operator saw. Caps are not trusted from here: the order gate
 applies them again whatever a proposal says.
 """
 
@@ -29,6 +29,9 @@ class ProposalStatus(str, enum.Enum):
 
 _HASHED = ("proposal_id", "symbol", "side", "quantity", "entry_type", "entry_price", "stop_loss", "take_profit",
            "expires_ms", "spike_time_ms", "spike_type", "breaker_epoch", "reference_price", "source")
+# Added later (core.agents.dissent): hashed only when set, so a proposal sealed before they existed keeps
+# its hash, and a crew proposal's dissent cannot be altered after the operator saw it.
+_HASHED_IF_SET = ("bull_case", "bear_case", "agreed", "dissented", "dissent_score")
 
 
 class TradeProposal(BaseModel):
@@ -57,10 +60,16 @@ class TradeProposal(BaseModel):
     reward_risk: float = Field(ge=0)
     rationale: str = Field(max_length=4000)
     source: str  # "rules", "crew:rules", "crew:openai/gpt-4o-mini", ...
+    # the crew's dissent (core.agents.dissent); empty for the rules proposer and for older rows
+    bull_case: str = Field(default="", max_length=400)
+    bear_case: str = Field(default="", max_length=600)
+    agreed: tuple[str, ...] = Field(default=(), max_length=10)
+    dissented: tuple[str, ...] = Field(default=(), max_length=10)
+    dissent_score: float | None = Field(default=None, ge=0, le=1)
     content_hash: str = ""
 
     @field_validator("quantity", "entry_price", "stop_loss", "take_profit", "reference_price", "confidence",
-                     "risk_usd", "notional_usd", "reward_risk")
+                     "risk_usd", "notional_usd", "reward_risk", "dissent_score")
     @classmethod
     def _finite(cls, v: float | None) -> float | None:
         if v is not None and not math.isfinite(v):
@@ -83,6 +92,10 @@ class TradeProposal(BaseModel):
 
     def compute_hash(self) -> str:
         content = {k: getattr(self, k) for k in _HASHED}
+        for k in _HASHED_IF_SET:
+            value = getattr(self, k)
+            if value != type(self).model_fields[k].default:
+                content[k] = list(value) if isinstance(value, tuple) else value
         blob = json.dumps(content, sort_keys=True, separators=(",", ":"), default=str)
         return hashlib.sha256(blob.encode()).hexdigest()
 
