@@ -1,7 +1,10 @@
-"""The approval modal: the proposal, what changed since it was made, and the gate's verdict
-now. y approves (the gate checks again on submit), n or Escape goes back."""
+"""The approval modal: the proposal, what changed since it was made, the gate's verdict now,
+and for a crew proposal its dissent (bull and bear views, who agreed and who dissented, one
+line each). y approves (the gate checks again on submit), n or Escape goes back."""
 
 from __future__ import annotations
+
+from typing import Any
 
 from rich.table import Table
 from rich.text import Text
@@ -18,7 +21,7 @@ class ApproveScreen(Dialog[bool]):
     BINDINGS = [Binding("y,enter", "approve", "Approve"), Binding("n,escape", "back", "Back")]
     DEFAULT_CSS = """
     ApproveScreen { align: center middle; }
-    ApproveScreen > Vertical { width: 84; max-width: 98%; height: auto; max-height: 95%; border: thick $success; padding: 0 1; background: $surface; }
+    ApproveScreen > Vertical { width: 84; max-width: 98%; height: auto; max-height: 95%; overflow-y: auto; border: thick $success; padding: 0 1; background: $surface; }
     ApproveScreen .title { text-style: bold; }
     """
 
@@ -46,8 +49,29 @@ class ApproveScreen(Dialog[bool]):
                 Text(f"DENIED: {pv.reason}", style="bold red")
             grid.add_row("gate now", verdict)
             grid.add_row("why", p.rationale)
+            self._dissent_rows(grid, p)
             yield Static(grid)
             yield Static(Text("y / Enter approve · n / Escape back", style="bold"))
+
+    @staticmethod
+    def _dissent_rows(grid: Table, p: Any) -> None:
+        """The crew's dissent (core.agents.dissent): its score, the bull and bear views, and one line per
+        agent that agreed or dissented. The rules proposer has none: nothing is shown."""
+        if p.dissent_score is None:
+            return
+        score = p.dissent_score
+        grid.add_row("dissent", Text(f"{score:.2f} " + ("(contested)" if score >= 0.5 else "(some doubt)"
+                                                          if score >= 0.25 else "(broad agreement)"),
+                                     style="bold yellow" if score >= 0.5 else ""))
+        if p.bull_case:
+            grid.add_row("bull", p.bull_case)
+        if p.bear_case:
+            grid.add_row("bear", p.bear_case)
+        # one line per agent, cut to the dialog's width (the full line is in the journal's payload)
+        grid.add_row("agreed", Text("\n".join(p.agreed) or "no agent", style="green", no_wrap=True,
+                                    overflow="ellipsis"))
+        grid.add_row("dissented", Text("\n".join(p.dissented) or "no agent", style="yellow" if p.dissented else "",
+                                       no_wrap=True, overflow="ellipsis"))
 
     def action_approve(self) -> None:
         self.dismiss(True)
