@@ -386,7 +386,8 @@ def _run_headless(args: argparse.Namespace, loaded: Any, feed: Any, title: str, 
         _session, report = asyncio.run(run_headless(
             loaded.settings, feed, progress=progress_cb, agents=getattr(args, "agents", False),
             llm=getattr(args, "llm", None), db_path=journal.path if journal else None,
-            journal_key=journal.key if journal else None, journal_force=journal.force if journal else False))
+            journal_key=journal.key if journal else None, journal_force=journal.force if journal else False,
+            provider_errors=lambda line: print(one_line(f"provider error: {line}", 300), file=sys.stderr)))
     except JournalError as exc:
         raise UsageError(str(exc)) from None
     finally:

@@ -52,6 +52,7 @@ async def run_headless(
     llm: str | None = None,
     journal_key: bytes | None = None,
     journal_force: bool = False,
+    provider_errors: Callable[[str], None] | None = None,
 ) -> tuple[Session, dict[str, Any]]:
     """Run a finite feed through a whole session. With `agents`, the crew answers every
     spike (the feed waits while a crew runs, so each crew reads the market at its spike).
@@ -85,6 +86,8 @@ async def run_headless(
             if path is not None and session.journal is None:  # the crew's decisions are journaled from the first spike
                 await session.open_journal(path, key=key, force=journal_force)
             desk = await session.start_agent_desk(tmpdir / "crewai", llm=llm, hold_feed=True)
+            if provider_errors is not None:
+                desk.provider_error_listeners.append(provider_errors)
         await session.run(on_batch=(lambda: progress(engine)) if progress is not None else None)
         await session.settle()
         wall = time.perf_counter() - started
@@ -96,6 +99,8 @@ async def run_headless(
                 unwritten = session.journal.unwritten
             counts = await session.journal.counts()
         desk_rows = desk.report_rows(session.approvals) if desk is not None else None
+        if desk is not None:
+            desk_rows["skips"] = list(desk.skips)  # each skip's, abort's and veto's reason
     finally:
         try:
             await session.close()

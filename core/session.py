@@ -269,6 +269,8 @@ class Session:
         the outcomes whose horizon was not reached are marked so."""
         while self._decisions:
             await asyncio.gather(*list(self._decisions), return_exceptions=True)
+        if self.agent_desk is not None:  # aborted runs journal their decisions after answering
+            await self.agent_desk.settle()
         if self.outcomes is not None and self.engine.finished:
             self.outcomes.finish()
 

@@ -140,6 +140,8 @@ class AgentDesk:
         self._reserved: dict[str, list[float]] = {}  # run id -> [tokens, USD] charged to the ledger before calls
         self.agent_llms: dict[str, Any] = {}  # agent key -> its own model (agents.*.llm)
         self.price = (0.0, 0.0)  # USD per million tokens (input, output): the dearest model the crew uses
+        self.skips: deque[dict[str, Any]] = deque(maxlen=5000)  # every skip, abort and veto, with its reason
+        self.provider_error_listeners: list[Callable[[str], None]] = []  # one line per provider failure
         # figures (bench, tests); proposals, decisions and the stream's figures are on the parts
         self.run_seconds: deque[float] = deque(maxlen=1000)
         self.guardian_runs = 0
@@ -322,6 +324,8 @@ class AgentDesk:
                 self._stream.reason(run, "desk", "error", f"run {run.run_id} aborted: {decision.reason}")
             if isinstance(decision, TradeProposal):
                 self.proposals.append(decision)
+            else:
+                self._record_skip(run, decision)
             return decision
         finally:
             if not aborted.done():
@@ -510,7 +514,24 @@ class AgentDesk:
         tokens, usd = self._reserved.pop(run.run_id, (0.0, 0.0))
         self.ledger.spend(int(run.tokens - tokens), run.cost_usd - usd, self.ctx.wall_clock())
 
+    def _record_skip(self, run: RunState, skip: Skip) -> None:
+        from core.events import iso_utc
+
+        spike = run.spike
+        kind = "veto" if run.vetoed else "abort" if run.aborted else "skip"
+        self.skips.append({"time": iso_utc(spike.time_ms) if spike else None, "symbol": spike.symbol if spike else None,
+                           "direction": spike.direction if spike else None, "kind": kind, "reason": skip.reason,
+                           "run_id": run.run_id})
+
+    async def settle(self) -> None:
+        """Until every run's threads are done and its decisions journaled (an aborted run's
+        caller has its answer before that)."""
+        while self._bg:
+            await asyncio.gather(*list(self._bg), return_exceptions=True)
+
     def _provider_failed(self, run: RunState, why: str) -> None:
+        for fn in list(self.provider_error_listeners):
+            fn(f"{self.label}: {why}")
         pause = self.health.failed(why)
         if pause is None:
             return
