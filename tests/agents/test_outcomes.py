@@ -211,3 +211,179 @@ def test_agent_performance_counts_are_real_and_kept_per_market_day(pump_replay):
     # the report carries the same table
     table = {(r["agent"], r["period"]): r for r in report["agent_performance"]}
     assert table[("desk", "2021-04-16")]["false_negatives"] == desk["false_negatives"]
+
+
+# ---------------------------------------------------------------------- the rules, one by one
+T0 = 1_618_540_000_000  # 2021-04-16T02:26:40Z
+MIN = 60_000
+
+
+class _Journal:
+    """Keeps what the tracker submits."""
+
+    def __init__(self):
+        self.rows = []
+
+    def submit(self, kind, **row):
+        self.rows.append((kind, row))
+
+
+def _tracker(maker_fee=None, **crew):
+    from core.agents.outcomes import OutcomeTracker
+
+    settings = make_settings(**crew)
+    if maker_fee is not None:  # a maker rebate tier: resting fills pay less than taking ones
+        ex = settings.execution
+        settings = settings.model_copy(update={"execution": ex.model_copy(update={
+            "paper": ex.paper.model_copy(update={"maker_fee": maker_fee})})})
+    journal = _Journal()
+
+    class Market:
+        symbols = {}  # no windows: the hypothetical trade uses the configured stop and target percentages
+
+    return OutcomeTracker(settings, Market(), lambda: journal, lambda: 10_000.0), journal, settings
+
+
+def _spike(price=100.0, t=T0, symbol="SOLUSDT"):
+    from core.events import SpikeDetected, SpikeType
+
+    return SpikeDetected(symbol, SpikeType.SPOT_PRICE_SPIKE, "dump", 4.0, 1, 3.0, price * 1.04, price, 0.8, t, 0.1)
+
+
+def _ticks(tracker, *points, symbol="SOLUSDT", market="spot"):
+    from core.events import Tick
+
+    for minutes, price in points:
+        tracker.on_tick(Tick(symbol, price, 1.0, T0 + int(minutes * MIN), market))
+
+
+def test_a_skipped_spike_is_a_market_buy_at_its_price_with_the_configured_levels_stopped_at_the_tick():
+    from core.desk.rules_proposer import Skip
+
+    tracker, journal, settings = _tracker()
+    spike = _spike(100.0)
+    f = tracker.on_spike(spike, 7)
+    tracker.on_decision(spike, Skip("scanner: DISCARD"))
+    assert (f.hypothetical.stop, f.hypothetical.target) == pytest.approx((98.0, 104.0))  # 2% and 4%
+    _ticks(tracker, (1, 99.0), (2, 97.0))  # gaps through the stop: sold at the tick's 97, not at 98
+    assert f.outcome == "unprofitable" and f.measured.exit_reason == "stop" and f.measured.exit == 97.0
+    fee = settings.execution.paper.taker_fee
+    assert f.return_pct == pytest.approx((97 * (1 - fee) - 100 * (1 + fee)) / 100 * 100, abs=1e-6)
+    updates = [row for kind, row in journal.rows if kind == "spike_update"]
+    assert updates[0]["status"] == "skipped" and updates[-1]["outcome"] == "unprofitable"
+    assert updates[-1]["spike_id"] == 7 and "pnl" not in updates[-1]  # no market windows: no size, no USD
+
+
+def test_a_proposal_is_measured_on_its_own_levels_a_limit_filling_at_its_price_as_maker():
+    tracker, journal, settings = _tracker(maker_fee=0.0002)
+    spike = _spike(100.0)
+    f = tracker.on_spike(spike, 3)
+    proposal = _proposal(limit=99.0, stop=97.0, target=101.0)
+    tracker.on_decision(spike, proposal)
+    _ticks(tracker, (1, 99.5), (2, 98.9), (3, 100.0), (4, 101.5))
+    trade = f.measured
+    assert trade is f.trade and trade.fill == 99.0 and trade.entry_fee == settings.execution.paper.maker_fee
+    assert trade.exit_reason == "target" and trade.exit == 101.5 and f.outcome == "profitable"
+    paper = settings.execution.paper
+    assert f.return_pct == pytest.approx((101.5 * (1 - paper.taker_fee) - 99 * (1 + paper.maker_fee)) / 99 * 100,
+                                         abs=1e-6)
+    [update] = [row for kind, row in journal.rows if kind == "spike_update" and "trade_id" in row]
+    assert update["trade_id"] == proposal.proposal_id and update["status"] == "proposed"
+    [measured] = [row for kind, row in journal.rows if kind == "spike_update" and "outcome" in row]
+    net = 101.5 * (1 - paper.taker_fee) - 99 * (1 + paper.maker_fee)
+    assert measured["outcome"] == "profitable" and measured["pnl"] == pytest.approx(10 * net, abs=1e-5)
+    [row] = [row for kind, row in journal.rows if kind == "agent_decision"]
+    assert row["decision_type"] == "outcome_measured" and row["trade_id"] == proposal.proposal_id
+
+
+def _proposal(limit, stop, target, entry_type="limit", ref=100.0):
+    from core.desk.proposal import TradeProposal
+
+    return TradeProposal(created_ms=1, expires_ms=2, symbol="SOLUSDT", side="BUY", quantity=10.0,
+                         entry_type=entry_type, entry_price=limit, stop_loss=stop, take_profit=target,
+                         reference_price=ref, breaker_epoch=0, breaker_status="SAFE", confidence=0.7, risk_usd=1.0,
+                         notional_usd=1.0, reward_risk=1.0, rationale="test", source="crew:rules")
+
+
+def test_an_unfilled_limit_is_neutral_and_a_marketable_post_only_never_fills():
+    tracker, _journal, _settings = _tracker(outcome_horizon_minutes=10)
+    spike = _spike(100.0)
+    f = tracker.on_spike(spike, None)
+    tracker.on_decision(spike, _proposal(limit=95.0, stop=90.0, target=110.0))
+    _ticks(tracker, (5, 96.0), (10, 97.0), (11, 94.0))  # 94 comes after the horizon
+    assert f.outcome == "neutral" and f.measured.exit_reason == "not_filled" and f.return_pct == 0
+    spike2 = _spike(100.0, t=T0 + 20 * MIN)
+    f2 = tracker.on_spike(spike2, None)
+    _ticks(tracker, (20, 100.0))
+    tracker.on_decision(spike2, _proposal(limit=100.5, stop=95.0, target=110.0, entry_type="post_only"))
+    assert f2.outcome == "neutral" and f2.measured.exit_reason == "not_filled"
+
+
+def test_at_the_horizon_the_last_price_inside_it_counts_and_the_neutral_band_applies():
+    from core.desk.rules_proposer import Skip
+
+    tracker, _journal, settings = _tracker(outcome_horizon_minutes=10, outcome_neutral_band_percent=0.25)
+    spike = _spike(100.0)
+    f = tracker.on_spike(spike, None)
+    tracker.on_decision(spike, Skip("no"))
+    _ticks(tracker, (5, 100.1), (10, 100.0), (10.5, 103.9))  # the tick at the horizon counts, the later one not
+    assert f.measured.exit_reason == "horizon" and f.measured.exit == 100.0
+    assert f.return_pct == pytest.approx(-0.2, abs=1e-3)  # the fees alone: inside the band
+    assert f.outcome == "neutral"
+    tracker2, _j, _s = _tracker(outcome_horizon_minutes=10, outcome_neutral_band_percent=0.1)
+    spike = _spike(100.0)
+    f = tracker2.on_spike(spike, None)
+    tracker2.on_decision(spike, Skip("no"))
+    _ticks(tracker2, (10, 100.0))
+    assert f.outcome == "unprofitable"  # -0.2% is outside a 0.1% band
+
+
+def test_futures_ticks_and_other_symbols_do_not_move_a_spot_trade_and_the_clock_is_event_time():
+    from core.desk.rules_proposer import Skip
+
+    tracker, _journal, _settings = _tracker(outcome_horizon_minutes=10)
+    spike = _spike(100.0)
+    f = tracker.on_spike(spike, None)
+    tracker.on_decision(spike, Skip("no"))
+    _ticks(tracker, (1, 90.0), market="futures")
+    _ticks(tracker, (2, 90.0), symbol="BTCUSDT")
+    assert f.outcome is None
+    _ticks(tracker, (3, 105.0))
+    assert f.outcome == "profitable" and f.measured.exit_ms == T0 + 3 * MIN
+
+
+def test_what_the_data_never_reached_is_marked_so_not_guessed():
+    from core.desk.rules_proposer import Skip
+
+    tracker, journal, _settings = _tracker(outcome_horizon_minutes=60)
+    spike = _spike(100.0)
+    f = tracker.on_spike(spike, 5)
+    tracker.on_decision(spike, Skip("no"))
+    _ticks(tracker, (30, 101.0))
+    tracker.finish()
+    assert f.outcome == "horizon_not_reached" and f.return_pct is None
+    last = [row for kind, row in journal.rows if kind == "spike_update"][-1]
+    assert last == {"spike_id": 5, "time_ms": T0, "outcome": "horizon_not_reached"}  # no pnl: not guessed
+
+
+def test_votes_journaled_after_the_outcome_are_still_judged():
+    """A veto answers the desk at once; the run's votes can reach the books after the outcome."""
+    from core.agents.bookkeeping import Bookkeeper
+    from core.agents.context import DeskContext
+    from core.desk.rules_proposer import Skip
+
+    tracker, _journal, settings = _tracker(outcome_horizon_minutes=10)
+
+    class Session:
+        outcomes = tracker
+        journal = None
+
+    books = Bookkeeper(DeskContext(settings=settings, market=None, breaker=None, session=Session()), settings, "rules")
+    spike = _spike(100.0)
+    tracker.on_spike(spike, None)
+    tracker.on_decision(spike, Skip("Market Scanner DISCARD"))
+    _ticks(tracker, (1, 105.0))  # it would have paid
+    tracker.note_run(spike, {"market_scanner": ("DISCARD", 0.3)})
+    perf = books.performance()
+    assert perf["market_scanner@2021-04-16"]["false_negatives"] == 1
+    assert perf["desk@2021-04-16"]["false_negatives"] == 1 and perf["desk@2021-04-16"]["decisions"] == 1
