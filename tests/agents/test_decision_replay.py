@@ -135,3 +135,29 @@ async def test_bad_decision_ids_and_files_are_one_line(journaled, tmp_path):
     conn.close()
     with pytest.raises(ReplayError, match="not part of a crew run"):
         load_run(db, outcome_free)
+
+
+async def test_a_guardian_run_replays_too(tmp_path, clock):
+    from core.agents.desk import AgentDesk
+
+    session = make_session(clock=clock)
+    db = tmp_path / "journal.db"
+    await session.open_journal(db)
+    session.bus.bind_loop(asyncio.get_running_loop())
+    dump_spike(session)  # some market for the guardian to read
+    desk = AgentDesk(session, session.settings, None, session.bus, tmp_path / "crewai")
+    await desk.start()
+    try:
+        done = await desk.run_guardian()
+        await desk.close()
+        await session.journal.flush()
+    finally:
+        await desk.close()
+        await session.close()
+    conn = sqlite3.connect(db)
+    [(row_id,)] = conn.execute("SELECT id FROM agent_decisions WHERE decision_type = 'market_monitored'").fetchall()
+    conn.close()
+    run = load_run(db, row_id)
+    assert run.kind == "guardian" and run.spike is None and [t.task for t in run.tasks] == ["market_monitoring_task"]
+    result = await replay(run, session.settings, "rules", tmp_path / "crewai")
+    assert result.same and result.rows[0].replayed == done["decision"] and result.answered > 0
