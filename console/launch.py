@@ -183,8 +183,22 @@ def leave_by(deadline: float, code: int) -> None:
 
 
 def _other_threads() -> list[threading.Thread]:
+    """The threads interpreter shutdown would wait for: non-daemon ones, and every executor
+    worker, daemon or not (concurrent.futures joins its workers at exit; a worker started
+    from a daemon thread, as CrewAI's HTTP calls are, is a daemon that still holds the exit)."""
     me = threading.current_thread()
-    return [t for t in threading.enumerate() if t is not me and not t.daemon and t.is_alive()]
+    workers = _executor_workers()
+    return [t for t in threading.enumerate() if t is not me and t.is_alive() and (not t.daemon or t in workers)]
+
+
+def _executor_workers() -> set[threading.Thread]:
+    import concurrent.futures.thread as cft
+
+    registry = getattr(cft, "_threads_queues", None)  # the workers its atexit hook joins
+    try:
+        return set(registry.keys()) if registry is not None else set()
+    except RuntimeError:  # changed size while read: a worker starting right now
+        return set(list(registry.keys()))
 
 
 def _left(deadline: float) -> float:

@@ -295,3 +295,26 @@ def test_quit_ends_the_process_even_when_the_journal_never_closes(term, tmp_path
     term.keys("q")
     screen = term.wait_for("SPIKEGUARD-EXIT=1")
     assert "error: the session did not close cleanly; its journal may miss the last rows" in screen
+
+
+def test_quit_while_a_crew_waits_on_a_hung_provider_ends_the_process_in_seconds(term, tmp_path):
+    """A model that never answers: the crew's threads sit in an HTTP read; quitting still ends
+    the process within the exit deadline (they were 200 s and counting)."""
+    from tests.fakes.openai_stub import OpenAIStub, Reply, Script
+
+    data = tmp_path / "sg"
+    with OpenAIStub(Script({}, default=Reply(content="never", delay_s=3600))) as stub:
+        term.start(f"env OPENAI_API_KEY=test {sys.executable} -m console.cli --data-dir {data} "
+                   f"--set crew.llm_provider=openai --set crew.llm_model=gpt-4o-mini "
+                   f"--set crew.llm_base_url={stub.base_url} console --scenario pump-and-dump --speed 120")
+        term.wait_for("crew:openai/gpt-4o-mini", timeout=60)
+        deadline = time.monotonic() + TIMEOUT
+        while not stub.requests and time.monotonic() < deadline:  # a crew is waiting on the model
+            time.sleep(0.05)
+        assert stub.requests, "no crew run reached the model"
+        started = time.monotonic()
+        term.keys("q")
+        term.wait_for("SPIKEGUARD-EXIT=")
+        took = time.monotonic() - started
+    wait_gone(data)
+    assert took < 5.0, f"the process took {took:.1f}s to end after quit"
