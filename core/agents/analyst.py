@@ -442,7 +442,14 @@ class Analyst:
             return _final(c.task, lines, {"decision": "RESUME_ELIGIBLE" if met else "WAIT",
                                           "confidence": 0.7 if met else 0.8, "recommendation": advice})
         lines.append("Monitor: the hard rules will clear the warning once the drawdowns stay below the clear level.")
-        return _final(c.task, lines, {"decision": "MONITOR", "confidence": 0.7, "recommendation": advice or "monitor"})
+        blind = sorted(str(r.get("symbol", "?")) for r in c.results.get("calculate_market_drawdown", [])
+                       if r.get("status") != "ok")
+        if blind:  # unknown is not calm: say which markets could not be seen, and be less sure
+            lines.append(f"Unseen reference markets (no drawdown): {', '.join(blind)}.")
+        return _final(c.task, lines, {"decision": "MONITOR", "confidence": 0.4 if blind else 0.7,
+                                      "recommendation": advice or "monitor",
+                                      **({"reason": f"drawdown unavailable for {', '.join(blind)}",
+                                          "unavailable": blind} if blind else {})})
 
     # ------------------------------------------------------------------ context
     def _context_analysis_task(self, c: Conversation) -> Reply:

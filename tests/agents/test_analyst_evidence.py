@@ -149,6 +149,20 @@ def test_blind_references_are_unknown_not_calm():
     assert "ETHUSDT" in half["reason"] and "BTCUSDT -0.50%" in half["reason"]
 
 
+def test_the_guardian_crew_names_blind_references_and_is_less_sure():
+    warning = {**BREAKER, "breaker_status": "WARNING"}
+    results = {"check_circuit_breaker_status": warning,
+               "calculate_market_drawdown": [drawdown("BTCUSDT", 3.0), drawdown("ETHUSDT", 0, ok=False)],
+               "assess_market_recovery_conditions": {"status": "ok"}, "get_circuit_breaker_statistics": {"status": "ok"}}
+    inputs = {"references": ["BTCUSDT", "ETHUSDT"], "change": {"from": "SAFE", "to": "WARNING"}}
+    blind, text = decide("market_monitoring_task", inputs, results, rounds=2)
+    results["calculate_market_drawdown"] = [drawdown("BTCUSDT", 3.0), drawdown("ETHUSDT", 2.0)]
+    seen, _ = decide("market_monitoring_task", inputs, results, rounds=2)
+    assert blind["decision"] == seen["decision"] == "MONITOR"
+    assert blind["confidence"] < seen["confidence"] and blind["unavailable"] == ["ETHUSDT"]
+    assert "Unseen reference markets (no drawdown): ETHUSDT" in text
+
+
 def test_stable_only_when_seen_and_less_sure_near_the_warning_level():
     calm, _ = stability(drawdown("BTCUSDT", 0.5), drawdown("ETHUSDT", 0.2))
     closer, _ = stability(drawdown("BTCUSDT", 4.0), drawdown("ETHUSDT", 0.2))

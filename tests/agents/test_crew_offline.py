@@ -308,3 +308,21 @@ async def test_report_rows_for_the_headless_json(session, desk):
     assert {"time", "quantity", "stop_loss", "take_profit", "spike"} <= set(p)
     assert [d["agent"] for d in rows["decisions"]][:1] == ["market_scanner"]
     assert all({"agent", "decision", "confidence", "execution_time_ms"} <= set(d) for d in rows["decisions"])
+
+
+async def test_the_reasoning_pane_says_what_is_modelled_and_what_is_unknown(session, desk):
+    lines = Lines(session)
+    decision = await desk.handle_spike(dump_spike(session))
+    assert isinstance(decision, TradeProposal), decision
+    run = next(r for r in desk.runs.values() if r.kind == "spike")
+    got = lines.for_run(run.run_id)
+    books = [ln.text for ln in got if ln.kind == "tool_result" and ln.text.startswith("binance_order_book")]
+    assert books and all(t.startswith("binance_order_book -> [modelled, not exchange data]") for t in books), books
+    slips = [ln.text for ln in got if ln.kind == "tool_result" and ln.text.startswith("slippage_calculator")]
+    assert slips and "[modelled, not exchange data]" in slips[0]
+    text = "\n".join(ln.text for ln in got)
+    assert "touch depth 25,000 USD (modelled by the paper exchange, not exchange data)" in text
+    # ETHUSDT is not in the fixture: the guardian's answer says unknown, with its reason, never calm
+    [guardian] = [ln.text for ln in got if ln.kind == "answer" and ln.text.startswith("stability_check_task")]
+    assert guardian.startswith("stability_check_task: CAUTION (confidence 0.35): stability unknown"), guardian
+    assert "calm" not in guardian
