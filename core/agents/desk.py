@@ -14,9 +14,13 @@ The pipeline, on the engine's loop:
   crew's threads to notice.
 - Streaming: each run's CrewAI events are published on the engine's bus as ReasoningLine,
   in emission order (core.agents.streaming, the desk's RunStream).
-- Journal: every agent's decision goes to agent_decisions, and agent_performance is
-  aggregated per UTC day, with true and false positives once a proposal's outcome is known
-  (record_outcome) (core.agents.bookkeeping, the desk's Bookkeeper).
+- Journal: every agent's decision and every run's usage go to agent_decisions, and
+  agent_performance is aggregated per market day from the outcomes the session's outcome
+  loop measures (core.agents.bookkeeping, core.agents.outcomes).
+- Vetoes bind (core.agents.vetoes): the run ends at the task that vetoes.
+- Bounds (core.agents.limits): every call has a time-out, a retry limit and max_tokens;
+  every run a deadline; a call that could pass a run, session or day budget is not made;
+  provider failures in a row pause the crew while the rules proposer answers.
 - Guardian: every WARNING or TRIGGERED transition runs the guardian crew (one at a time,
   coalesced), and so does a timer every crew.guardian_interval_seconds while RECOVERING.
   It explains the state and may escalate; it can never loosen the breaker.
