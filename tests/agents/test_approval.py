@@ -72,5 +72,8 @@ async def test_the_approval_dialog_shows_who_agreed_and_who_dissented(session, d
     # one line per agent: each starts a row of its own, its continuation is not wrapped onto the next
     agents = [r for r in rows if re.match(r"(agreed|dissented)?\s*(Market|Context|Risk|Strategy) \w+: [A-Z_]+ ", r)]
     assert len(agents) == len(p.agreed) + len(p.dissented) == 5, agents
+    last = max(i for i, r in enumerate(rows) if r in agents)
+    first = min(i for i, r in enumerate(rows) if r in agents)
+    assert rows[first:last + 1] == agents, "no agent's line wraps onto a second row"
     assert any(r.startswith("dissented") and "Market Guardian: CAUTION 0.35" in r for r in rows)
     assert any(r.startswith("agreed") and "Market Scanner: CONFIRM" in r for r in rows)
