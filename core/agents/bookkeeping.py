@@ -32,28 +32,10 @@ from core.desk.rules_proposer import Skip
 
 log = logging.getLogger("spikeguard.agents")
 
-# model prices, USD per million tokens (input, output); unknown remote models use DEFAULT_PRICE
-PRICES: dict[str, tuple[float, float]] = {
-    "rules": (0.0, 0.0), "openai/gpt-4o-mini": (0.15, 0.60), "openai/gpt-4o": (2.50, 10.0),
-    "openai/gpt-4.1-mini": (0.40, 1.60), "openai/gpt-4.1": (2.0, 8.0), "openai/gpt-4.1-nano": (0.10, 0.40),
-    "anthropic/claude-3-5-haiku-latest": (0.80, 4.0), "anthropic/claude-3-5-sonnet-latest": (3.0, 15.0),
-    "anthropic/claude-sonnet-4-0": (3.0, 15.0), "anthropic/claude-haiku-4-5": (1.0, 5.0),
-}
-DEFAULT_PRICE = (5.0, 15.0)  # conservative for an unknown remote model
-LOCAL_PROVIDERS = ("rules", "ollama", "ollama_chat", "openai_compatible", "local", "vllm", "lmstudio")
 SUPPORTING = {"CONFIRM", "STABLE", "CAUTION", "ISOLATED", "MARKET_WIDE", "NEWS_DRIVEN", "APPROVE", "PROPOSE"}
 # a vote against the trade: judged a false negative when the spike would have paid
 OPPOSING = {"DISCARD", "UNSTABLE", "ESCALATED", "MANIPULATION_SUSPECTED", "REJECT", "SKIP"}
 DESK = "desk"  # the desk's own answer (proposal or skip) in agent_performance
-
-
-def price_of(label: str) -> tuple[float, float]:
-    if label in PRICES:
-        return PRICES[label]
-    provider = label.split("/", 1)[0].lower()
-    if provider in LOCAL_PROVIDERS:
-        return 0.0, 0.0
-    return DEFAULT_PRICE
 
 
 @dataclass
@@ -392,5 +374,5 @@ def _log_journal_failure(fut: Any) -> None:
         pass
 
 
-__all__ = ["Bookkeeper", "PRICES", "DEFAULT_PRICE", "LOCAL_PROVIDERS", "SUPPORTING", "OPPOSING", "DESK", "price_of",
+__all__ = ["Bookkeeper", "SUPPORTING", "OPPOSING", "DESK",
            "run_usage"]

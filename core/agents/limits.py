@@ -1,6 +1,6 @@
 """What bounds the crew's model calls: prices, spending budgets, and the provider's health.
 
-- Prices: a model is priced from the table (core.agents.bookkeeping.PRICES), from the
+- Prices: a model is priced from the table (PRICES), from the
   config (`crew.budget.price_*_per_million_usd`), or free when it runs locally; a remote
   model with no price is refused when the desk starts (its spending could not be bounded).
 - Budgets, in tokens and USD, per run (`crew.token_budget_per_proposal`,
@@ -19,7 +19,14 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
 
-from core.agents.bookkeeping import LOCAL_PROVIDERS, PRICES
+# USD per million tokens (input, output); a remote model not here must be priced in the config
+PRICES: dict[str, tuple[float, float]] = {
+    "rules": (0.0, 0.0), "openai/gpt-4o-mini": (0.15, 0.60), "openai/gpt-4o": (2.50, 10.0),
+    "openai/gpt-4.1-mini": (0.40, 1.60), "openai/gpt-4.1": (2.0, 8.0), "openai/gpt-4.1-nano": (0.10, 0.40),
+    "anthropic/claude-3-5-haiku-latest": (0.80, 4.0), "anthropic/claude-3-5-sonnet-latest": (3.0, 15.0),
+    "anthropic/claude-sonnet-4-0": (3.0, 15.0), "anthropic/claude-haiku-4-5": (1.0, 5.0),
+}
+LOCAL_PROVIDERS = ("rules", "ollama", "ollama_chat", "openai_compatible", "local", "vllm", "lmstudio")
 
 # exception class names (anywhere in the cause chain) that say the provider failed, not the crew
 _PROVIDER_FAILURES = ("RateLimit", "APIStatus", "APITimeout", "APIConnection", "InternalServer", "ServiceUnavailable",
@@ -139,4 +146,4 @@ class ProviderHealth:
         return max(0.0, self.paused_until - self.clock())
 
 
-__all__ = ["PriceUnknown", "ProviderHealth", "SpendLedger", "is_provider_failure", "price_for", "utc_day"]
+__all__ = ["LOCAL_PROVIDERS", "PRICES", "PriceUnknown", "ProviderHealth", "SpendLedger", "is_provider_failure", "price_for", "utc_day"]
