@@ -115,6 +115,8 @@ class Bookkeeper:
                           change: dict[str, Any] | None = None) -> None:
         """Every agent's decision in a finished run (and its escalations, and its abort)."""
         spike_id = self.ctx.spike_event_id(run.spike, run.spike_event_id)
+        if spike_id is None and run.spike_row is not None:  # a run a veto ended in milliseconds
+            spike_id = await _row_id(run.spike_row)
         breaker_id = await self._breaker_row(run.breaker_epoch if run.kind == "guardian" else run.abort_epoch)
         escalation_rows = {e["epoch"]: await self._breaker_row(e.get("epoch")) for e in run.escalations}
         spike_input = spike_payload(run.spike) if run.spike is not None else None
@@ -344,6 +346,15 @@ class Bookkeeper:
                          "accuracy_percent": round(p.correct / judged * 100.0, 2) if judged else None,
                          "avg_confidence": round(p.conf_sum / p.conf_n, 4) if p.conf_n else None})
         return rows
+
+
+async def _row_id(fut: Any, timeout: float = 2.0) -> int | None:
+    """A journal row's id once it is committed (its future may still be pending), or None."""
+    try:
+        return await asyncio.wait_for(asyncio.shield(asyncio.wrap_future(fut) if not asyncio.isfuture(fut) else fut),
+                                      timeout)
+    except Exception:
+        return None
 
 
 def run_usage(run: RunState) -> dict[str, Any]:

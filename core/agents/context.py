@@ -180,6 +180,7 @@ class RunState:
     holding: bool = False  # holds the feed (replay) until the run ends
     abort_epoch: int | None = None  # the breaker epoch whose trip aborted the run
     vetoed: str | None = None  # the veto that ended the run (core.agents.vetoes)
+    spike_row: Any = field(default=None, repr=False)  # the future of the spike's journal row id
     task_hook: Callable[[Any], None] | None = field(default=None, repr=False)  # called with each TaskOutput
     lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
     _abort_listeners: list[Callable[[str], None]] = field(default_factory=list, repr=False)

@@ -282,6 +282,7 @@ class AgentDesk:
         row = spike_event_id if hasattr(spike_event_id, "add_done_callback") else None
         run = self._new_run("spike", spike, None if row is not None else self.ctx.spike_event_id(spike, spike_event_id))
         if row is not None:  # the spike's journal row commits within milliseconds, long before the crew ends
+            run.spike_row = row
             row.add_done_callback(functools.partial(_set_spike_row, run))
         self._inflight[key] = run
         self._recent[key] = now

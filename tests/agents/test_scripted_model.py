@@ -261,3 +261,38 @@ async def test_on_a_live_feed_a_decision_older_than_the_ttl_is_skipped(tmp_path)
     assert isinstance(answer, Skip) and answer.reason.startswith("stale: the spike's market data is "), answer
     assert "past the proposal TTL (120s)" in answer.reason
     assert "data_age_seconds" in str(prompt)  # the model was told how old its inputs are
+
+
+async def test_a_run_a_veto_ends_at_once_is_still_journaled_against_its_spike(tmp_path):
+    """A veto answers in milliseconds, before the spike's own journal row may have committed:
+    the run's decision rows still carry that row's id."""
+    import sqlite3
+
+    from core.agents.desk import AgentDesk
+    from core.journal import Journal
+
+    script = Script(well_behaved(spike_detection_task=[decision("spike_detection_task", decision="DISCARD",
+                                                                 reason="noise")]))
+    with OpenAIStub(script) as stub:
+        settings = make_settings(llm_provider="openai", llm_model="gpt-4o-mini", llm_base_url=stub.base_url)
+        session = make_session(settings)
+        session.bus.bind_loop(asyncio.get_running_loop())
+        session.attach_journal(await Journal.open(tmp_path / "journal.db"), tmp_path / "journal.db")
+        desk = AgentDesk(session, settings, None, session.bus, tmp_path / "crewai", secrets=KEY)
+        await desk.start()
+        try:
+            import concurrent.futures
+
+            spike = dump_spike(session)
+            committed = session.journal.enqueue_spike(spike, status="detected")
+            row: concurrent.futures.Future = concurrent.futures.Future()  # a row that commits late
+            await desk.handle_spike(spike, row)
+            await asyncio.sleep(0.2)
+            row.set_result(await asyncio.wrap_future(committed))
+            await desk.settle()
+        finally:
+            await desk.close(grace_seconds=1.0)
+            await session.journal.close()
+    with sqlite3.connect(tmp_path / "journal.db") as con:
+        ids = {r[0] for r in con.execute("SELECT spike_event_id FROM agent_decisions")}
+    assert ids == {row.result()}
