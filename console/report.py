@@ -65,8 +65,23 @@ def print_report(report: dict[str, Any], title: str, console: Console | None = N
                       f"{p['capital_saved']:+,.2f} USD; equity difference at the end: "
                       f"{p['equity_difference_at_end']:+,.2f} USD"
                       + (" (the protected book missed the rebound)" if p["equity_difference_at_end"] < 0 else ""))
+    if "proposals" in report:
+        console.print(_desk_line(report), highlight=False)
     if stats.get("journal"):
         console.print(f"journal: {stats['journal']}")
+
+
+def _desk_line(report: dict[str, Any]) -> str:
+    """The agent desk in one line: what it proposed and skipped, and how it would have fared."""
+    from collections import Counter
+
+    skips = Counter(s["kind"] for s in report.get("skips", []))
+    outcomes = Counter(o["outcome"] for o in report.get("outcomes", []))
+    parts = [f"desk: {len(report['proposals'])} proposals",
+             f"{sum(skips.values())} skips ({skips['veto']} vetoes, {skips['abort']} aborts)"]
+    if outcomes:
+        parts.append("outcomes " + ", ".join(f"{n} {k.replace('_', ' ')}" for k, n in sorted(outcomes.items())))
+    return "; ".join(parts)
 
 
 def _source_line(src: dict[str, Any]) -> str:

@@ -320,7 +320,8 @@ class Bookkeeper:
                 "time": iso_utc(p.spike_time_ms if p.spike_time_ms is not None else p.created_ms), "symbol": p.symbol, "side": p.side, "quantity": p.quantity,
                 "entry_type": p.entry_type, "entry_price": p.entry_price, "stop_loss": p.stop_loss,
                 "take_profit": p.take_profit, "status": getattr(status, "value", status) or "pending",
-                "source": p.source, "proposal_id": p.proposal_id,
+                "source": p.source, "proposal_id": p.proposal_id, "confidence": p.confidence,
+                "dissent_score": p.dissent_score, "dissented": list(p.dissented),
                 "outcome": tracker.outcome_of(p.proposal_id) if tracker is not None else None,
                 "spike": {"time": iso_utc(p.spike_time_ms), "type": p.spike_type, "direction": p.spike_direction,
                           "spike_event_id": p.spike_event_id}})
