@@ -256,6 +256,9 @@ class RiskSettings(Strict):
     account_equity_usd: Usd = 10_000.0
     risk_per_trade_percent: Percent = Field(0.5, gt=0, le=10)
     max_order_notional_usd: Usd = 1_000.0
+    # proposals are sized this far under the notional cap, so a price that moves within the approval drift
+    # limit (and a market entry's spread) does not push them over it at approval
+    sizing_headroom_percent: float = Field(2.0, ge=0, lt=50)
     # an entry smaller than this is dust no exchange fills (Binance's MIN_NOTIONAL is 5 USDT on most pairs)
     min_order_notional_usd: float = Field(5.0, ge=0, le=1_000)
     max_order_quantity: dict[str, Quantity] = Field(default_factory=lambda: {"BTCUSDT": 0.05, "ETHUSDT": 1.0})

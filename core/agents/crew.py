@@ -34,7 +34,7 @@ from core.agents.untrusted import PROMPT_RULE, clean
 from core.agents.vetoes import first_veto
 from core.desk.proposal import TradeProposal
 from core.desk.rules_proposer import Skip, entry_blocked
-from core.desk.sizing import size_long
+from core.desk.sizing import size_long, sizing_notional_cap
 from core.events import SpikeDetected
 
 AGENT_KEYS = ("market_guardian", "market_scanner", "context_analyzer", "risk_assessment", "strategy_executor")
@@ -351,7 +351,7 @@ def finalize(ctx: DeskContext, run: RunState, text: str) -> TradeProposal | Skip
     sizing = size_long(risk, w, entry, equity)
     limits = {"volatility-scaled size (size_long)": sizing.quantity,
               "risk per trade": (max(0.0, equity) * risk.risk_per_trade_percent / 100.0) / (entry - stop),
-              "max_order_notional_usd": risk.max_order_notional_usd / entry}
+              "max_order_notional_usd": sizing_notional_cap(risk) / entry}
     cap_q = risk.max_order_quantity.get(spike.symbol)
     if cap_q is not None:
         limits["max_order_quantity"] = cap_q

@@ -43,6 +43,7 @@ class ApprovalPreview:
     epoch_now: int
     quantity_now: float
     intact: bool
+    refusal: str | None = None  # why approving now would be refused (the same checks approve() runs), or None
 
     @property
     def changes(self) -> list[str]:
@@ -90,6 +91,7 @@ class ApprovalQueue:
         self.notes: dict[str, str] = {}
         self._brackets: dict[str, _Bracket] = {}  # by entry client_order_id
         self._tp_watch: dict[str, list[_Bracket]] = {}
+        self._pending_by_symbol: dict[str, list[TradeProposal]] = {}  # what on_price checks for staleness
         self.on_status: list[Callable[[TradeProposal, ProposalStatus, str], None]] = []
         gate.listeners.append(self._on_order)
         gate.fill_listeners.append(self._on_fill)
@@ -130,11 +132,21 @@ class ApprovalQueue:
         w = self.market.symbols.get(p.symbol)
         ref_now = w.last_price if w is not None and w.ticks else None
         drift = (ref_now / p.reference_price - 1.0) * 100.0 if ref_now else None
+        if status is not ProposalStatus.PENDING:
+            refusal = f"refused: the proposal is {status.value} ({self.notes.get(proposal_id, '')})"
+        elif self.wall_clock() >= p.expires_ms:
+            refusal = "refused: the proposal expired"
+        elif drift is not None and abs(drift) > self.max_drift_pct:
+            refusal = f"refused: price moved {drift:+.2f}% since the proposal (limit {self.max_drift_pct:g}%)"
+        elif not decision.allowed:
+            refusal = f"refused by the order gate: {decision.reason}"
+        else:
+            refusal = None
         return ApprovalPreview(
             proposal=p, status=status, allowed=decision.allowed, reason=decision.reason,
             ttl_seconds=p.ttl_seconds(self.wall_clock()), reference_now=ref_now, drift_pct=drift,
             breaker_then=p.breaker_status, breaker_now=self.breaker.status.value, epoch_then=p.breaker_epoch,
-            epoch_now=self.breaker.epoch, quantity_now=decision.quantity, intact=p.intact(),
+            epoch_now=self.breaker.epoch, quantity_now=decision.quantity, intact=p.intact(), refusal=refusal,
         )
 
     async def approve(self, proposal_id: str, seen_hash: str, actor: Actor = Actor.OPERATOR,
@@ -143,19 +155,13 @@ class ApprovalQueue:
         if p is None:
             return ApprovalResult(False, f"no proposal {proposal_id}")
         status = self.status[proposal_id]
-        if status is not ProposalStatus.PENDING:
-            return ApprovalResult(False, f"proposal is {status.value}, not pending")
-        if not p.intact() or p.content_hash != seen_hash:
+        if status is ProposalStatus.PENDING and (not p.intact() or p.content_hash != seen_hash):
             return ApprovalResult(False, "refused: the proposal changed since it was shown (content hash differs)")
-        if self.wall_clock() >= p.expires_ms:
-            self._set(p, ProposalStatus.EXPIRED, "time to live ran out", Actor.RULE)
-            return ApprovalResult(False, "refused: the proposal expired")
-        preview = self.preview(proposal_id)
-        if preview.drift_pct is not None and abs(preview.drift_pct) > self.max_drift_pct:
-            return ApprovalResult(False, f"refused: price moved {preview.drift_pct:+.2f}% since the proposal "
-                                         f"(limit {self.max_drift_pct:g}%)")
-        if not preview.allowed:
-            return ApprovalResult(False, f"refused by the order gate: {preview.reason}")
+        preview = self.preview(proposal_id)  # the preview's checks are approval's: what it says is what happens
+        if preview.refusal is not None:
+            if status is ProposalStatus.PENDING and self.wall_clock() >= p.expires_ms:
+                self._set(p, ProposalStatus.EXPIRED, "time to live ran out", Actor.RULE)
+            return ApprovalResult(False, preview.refusal)
         self._set(p, ProposalStatus.APPROVED, note or "approved", actor)
         entry = self._entry_order(p)
         # registered before sending: a marketable entry fills inside the exchange's answer
@@ -205,7 +211,15 @@ class ApprovalQueue:
         self._spawn(self.gate.submit(stop))
 
     def on_price(self, symbol: str, price: float) -> None:
-        """Take-profit watch: a market exit (reduce-only) when the target trades."""
+        """A pending proposal whose price passed its stop or target, or drifted past the limit,
+        expires by itself; then the take-profit watch: a market exit (reduce-only) when the
+        target trades."""
+        waiting = self._pending_by_symbol.get(symbol)
+        if waiting:
+            for p in list(waiting):
+                why = self._outdated(p, price)
+                if why is not None:
+                    self._set(p, ProposalStatus.EXPIRED, why, Actor.RULE)
         watch = self._tp_watch.get(symbol)
         if not watch:
             return
@@ -230,7 +244,22 @@ class ApprovalQueue:
                                          proposal_id=bracket.proposal.proposal_id))
 
     # ------------------------------------------------------------------ status
+    def _outdated(self, p: TradeProposal, price: float) -> str | None:
+        if price <= p.stop_loss:
+            return f"the price {price:g} passed its stop {p.stop_loss:g} before approval"
+        if price >= p.take_profit:
+            return f"the price {price:g} passed its target {p.take_profit:g} before approval"
+        drift = (price / p.reference_price - 1.0) * 100.0
+        if abs(drift) > self.max_drift_pct:
+            return f"the price moved {drift:+.2f}% since the proposal (limit {self.max_drift_pct:g}%)"
+        return None
+
     def _set(self, p: TradeProposal, status: ProposalStatus, note: str, actor: Actor) -> None:
+        waiting = self._pending_by_symbol.setdefault(p.symbol, [])
+        if status is ProposalStatus.PENDING:
+            waiting.append(p)
+        elif p in waiting:
+            waiting.remove(p)
         self.status[p.proposal_id] = status
         self.notes[p.proposal_id] = note
         log.info("proposal %s %s %s: %s (%s)", p.proposal_id, p.symbol, status.value, note, actor.value)

@@ -39,14 +39,21 @@ def size_long(risk: RiskSettings, w: SymbolWindows, entry: float, equity: float)
     stop_loss = entry * (1 - stop_pct / 100.0)
     qty = risk_usd / (entry - stop_loss) if entry > stop_loss else 0.0
     capped_by = None
-    if qty * entry > risk.max_order_notional_usd:
-        qty, capped_by = risk.max_order_notional_usd / entry, "max_order_notional_usd"
+    notional_cap = sizing_notional_cap(risk)
+    if qty * entry > notional_cap:
+        qty, capped_by = notional_cap / entry, "max_order_notional_usd"
     cap_q = risk.max_order_quantity.get(w.symbol)
     if cap_q is not None and qty > cap_q:
         qty, capped_by = cap_q, "max_order_quantity"
     qty = _round_down(qty, entry)
     return Sizing(qty, entry, stop_loss, entry * (1 + take_pct / 100.0), qty * (entry - stop_loss), qty * entry,
                   stop_pct, capped_by)
+
+
+def sizing_notional_cap(risk: RiskSettings) -> float:
+    """The notional a proposal is sized to at most: the cap less its headroom, so a price that
+    moved within the approval drift limit still fits the cap when the gate checks again."""
+    return risk.max_order_notional_usd * (1 - risk.sizing_headroom_percent / 100.0)
 
 
 def _round_down(qty: float, price: float) -> float:

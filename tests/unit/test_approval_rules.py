@@ -76,9 +76,34 @@ def test_a_price_that_drifted_past_the_limit_is_refused():
     p = proposal(s, clock)
     s.approvals.add(p)
     s.engine.process(path("ETHUSDT", [(10.1, 3_000.0 * 1.015), (10.2, 3_000.0 * 1.015)]))  # +1.5%, limit 1%
+    assert s.approvals.status[p.proposal_id] is ProposalStatus.EXPIRED  # by itself, as the price moved
+    assert "moved +1.50% since the proposal (limit 1%)" in s.approvals.notes[p.proposal_id]
     result = approve(s, p)
-    assert not result.ok and "price moved +1.50%" in result.message
+    assert not result.ok and "moved +1.50%" in result.message
     assert s.gate.sent == 0
+
+
+def test_the_preview_refuses_for_the_reason_approval_would():
+    clock = Clock()
+    s = make_session(clock)
+    p = proposal(s, clock)
+    s.approvals.add(p)
+    assert s.approvals.preview(p.proposal_id).refusal is None
+    s.engine.process(path("ETHUSDT", [(10.1, 3_000.0 * 1.008)]))  # +0.8%: inside the drift limit
+    assert s.approvals.preview(p.proposal_id).refusal is None
+    s.force_trigger("halt")
+    pv = s.approvals.preview(p.proposal_id)
+    assert pv.refusal is not None and pv.refusal == approve(s, p).message
+
+
+def test_a_proposal_whose_price_passed_its_stop_expires_by_itself():
+    clock = Clock()
+    s = make_session(clock)
+    p = proposal(s, clock)
+    s.approvals.add(p)
+    s.approvals.on_price(p.symbol, p.stop_loss * 0.999)
+    assert s.approvals.status[p.proposal_id] is ProposalStatus.EXPIRED
+    assert s.approvals.notes[p.proposal_id].startswith(f"the price {p.stop_loss * 0.999:g} passed its stop")
 
 
 def test_a_breaker_move_between_the_preview_and_the_send_is_fenced():
@@ -123,7 +148,8 @@ def test_only_a_pending_proposal_can_be_approved(final):
         s.approvals.expire_due()
         clock.t = WALL0  # even back inside its time to live
     result = approve(s, p)
-    assert not result.ok and "not pending" in result.message
+    status = s.approvals.status[p.proposal_id].value
+    assert not result.ok and result.message.startswith(f"refused: the proposal is {status} (")
     assert s.gate.sent == 0
 
 
@@ -167,3 +193,22 @@ def test_a_spike_blocked_by_the_breaker_never_reaches_the_desk():
     s.force_trigger("crash")
     s.engine._on_spike(spike())
     assert len(asked) == 1, "a spike blocked by the breaker was sent to the desk"
+
+
+def test_a_proposal_sized_at_the_cap_still_fits_it_after_a_move_inside_the_drift_limit():
+    """Sized to exactly the 1,000 USD cap, any uptick made the gate refuse it at approval."""
+    from core.desk.sizing import size_long
+    from core.trading.orders import Order, OrderType, Side
+
+    clock = Clock()
+    s = make_session(clock)
+    risk = s.settings.risk_management
+    w = s.engine.market.symbols["ETHUSDT"]
+    sizing = size_long(risk, w, w.last_price, 1_000_000.0)  # rich: only the notional cap binds
+    assert sizing.capped_by == "max_order_notional_usd"
+    assert sizing.notional_usd <= risk.max_order_notional_usd * (1 - risk.sizing_headroom_percent / 100) + 1e-6
+    drift = s.settings.execution.max_approval_drift_percent
+    moved = w.last_price * (1 + drift * 0.99 / 100)
+    s.engine.process(path("ETHUSDT", [(10.1, moved)]))
+    check = s.gate.check(Order(symbol="ETHUSDT", side=Side.BUY, type=OrderType.MARKET, quantity=sizing.quantity))
+    assert check.allowed, check.reason
