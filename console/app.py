@@ -446,7 +446,8 @@ class SpikeguardApp(App[int]):
             self.notify("no pending proposal", severity="warning")
             return
         preview = self.session.approvals.preview(proposal.proposal_id)
-        self.push_screen(ApproveScreen(preview), lambda ok: self._approved(ok, proposal))
+        refresh = lambda: self.session.approvals.preview(proposal.proposal_id)  # noqa: E731
+        self.push_screen(ApproveScreen(preview, refresh), lambda ok: self._approved(ok, proposal))
 
     def _approved(self, ok: bool | None, proposal) -> None:
         if ok:

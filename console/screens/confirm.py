@@ -52,6 +52,9 @@ class BreakerRequest:
     override: bool
 
 
+KILL_SWITCH_REASON = "operator kill switch"
+
+
 class BreakerConfirmScreen(Dialog[BreakerRequest | None]):
     """Ask for a reason; when `override_note` is given, clearing also needs the typed word."""
 
@@ -75,7 +78,10 @@ class BreakerConfirmScreen(Dialog[BreakerRequest | None]):
             yield Static("Every operator action is journaled. Enter confirms, Escape cancels.")
             if self.override_note:
                 yield Static(self.override_note, classes="note")
-            yield ReasonInput(placeholder="reason (required)", id="reason")
+            # a kill switch must not wait for typing: Enter alone trips, with the kill switch's reason
+            placeholder = f"reason (optional: Enter alone trips as \"{KILL_SWITCH_REASON}\")" \
+                if self.action == "trigger" else "reason (required)"
+            yield ReasonInput(placeholder=placeholder, id="reason")
             if self.override_note:
                 yield Input(placeholder=f"type {OVERRIDE_WORD} to clear anyway", id="override")
 
@@ -84,6 +90,8 @@ class BreakerConfirmScreen(Dialog[BreakerRequest | None]):
 
     def on_input_submitted(self, event: Input.Submitted) -> None:
         reason = self.query_one("#reason", Input).value.strip()
+        if not reason and self.action == "trigger":
+            reason = KILL_SWITCH_REASON
         if not reason:
             self.notify("a reason is required", severity="warning")
             self.query_one("#reason", Input).focus()

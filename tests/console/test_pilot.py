@@ -107,14 +107,14 @@ async def test_trigger_and_clear_with_confirmation(session, clock):
         await _ready(app, pilot)
         await pilot.press("T")
         assert type(app.screen).__name__ == "BreakerConfirmScreen"
-        await pilot.press("enter")  # no reason: refused, the dialog stays
-        assert type(app.screen).__name__ == "BreakerConfirmScreen"
         await pilot.press(*"drill")
         await pilot.press("enter")
         await pilot.pause()
         assert session.breaker.status is BreakerStatus.TRIGGERED
         assert "TRIGGERED" in str(app.screen.query_one("#banner").render())
         await pilot.press("C")
+        await pilot.press("enter")  # clearing needs a reason: refused, the dialog stays
+        assert type(app.screen).__name__ == "BreakerConfirmScreen" and session.breaker.status is BreakerStatus.TRIGGERED
         await pilot.press(*"drill over")
         await pilot.press("enter")
         await pilot.pause()
@@ -123,6 +123,18 @@ async def test_trigger_and_clear_with_confirmation(session, clock):
         assert "SAFE" in str(app.screen.query_one("#banner").render())
     history = list(session.breaker.history)
     assert [c.actor for c in history] == [Actor.OPERATOR, Actor.OPERATOR]
+
+
+async def test_the_kill_switch_is_T_then_enter(session, clock):
+    session.engine.process(path("BTCUSDT", [(0, 100_000.0), (5, 100_000.0)]))
+    app = make_app(session, clock)
+    async with app.run_test(size=SIZE) as pilot:
+        await _ready(app, pilot)
+        await pilot.press("T", "enter")  # no typing: a kill switch trips at once
+        await pilot.pause()
+    assert session.breaker.status is BreakerStatus.TRIGGERED
+    assert session.breaker.history[-1].reason == "operator kill switch"
+    assert session.breaker.history[-1].actor is Actor.OPERATOR
 
 
 async def test_escape_cancels_the_breaker_dialog(session, clock):
@@ -307,3 +319,19 @@ async def test_an_exchange_alarm_is_told_at_once(session, clock):
                                        "error", T0))
         await _ready(app, pilot)
     assert ("Binance halt incomplete: 1 of 2 orders still open on Binance after the halt", "error") in told
+
+
+async def test_the_approval_dialog_refreshes_and_says_what_approving_would_do(session, clock):
+    dump_spike(session)
+    [proposal] = _pending(session)
+    app = make_app(session, clock)
+    async with app.run_test(size=SIZE) as pilot:
+        await _ready(app, pilot)
+        await pilot.press("a")
+        live = lambda: screen_text(app)  # noqa: E731
+        assert "would be sent" in live()
+        session.force_trigger("crash while the operator reads")  # the verdict changes under the dialog
+        await pilot.pause(0.7)
+        assert "refused" in live() and "would be sent" not in live()
+        await pilot.press("n")
+    assert session.approvals.status[proposal.proposal_id] is not ProposalStatus.EXECUTED
