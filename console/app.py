@@ -74,6 +74,10 @@ def feed_detail(health: Iterable[FeedHealth]) -> str:
     return ", ".join(troubled + counts)
 
 
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}" + ("" if n == 1 else "s")
+
+
 class SpikeguardApp(App[int]):
     CSS_PATH = Path(__file__).with_name("app.tcss")  # absolute: subclasses live elsewhere
     TITLE = "spikeguard"
@@ -429,6 +433,7 @@ class SpikeguardApp(App[int]):
         ("Pause/resume scanner", "Stop or restart spike detection  [p]", "pause_scanner"),
         ("Pause/resume feed", "Stop or restart the market feed  [space]", "pause_feed"),
         ("Help", "Keys and breaker states  [?]", "help"),
+        ("Quit", "Leave the console (asks when positions or orders are open)  [q]", "quit_app"),
     )
 
     def get_system_commands(self, screen: Screen) -> Iterable[SystemCommand]:
@@ -581,10 +586,14 @@ class SpikeguardApp(App[int]):
     def action_help(self) -> None:
         self.push_screen(HelpScreen())
 
+    async def action_quit(self) -> None:
+        """Textual's own quit (the palette's Quit, ctrl+q) asks like q does."""
+        self.action_quit_app()
+
     def action_quit_app(self) -> None:
         if self.session.has_exposure():
             n_pos, n_orders = len(self.session.open_positions()), len(self.session.gate.open_orders())
-            self.push_screen(QuitScreen(f"{n_pos} open positions and {n_orders} open orders."),
+            self.push_screen(QuitScreen(f"{_count(n_pos, 'open position')} and {_count(n_orders, 'open order')}."),
                              lambda yes: self._graceful_exit() if yes else None)
         else:
             self._graceful_exit()

@@ -243,6 +243,26 @@ async def test_quit_asks_when_positions_are_open(session, clock):
     assert not [o for o in session.gate.open_orders() if not o.reduce_only]
 
 
+async def test_every_quit_path_asks_when_orders_are_open(session, clock):
+    """The palette's Quit and ctrl+q are Textual's own quit: they ask like q does."""
+    dump_spike(session)
+    [proposal] = _pending(session)
+    assert (await session.approve(proposal.proposal_id, proposal.content_hash)).ok
+    app = make_app(session, clock)
+    async with app.run_test(size=SIZE) as pilot:
+        await _ready(app, pilot)
+        await pilot.press("ctrl+q")
+        assert type(app.screen).__name__ == "QuitScreen"
+        text = screen_text(app)
+        assert "open order" in text and "1 open orders" not in text and "1 open positions" not in text
+        await pilot.press("n")
+        await app.run_action("quit")  # what the palette's Quit command runs
+        await pilot.pause()
+        assert type(app.screen).__name__ == "QuitScreen"
+        await pilot.press("n")
+    assert session.gate.open_orders()  # nothing was cancelled: the operator stayed
+
+
 async def test_compact_layout_at_80x24(session, clock):
     dump_spike(session)
     app = make_app(session, clock)
