@@ -37,9 +37,12 @@ class SpikeQueue(DataTable):
             self.add_column(name, key=name)
 
     def add_spike(self, spike: SpikeDetected, status: str) -> None:
+        """A new row. The cursor follows the newest row only while it is not on a proposal: a
+        new spike never takes the selection from a proposal the operator is reading."""
         key = spike_key(spike)
         if key in self.rows:
             return
+        held = self._selected_key() if self.selected_proposal() is not None else None
         when = datetime.fromtimestamp(spike.time_ms / 1000, timezone.utc).strftime("%H:%M:%S")
         up = spike.direction == "pump"
         move = Text(f"{'▲' if up else '▼'}{spike.magnitude_pct:5.1f}", style="green" if up else "red")
@@ -50,7 +53,16 @@ class SpikeQueue(DataTable):
             oldest = next(iter(self.rows))
             self.remove_row(oldest)
             self.proposal_by_row.pop(oldest.value, None)
-        self.move_cursor(row=self.row_count - 1)
+        if held is not None and held in self.rows:
+            self.move_cursor(row=self.get_row_index(held))
+        else:
+            self.move_cursor(row=self.row_count - 1)
+
+    def _selected_key(self) -> str | None:
+        try:
+            return self.coordinate_to_cell_key(self.cursor_coordinate).row_key.value
+        except Exception:
+            return None
 
     def set_status(self, spike: SpikeDetected, status: str, proposal_id: str | None = None) -> None:
         key = spike_key(spike)
@@ -63,8 +75,5 @@ class SpikeQueue(DataTable):
     def selected_proposal(self) -> str | None:
         if self.row_count == 0:
             return None
-        try:
-            key = self.coordinate_to_cell_key(self.cursor_coordinate).row_key.value
-        except Exception:
-            return None
-        return self.proposal_by_row.get(key)
+        key = self._selected_key()
+        return self.proposal_by_row.get(key) if key is not None else None

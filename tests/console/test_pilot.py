@@ -355,3 +355,25 @@ async def test_the_approval_dialog_refreshes_and_says_what_approving_would_do(se
         assert "refused" in live() and "would be sent" not in live()
         await pilot.press("n")
     assert session.approvals.status[proposal.proposal_id] is not ProposalStatus.EXECUTED
+
+
+async def test_a_new_spike_never_takes_the_selection_from_a_proposal(session, clock):
+    from console.widgets.spike_queue import SpikeQueue
+    from core.events import SpikeDetected, SpikeType
+
+    app = make_app(session, clock)
+    async with app.run_test(size=SIZE) as pilot:
+        await _ready(app, pilot)
+        dump_spike(session)
+        await _ready(app, pilot)
+        [proposal] = _pending(session)
+        queue = app.screen.query_one(SpikeQueue)
+        [row] = [k for k, pid in queue.proposal_by_row.items() if pid == proposal.proposal_id]
+        queue.move_cursor(row=queue.get_row_index(row))  # the operator is reading the proposal
+        assert queue.selected_proposal() == proposal.proposal_id
+        later = SpikeDetected(symbol="DOGEUSDT", spike_type=SpikeType.SPOT_PRICE_SPIKE, direction="pump",
+                              magnitude_pct=6.0, timeframe_minutes=5, volume_multiple=3.0, price_from=0.2,
+                              price_to=0.212, confidence=0.6, time_ms=T0 + 30 * 60_000, detection_latency_ms=0.1)
+        queue.add_spike(later, "detected")  # it arrives while the operator reads the proposal
+        await pilot.pause()
+        assert queue.selected_proposal() == proposal.proposal_id
