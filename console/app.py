@@ -207,6 +207,7 @@ class SpikeguardApp(App[int]):
         return views
 
     def _fill(self, views: Views) -> None:
+        views.spikes.show_date = self.session.feed.name == "replay"  # a replay's days are not today's
         for spike, status, pid in self._spikes:
             views.spikes.add_spike(spike, status)
             if pid:

@@ -1,5 +1,6 @@
 """The spike queue: a DataTable with a cap on its rows; status moves detected -> analysing
--> proposed -> approved, rejected, expired or skipped."""
+-> proposed -> approved, rejected, expired or skipped. A replay's spikes show their date
+(`show_date`): its days are not today's."""
 
 from __future__ import annotations
 
@@ -31,6 +32,7 @@ class SpikeQueue(DataTable):
         super().__init__(cursor_type="row", zebra_stripes=True, **kwargs)
         self.max_rows = max_rows
         self.proposal_by_row: dict[str, str] = {}
+        self.show_date = False
 
     def on_mount(self) -> None:
         for name in COLUMNS:
@@ -43,7 +45,8 @@ class SpikeQueue(DataTable):
         if key in self.rows:
             return
         held = self._selected_key() if self.selected_proposal() is not None else None
-        when = datetime.fromtimestamp(spike.time_ms / 1000, timezone.utc).strftime("%H:%M:%S")
+        moment = datetime.fromtimestamp(spike.time_ms / 1000, timezone.utc)
+        when = moment.strftime("%Y-%m-%d %H:%M:%S" if self.show_date else "%H:%M:%S")
         up = spike.direction == "pump"
         move = Text(f"{'▲' if up else '▼'}{spike.magnitude_pct:5.1f}", style="green" if up else "red")
         kind = TYPE_LABELS.get(spike.spike_type.value, spike.spike_type.value)

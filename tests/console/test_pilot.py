@@ -377,3 +377,19 @@ async def test_a_new_spike_never_takes_the_selection_from_a_proposal(session, cl
         queue.add_spike(later, "detected")  # it arrives while the operator reads the proposal
         await pilot.pause()
         assert queue.selected_proposal() == proposal.proposal_id
+
+
+async def test_the_spike_queue_dates_a_replays_spikes(session, clock):
+    from core.events import SpikeDetected, SpikeStatus, SpikeType
+
+    old = SpikeDetected(symbol="DOGEUSDT", spike_type=SpikeType.SPOT_PRICE_SPIKE, direction="pump", magnitude_pct=6.0,
+                        timeframe_minutes=5, volume_multiple=3.0, price_from=0.2, price_to=0.212, confidence=0.6,
+                        time_ms=1_618_553_010_000, detection_latency_ms=0.1)  # 2021-04-16: a replay's
+    session.feed.name = "replay"
+    app = make_app(session, clock)
+    async with app.run_test(size=(200, 50)) as pilot:
+        await _ready(app, pilot)
+        session.bus.publish(SpikeStatus(old, "detected"))
+        await _ready(app, pilot)
+        text = screen_text(app)
+    assert "2021-04-16 06:03:30" in text
