@@ -42,7 +42,16 @@ class BreakerBanner(Static):
     BreakerBanner.-warning { background: #b58900; color: black; }
     BreakerBanner.-triggered { background: $error; color: white; text-style: bold; }
     BreakerBanner.-recovering { background: #1f6feb; color: white; }
+    /* without colour (NO_COLOR) the states still look different: reverse video for a halt,
+       underline for a warning, italic for recovery, and a patterned edge */
+    BreakerBanner.-mono.-triggered { text-style: bold reverse; border-left: heavy white; }
+    BreakerBanner.-mono.-warning { text-style: bold underline; border-left: double white; }
+    BreakerBanner.-mono.-recovering { text-style: italic; border-left: dashed white; }
+    BreakerBanner.-mono.-safe { border-left: blank; }
     """
+
+    def on_mount(self) -> None:
+        self.set_class(bool(getattr(self.app, "no_color", False)), "-mono")
 
     def show(self, state: BannerState) -> None:
         for status, cls in STATE_CLASSES.items():

@@ -293,6 +293,15 @@ async def test_no_color_is_honoured(session, clock, monkeypatch):
         await _ready(app, pilot)
         assert app.no_color
         assert "SAFE" in screen_text(app)  # the state is spelled out, not colour only
+        banner = app.screen.query_one("#banner")
+        looks = {}
+        for status, act in (("SAFE", None), ("WARNING", lambda: session.breaker.set_warning("w", time_ms=T0)),
+                            ("TRIGGERED", lambda: session.force_trigger("halt"))):
+            if act is not None:
+                act()
+            await _ready(app, pilot)
+            looks[status] = (str(banner.styles.text_style), banner.styles.border_left)
+        assert len(set(looks.values())) == 3, looks  # three states, three looks without colour
 
 
 def test_binance_feed_refuses_a_replay_speed():
