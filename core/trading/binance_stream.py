@@ -36,6 +36,9 @@ KEEPALIVE_SECONDS = 30 * 60  # Binance: a listenKey lives 60 minutes; keep it al
 PING_SECONDS = 20.0  # websocket pings: a peer that stops answering is a lost stream
 
 
+FIRST_OPEN_ATTEMPTS = 3  # a slow handshake is tried again before the start fails
+
+
 class UserStream:
     def __init__(self, rest: BinanceRest, stream_url: str, settings: BinanceSettings,
                  on_event: Callable[[dict[str, Any]], None], on_lost: Callable[[str], None],
@@ -105,15 +108,17 @@ class UserStream:
 
     async def _run(self, first: asyncio.Future[None]) -> None:
         delay = self._settings.reconnect_min_seconds
+        attempts = 0
         while True:
             connections = self.connections
+            attempts += 1
             try:
                 why = await self._session(first)
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # a refused listenKey, a failed connect, a dropped socket
                 why = mask(f"{type(exc).__name__}: {exc}")
-                if not first.done():
+                if not first.done() and attempts >= FIRST_OPEN_ATTEMPTS:
                     first.set_exception(RestError(f"the user data stream did not open: {why}"))
                     return
             if self._closing:

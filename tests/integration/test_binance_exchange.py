@@ -908,3 +908,15 @@ async def test_the_canary_keys_never_leave_the_process(server: FakeBinance, capl
     for secret in (CANARY_KEY, CANARY_SECRET):
         leaks = [t for t in texts if secret in t]
         assert not leaks, f"{secret} leaked: {leaks[:3]}"
+
+
+async def test_a_user_stream_refused_at_first_is_tried_again_before_the_start_fails(server: FakeBinance):
+    server.faults.add("user_stream_refuse", True, times=2)
+    rig = await started(server)  # the third handshake opens it
+    try:
+        assert rig.exchange.user_stream is not None and server.trading.user_connections == 1
+    finally:
+        await rig.exchange.close()
+    server.faults.add("user_stream_refuse", True, times=3)
+    with pytest.raises(ExchangeError, match="the user data stream did not open"):
+        await started(server)

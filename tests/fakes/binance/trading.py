@@ -34,6 +34,7 @@ Faults (`server.faults.add(name, arg, times)`):
   market_fill_fraction        fraction: a MARKET order fills that much (two trades), the rest
                               EXPIRES
   keepalive_fail              True: PUT /api/v3/userDataStream answers -1125
+  user_stream_refuse          True: the user data stream's websocket is refused (503) once per take
 
 `drop_user_streams()` cuts every user websocket; `muted` swallows user stream events;
 `push(event)` sends one (again: Binance may repeat or reorder reports).
@@ -552,7 +553,9 @@ class FakeTrading:
             sock.queue.put_nowait(None)
         return web.json_response({})
 
-    async def _user_socket(self, request: web.Request, listen_key: str) -> web.WebSocketResponse:
+    async def _user_socket(self, request: web.Request, listen_key: str) -> web.StreamResponse:
+        if self.server.faults.take("user_stream_refuse"):
+            return web.Response(status=503, text="refused")
         ws = web.WebSocketResponse()
         await ws.prepare(request)
         sock = UserSocket(listen_key, ws)
