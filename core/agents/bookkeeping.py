@@ -26,7 +26,7 @@ from typing import Any
 
 from core.agents.context import DeskContext, RunState
 from core.agents.crew import DECISION_TYPES, TASK_AGENT, decision_fields, spike_payload
-from core.agents.outcomes import NEUTRAL, PROFITABLE, UNPROFITABLE, Followed, market_day
+from core.agents.outcomes import NEUTRAL, PROFITABLE, UNPROFITABLE, Followed, market_day, submit_logged
 from core.desk.proposal import TradeProposal
 from core.desk.rules_proposer import Skip
 
@@ -189,14 +189,8 @@ class Bookkeeper:
 
     def _submit(self, kind: str, row: dict[str, Any]) -> None:
         journal = self.journal
-        if journal is None:
-            return
-        try:
-            fut = journal.submit(kind, **row)
-            if fut is not None and hasattr(fut, "add_done_callback"):
-                fut.add_done_callback(_log_journal_failure)
-        except Exception as exc:
-            log.warning("agent decision not journaled: %s", exc)
+        if journal is not None:
+            submit_logged(journal, kind, **row)
 
     def _perf_for(self, agent: str, period: str) -> _Perf:
         return self._perf.setdefault((agent, period), _Perf())
@@ -378,12 +372,6 @@ def _reasoning(output: str) -> str:
     return "\n".join(lines)[-4000:]
 
 
-def _log_journal_failure(fut: Any) -> None:
-    try:
-        if not fut.cancelled() and fut.exception() is not None:
-            log.warning("agent journal row failed: %s", fut.exception())
-    except Exception:
-        pass
 
 
 __all__ = ["Bookkeeper", "SUPPORTING", "OPPOSING", "DESK",

@@ -20,17 +20,13 @@ them, or as a real model answered), never the engine. Hostile values are ignored
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 from typing import Any
 
 from core.agents.analyst import DECISION_MARK, find_json_after, last_json_object
+from core.agents.evidence import number
+from core.agents.vetoes import AGENT_NAMES
 
-TASK_LABELS = {
-    "spike_detection_task": "Market Scanner", "stability_check_task": "Market Guardian",
-    "context_analysis_task": "Context Analyzer", "risk_evaluation_task": "Risk Assessment",
-    "execution_task": "Strategy Executor",
-}
 AGREE = {"CONFIRM", "STABLE", "ISOLATED", "APPROVE", "PROPOSE"}
 AGENT_WEIGHT, EVIDENCE_WEIGHT = 0.7, 0.3
 MAX_LINE = 160
@@ -52,16 +48,6 @@ class Dissent:
 
 
 # ---------------------------------------------------------------------------- reading
-def _num(x: Any) -> float | None:
-    if isinstance(x, bool) or x is None:
-        return None
-    try:
-        f = float(x)
-    except (TypeError, ValueError):
-        return None
-    return f if math.isfinite(f) else None
-
-
 def _short(text: Any, limit: int = MAX_LINE) -> str:
     s = " ".join(str(text or "").split())
     return s if len(s) <= limit else s[: limit - 1] + "…"
@@ -83,7 +69,7 @@ def _stance(task: str, d: dict[str, Any] | None, direction: str) -> tuple[str, f
     if not isinstance(d, dict):
         return "none", None, "NO ANSWER"
     decision = str(d.get("decision") or d.get("action") or "UNPARSED").upper()[:40]
-    conf = _num(d.get("confidence"))
+    conf = number(d.get("confidence"))
     conf = None if conf is None else min(1.0, max(0.0, conf))
     agree = decision in AGREE or (decision == "NEWS_DRIVEN" and direction == "pump")
     return ("agree" if agree else "dissent"), conf, decision
@@ -94,7 +80,7 @@ def _agent_line(task: str, decision: str, conf: float | None, d: dict[str, Any] 
     if isinstance(d, dict):
         r = d.get("reason") or d.get("recommendation") or d.get("reasons") or d.get("rationale")
         reason = "; ".join(map(str, r)) if isinstance(r, list) else str(r or "")
-    head = f"{TASK_LABELS.get(task, task)}: {decision}" + (f" {conf:.2f}" if conf is not None else "")
+    head = f"{AGENT_NAMES.get(task, task)}: {decision}" + (f" {conf:.2f}" if conf is not None else "")
     return _short(f"{head}: {reason}" if reason else head)
 
 
@@ -110,20 +96,20 @@ def _evidence(decisions: dict[str, Any], tools: dict[str, Any], spike: dict[str,
     man = _last(tools, "manipulation_detector")
     slip = tools.get("slippage_calculator") if isinstance(tools.get("slippage_calculator"), dict) else {}
     breadth = corr.get("breadth") if isinstance(corr.get("breadth"), dict) else {}
-    z = _num(scan.get("zscore"))
-    if z is None and _num(ws.get("zscore_1m")) is not None:
-        z = abs(_num(ws.get("zscore_1m")))  # type: ignore[arg-type]
+    z = number(scan.get("zscore"))
+    if z is None and number(ws.get("zscore_1m")) is not None:
+        z = abs(number(ws.get("zscore_1m")))  # type: ignore[arg-type]
     refs = [r for r in [tools.get("calculate_market_drawdown")] if isinstance(r, dict)]
     return {
-        "z": z, "vm": _num(scan.get("volume_multiple")) if _num(scan.get("volume_multiple")) is not None
-        else _num(spike.get("volume_multiple")),
-        "held": _num(scan.get("held_fraction")), "momentum": _num(scan.get("momentum_z_1m")),
-        "breadth": _num(breadth.get("fraction")) if breadth.get("other_symbols") else _num(scan.get("breadth_fraction")),
+        "z": z, "vm": number(scan.get("volume_multiple")) if number(scan.get("volume_multiple")) is not None
+        else number(spike.get("volume_multiple")),
+        "held": number(scan.get("held_fraction")), "momentum": number(scan.get("momentum_z_1m")),
+        "breadth": number(breadth.get("fraction")) if breadth.get("other_symbols") else number(scan.get("breadth_fraction")),
         "others": breadth.get("other_symbols"), "same": breadth.get("moving_same_way"),
-        "corr": _num((corr.get("correlation") or {}).get("value")) if isinstance(corr.get("correlation"), dict)
-        else _num(scan.get("correlation_btc")),
-        "manipulation": _num(man.get("manipulation_score")), "thin": man.get("thin_book") if man else None,
-        "cost": _num(slip.get("expected_cost_bps")) if slip.get("status") == "ok" else None,
+        "corr": number((corr.get("correlation") or {}).get("value")) if isinstance(corr.get("correlation"), dict)
+        else number(scan.get("correlation_btc")),
+        "manipulation": number(man.get("manipulation_score")), "thin": man.get("thin_book") if man else None,
+        "cost": number(slip.get("expected_cost_bps")) if slip.get("status") == "ok" else None,
         "cost_inputs": slip.get("inputs_source") if slip.get("status") == "ok" else None,
         "unavailable": sorted(n for n, r in tools.items() if isinstance(r, dict)
                               and r.get("status") in ("unavailable", "error")),
@@ -187,9 +173,9 @@ def assess(decisions: dict[str, Any], tools: dict[str, Any], spike: dict[str, An
     spike = spike if isinstance(spike, dict) else {}
     direction = "dump" if spike.get("direction") == "dump" else "pump"
     sym = _short(spike.get("symbol") or "?", 20)
-    mag = _num(spike.get("magnitude_pct"))
+    mag = number(spike.get("magnitude_pct"))
     agreed, dissented, doubts = [], [], []
-    for task in TASK_LABELS:
+    for task in AGENT_NAMES:
         d = decisions.get(task)
         stance, conf, decision = _stance(task, d, direction)
         line = _agent_line(task, decision, conf, d if isinstance(d, dict) else None)
@@ -212,16 +198,16 @@ def assess(decisions: dict[str, Any], tools: dict[str, Any], spike: dict[str, An
     move = f"{sym} {direction} {_fmt(mag, '.2f')}%"
     thesis = "momentum BUY" if direction == "pump" else "BUY to fade the flush"
     bull_line = _short(f"Bull: {move}, {', '.join(bull) or 'no measured support'}; {len(agreed)} of "
-                       f"{len(TASK_LABELS)} agents back the {thesis}.", 300)
+                       f"{len(AGENT_NAMES)} agents back the {thesis}.", 300)
     bear_line = _short(f"Bear: {', '.join(bear) or 'nothing measured against it'}; {len(dissented)} of "
-                       f"{len(TASK_LABELS)} agents dissent.", 400)
+                       f"{len(AGENT_NAMES)} agents dissent.", 400)
     return Dissent(bull_line, bear_line, tuple(agreed), tuple(dissented), score, checks)
 
 
 def from_run(run: Any) -> Dissent:
     """The assessment of a crew run (core.agents.context.RunState): its tasks' answers and tool results."""
     decisions: dict[str, Any] = {}
-    for task in TASK_LABELS:
+    for task in AGENT_NAMES:
         rec = getattr(run, "tasks", {}).get(task)
         decisions[task] = parse(getattr(rec, "output", "") or "") if rec is not None else None
     tools: dict[str, Any] = {}
@@ -247,4 +233,4 @@ def proposal_fields(run: Any) -> dict[str, Any]:
                 "dissent_score": 1.0}
 
 
-__all__ = ["Dissent", "assess", "from_run", "proposal_fields", "parse", "TASK_LABELS", "AGREE"]
+__all__ = ["Dissent", "assess", "from_run", "proposal_fields", "parse", "AGREE"]

@@ -395,13 +395,13 @@ class OutcomeTracker:
             return
         row_id = f.row_id()
         if row_id is not None:
-            _submit(journal, "spike_update", spike_id=row_id, time_ms=self._event_time(f), **changes)
+            submit_logged(journal, "spike_update", spike_id=row_id, time_ms=self._event_time(f), **changes)
         elif hasattr(f.row, "add_done_callback"):
             t = self._event_time(f)
 
             def later(fut: Any) -> None:
                 if not fut.cancelled() and fut.exception() is None:
-                    _submit(journal, "spike_update", spike_id=fut.result(), time_ms=t, **changes)
+                    submit_logged(journal, "spike_update", spike_id=fut.result(), time_ms=t, **changes)
 
             f.row.add_done_callback(later)
 
@@ -410,7 +410,7 @@ class OutcomeTracker:
         journal = self._journal()
         if journal is None:
             return
-        _submit(journal, "agent_decision", agent_name="desk", decision_type="outcome_measured",
+        submit_logged(journal, "agent_decision", agent_name="desk", decision_type="outcome_measured",
                 decision=f.outcome.upper(), confidence=f.proposal.confidence if f.proposal is not None else None,
                 reasoning=f"{f.decision}: {f.reason or ''}"[:2000], input_data={"spike": f.report()["spike"]},
                 output_data=f.report(), spike_event_id=f.row_id(),
@@ -421,19 +421,21 @@ class OutcomeTracker:
         return trade.exit_ms if trade.exit_ms is not None else f.spike.time_ms
 
 
-def _submit(journal: Any, kind: str, **row: Any) -> None:
+def submit_logged(journal: Any, kind: str, **row: Any) -> None:
+    """Hand a row to the journal's writer; a refusal or a failed write is logged, never raised
+    (the desk's figures go on without the row)."""
     try:
         fut = journal.submit(kind, **row)
         if fut is not None and hasattr(fut, "add_done_callback"):
-            fut.add_done_callback(_log_failure)
+            fut.add_done_callback(lambda done: _log_failure(kind, done))
     except Exception as exc:
-        log.warning("outcome not journaled: %s", exc)
+        log.warning("%s row not journaled: %s", kind, exc)
 
 
-def _log_failure(fut: Any) -> None:
+def _log_failure(kind: str, fut: Any) -> None:
     try:
         if not fut.cancelled() and fut.exception() is not None:
-            log.warning("outcome row failed: %s", fut.exception())
+            log.warning("%s row failed: %s", kind, fut.exception())
     except Exception:
         pass
 

@@ -18,7 +18,8 @@ from core.agents.analyst import DECISION_MARK, find_json_after, last_json_object
 from core.agents.untrusted import clean
 
 AGENT_NAMES = {"spike_detection_task": "Market Scanner", "stability_check_task": "Market Guardian",
-               "context_analysis_task": "Context Analyzer", "risk_evaluation_task": "Risk Assessment"}
+               "context_analysis_task": "Context Analyzer", "risk_evaluation_task": "Risk Assessment",
+               "execution_task": "Strategy Executor"}  # each spike task's agent, as the operator reads it
 VETO_DECISIONS = {"spike_detection_task": {"DISCARD"}, "stability_check_task": {"UNSTABLE", "ESCALATED"},
                   "context_analysis_task": {"MANIPULATION_SUSPECTED"}, "risk_evaluation_task": {"REJECT"}}
 VALID_DECISIONS = {"spike_detection_task": {"CONFIRM", "DISCARD"},
