@@ -46,7 +46,7 @@ log = logging.getLogger("spikeguard.venue")
 
 USER_STREAM_BLOCK = "user_stream"
 STARTUP_BLOCK = "startup"
-# alarm -> (severity shown, what it does to the breaker or the gate)
+# alarms that hold the breaker (at that state), and the alarm that releases each hold
 _HOLDS = {Alarm.IP_BANNED: BreakerStatus.WARNING, Alarm.CLOCK_SKEW: BreakerStatus.TRIGGERED}
 _RELEASES = {Alarm.IP_BAN_LIFTED: Alarm.IP_BANNED.value, Alarm.CLOCK_OK: Alarm.CLOCK_SKEW.value}
 _SEVERITY = {Alarm.IP_BANNED: "error", Alarm.CLOCK_SKEW: "error", Alarm.HALT_INCOMPLETE: "error",

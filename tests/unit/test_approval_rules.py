@@ -106,6 +106,16 @@ def test_a_proposal_whose_price_passed_its_stop_expires_by_itself():
     assert s.approvals.notes[p.proposal_id].startswith(f"the price {p.stop_loss * 0.999:g} passed its stop")
 
 
+def test_a_proposal_whose_price_passed_its_target_expires_by_itself():
+    clock = Clock()
+    s = make_session(clock)
+    p = proposal(s, clock)
+    s.approvals.add(p)
+    s.approvals.on_price(p.symbol, p.take_profit * 1.001)
+    assert s.approvals.status[p.proposal_id] is ProposalStatus.EXPIRED
+    assert "passed its target" in s.approvals.notes[p.proposal_id]
+
+
 def test_a_breaker_move_between_the_preview_and_the_send_is_fenced():
     clock = Clock()
     s = make_session(clock)
