@@ -67,6 +67,7 @@ class Engine:
         self.rejected_ticks = 0
         self.rejected_marks = 0  # mark prices and liquidations outside the plausible bounds
         self.feed_health: dict[str, FeedHealth] = {}  # a live feed's latest state per stream
+        self.feed_health_listeners: list[Callable[[FeedHealth, FeedHealth | None], None]] = []  # (new, previous)
         self.held: list[Any] | None = None  # the rest of a batch stopped at a pause (see process)
         self.started_wall: float | None = None
         self.finished = False
@@ -163,8 +164,11 @@ class Engine:
                 self.market.ended.add(ev.symbol)
                 self.guardian.on_symbol_ended(ev.symbol)
             elif type(ev) is FeedHealth:
+                previous = self.feed_health.get(ev.stream)
                 self.feed_health[ev.stream] = ev
                 self.bus.publish(ev)
+                for fn in self.feed_health_listeners:
+                    fn(ev, previous)
         if marks:  # stopped at a pause: the rest of the batch waits for the resume
             marks.clear()
             self.held = list(events)

@@ -25,10 +25,13 @@ from core.desk.approval import ApprovalQueue, ApprovalResult, log_task_error
 from core.desk.proposal import TradeProposal
 from core.desk.rules_proposer import RulesProposer, Skip
 from core.engine import Engine
+from core.history import HistoryBook, load_from_journal
 from core.events import (
     Actor,
     BreakerChanged,
     BreakerStatus,
+    FeedHealth,
+    FeedState,
     JournalHealth,
     ReasoningLine,
     SpikeDetected,
@@ -115,8 +118,12 @@ class Session:
         self.outcomes: Any = None  # core.agents.outcomes.OutcomeTracker, once the agent desk starts
         self._tasks: list[asyncio.Task] = []
         self._closed = False
+        self.history = HistoryBook()  # what the console's history panes read back
         self.gate.listeners.append(self.bus.publish)
         self.gate.fill_listeners.append(self.bus.publish)
+        self.gate.listeners.append(lambda order: self.history.on_order(order, self.engine.now_ms()))
+        self.gate.fill_listeners.append(self.history.on_fill)
+        self.engine.feed_health_listeners.append(self._on_feed_health)
         self.engine.tick_listeners.append(self._on_tick)
         self.engine.on_spike(self._on_spike)
         self.breaker.subscribe(self._on_breaker_change)
@@ -131,7 +138,9 @@ class Session:
                     f" (epoch {change.epoch}, by {change.actor.value})", change.time_ms)
         if change.details.get("adopted_from") == "journal":
             self._saved_floor = max(self._saved_floor, change.epoch)  # that row is where it came from
-        elif self.journal is not None:
+            return  # and the history has it from there
+        self.history.on_breaker(change)
+        if self.journal is not None:
             self._breaker_rows[change.epoch] = self.journal.enqueue_breaker_change(
                 change, self.breaker.snapshot().to_dict())
 
@@ -157,11 +166,34 @@ class Session:
     def _on_journal_health(self, health: JournalHealth) -> None:
         self.journal_health = health
         if health.ok:
-            self.reason("operator", "reason", "journal writing again: every held row is on disk")
+            self.alert("journal", "journal writing again: every held row is on disk", "info")
         else:
-            self.reason("operator", "error", f"JOURNAL FAILING: {health.error}; new entries blocked, "
-                                             f"{health.unwritten} rows held in memory")
+            self.alert("journal", f"JOURNAL FAILING: {health.error}; new entries blocked, "
+                                  f"{health.unwritten} rows held in memory", "error")
         self.bus.publish(health)
+
+    def _on_feed_health(self, health: FeedHealth, previous: FeedHealth | None) -> None:
+        """A stream that goes stale or reconnects, and its return, are alerts (its halt, if the
+        guardian trips on it, is the breaker's)."""
+        troubled = (FeedState.STALE, FeedState.RECONNECTING, FeedState.OVERFLOW)
+        if health.state in troubled and (previous is None or previous.state is not health.state):
+            self.alert("feed", f"{health.stream} {health.state.value}: {health.detail}".rstrip(": "), "warning")
+        elif health.state is FeedState.CONNECTED and previous is not None and previous.state in troubled:
+            self.alert("feed", f"{health.stream} connected again", "info")
+
+    def alert(self, kind: str, text: str, severity: str = "warning", symbol: str | None = None,
+              echo: bool = True) -> None:
+        """Something the operator must be able to read back apart from the agents' chatter: in
+        the alerts pane, the journal (as an action of actor "system") and, with `echo`, the
+        reasoning trail."""
+        if echo:
+            self.reason("operator" if kind == "journal" else "guardian", "error" if severity == "error" else "reason",
+                        text)
+        details = {"kind": kind, "severity": severity, "symbol": symbol}
+        now = self.wall_clock()
+        self.history.on_action("alert", text, details, "system", now)
+        if self.journal is not None:
+            self.journal.enqueue_operator_action("alert", text, details, actor="system", time_ms=now)
 
     def _on_spike(self, spike: SpikeDetected) -> None:
         text = describe_spike(spike)
@@ -251,6 +283,8 @@ class Session:
         except Exception as exc:
             self.reason("desk", "error", f"agent desk unavailable, the rules proposer stays: {exc}")
             raise
+        desk.provider_error_listeners.append(
+            lambda line: self.alert("agents", f"provider error: {line}", "warning", echo=False))  # the desk streams it
         self.agent_desk = desk
         self.decision_maker = desk.decision_maker()
         self.reason("desk", "reason", f"agent desk ready: {self.decision_maker.label}")
@@ -288,6 +322,7 @@ class Session:
         from core.journal import Journal
 
         self.attach_journal(await Journal.open(path, key=key, force=force), path)
+        await load_from_journal(self.history, self.journal)  # before restore: its own steps are live
         await self.restore()
 
     def attach_journal(self, journal: Any, path: Path | None) -> None:
@@ -512,8 +547,10 @@ class Session:
 
     def _operator_action(self, action: str, reason: str, details: dict[str, Any]) -> None:
         self.reason("operator", "reason", f"{action}{': ' + reason if reason else ''}")
+        now = self.wall_clock()
+        self.history.on_action(action, reason, details, "operator", now)
         if self.journal is not None:
-            self.journal.enqueue_operator_action(action, reason, details)
+            self.journal.enqueue_operator_action(action, reason, details, time_ms=now)
 
     def record_action(self, action: str, reason: str, details: dict[str, Any]) -> None:
         """A session step the journal keeps beside the operator's (the exchange's reconcile,

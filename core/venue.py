@@ -181,11 +181,8 @@ class VenueLink:
     def _notice(self, kind: Alarm, detail: str) -> None:
         severity = _SEVERITY.get(kind, "warning")
         text = f"Binance {self.environment} {kind.value.replace('_', ' ')}: {detail}"
-        self.session.reason("guardian", "error" if severity == "error" else "reason", text)
+        self.session.alert(f"venue {kind.value}", text, severity)
         self.session.bus.publish(VenueAlarm(kind.value, detail, severity, self.session.engine.now_ms()))
-        if self.session.journal is not None:
-            self.session.journal.enqueue_operator_action("venue_alarm", text, {"alarm": kind.value,
-                                                                              "environment": self.environment})
 
     def status(self) -> str:
         """The status bar's word on the venue: empty while all is well."""

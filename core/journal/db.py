@@ -490,8 +490,9 @@ class Journal:
         return self.submit("fill", fill=fill)
 
     def enqueue_operator_action(self, action: str, reason: str | None = None, details: Any = None,
-                                actor: str = "operator") -> concurrent.futures.Future:
-        return self.submit("operator_action", action=action, reason=reason, details=details, actor=actor)
+                                actor: str = "operator", time_ms: int | None = None) -> concurrent.futures.Future:
+        return self.submit("operator_action", action=action, reason=reason, details=details, actor=actor,
+                           time_ms=time_ms)
 
     def breaker_subscriber(self, state: Any = None) -> Callable[[BreakerChanged], None]:
         """A subscriber for CircuitBreakerState.subscribe(): journals every transition with
