@@ -38,7 +38,7 @@ from console.screens.approve import ApproveScreen
 from console.screens.book import CancelOrderScreen, CancelRequest, FlattenRequest, FlattenScreen
 from console.screens.confirm import BreakerConfirmScreen, QuitScreen, ReasonScreen
 from console.screens.help import HelpScreen
-from console.screens.main import MainScreen, Views, wide_enough
+from console.screens.main import MainScreen, Views, layout_for
 from console.screens.palette import Palette
 from console.widgets.breaker_banner import BannerState
 from console.widgets.price_board import BoardRow
@@ -109,9 +109,9 @@ class SpikeguardApp(App[int]):
         self._spikes: deque[tuple[SpikeDetected, str, str | None]] = deque(
             maxlen=session.settings.performance.max_spike_queue_rows)
         self._spike_index: dict[int, int] = {}
-        self._reasoning: deque[ReasoningLine] = deque(maxlen=500)
-        self._orders: deque[tuple[Order, int]] = deque(maxlen=300)
+        self._reasoning: deque[ReasoningLine] = deque(maxlen=2000)
         self._filled: Views | None = None  # the panels last filled from the models
+        self._history_version = -1
         self._epoch_seen = -1
         self._banner_record = None
         self._state_since = wall_clock()
@@ -136,7 +136,7 @@ class SpikeguardApp(App[int]):
 
     # ------------------------------------------------------------------ lifecycle
     def on_mount(self) -> None:
-        self.push_screen(MainScreen(wide_enough(*self.size)))
+        self.push_screen(MainScreen(layout_for(*self.size)))
         fps = self.session.settings.performance.ui_fps
         if self.live:
             # a worker that raises ends the app (exit_on_error): a dead engine must not look like an ended feed
@@ -186,9 +186,9 @@ class SpikeguardApp(App[int]):
     def on_resize(self, event: Resize) -> None:
         """A resize across the layouts recomposes the main screen, under a dialog too; the frame
         waits for the new panels and fills them from the models."""
-        screen, wide = self._main(), wide_enough(*event.size)
-        if screen is not None and screen.wide != wide:
-            screen.wide = wide
+        screen, layout = self._main(), layout_for(*event.size)
+        if screen is not None and screen.layout_name != layout:
+            screen.layout_name = layout
             screen.refresh(recompose=True)
 
     def _main(self) -> MainScreen | None:
@@ -214,8 +214,9 @@ class SpikeguardApp(App[int]):
                 views.spikes.set_status(spike, status, pid)
         for line in self._reasoning:
             views.reasoning.add_line(line)
-        for order, t in self._orders:
-            views.orders.add_order(order, t)
+        for pane in views.history:
+            pane.sync(self.session.history)
+        self._history_version = self.session.history.version
         self._shown.clear()
         self._board_ticks = -1
         self._filled = views
@@ -232,6 +233,11 @@ class SpikeguardApp(App[int]):
             events.append(q.get_nowait())
         if events:
             self._apply(views, events)
+        history = self.session.history
+        if history.version != self._history_version:
+            self._history_version = history.version
+            for pane in views.history:
+                pane.sync(history)
         ticks = self.session.engine.ticks
         if ticks != self._board_ticks or views.board.flashing:
             self._board_ticks = ticks
@@ -252,7 +258,7 @@ class SpikeguardApp(App[int]):
         return True
 
     def _apply(self, views: Views, events: list) -> None:
-        spikes, reasoning, orders = views.spikes, views.reasoning, views.orders
+        spikes, reasoning = views.spikes, views.reasoning
         for ev in events:
             if isinstance(ev, SpikeStatus):
                 self._track_spike(ev)
@@ -267,12 +273,8 @@ class SpikeguardApp(App[int]):
                 if ev.status in (BreakerStatus.WARNING, BreakerStatus.TRIGGERED) and \
                         self.session.settings.monitoring.terminal_bell:
                     self.bell()
-            elif isinstance(ev, Order):
-                t = self.session.engine.now_ms()
-                self._orders.append((ev, t))
-                orders.add_order(ev, t)
-            elif isinstance(ev, Fill):
-                pass  # the positions panel reads the book each frame
+            elif isinstance(ev, (Order, Fill)):
+                pass  # the history's orders pane and the positions panel read the session's book
             elif isinstance(ev, ProposalUpdate):
                 self._proposal_status(spikes, ev)
             elif isinstance(ev, VenueAlarm):
@@ -344,12 +346,12 @@ class SpikeguardApp(App[int]):
         if self._changed("proposal", (proposal.proposal_id if proposal else None, ttl, len(pending))):
             views.proposal.show(proposal, ttl, len(pending))
         p = self.session.portfolio
-        prices = self.session.engine.market.last_prices()
-        rows = self.session.open_positions()
-        book = (tuple((r[0], r[1], round(r[4], 2)) for r in rows), round(p.cash, 2), round(p.equity(prices), 2),
-                round(p.realized_pnl, 2), round(p.fees_paid, 2), len(self.session.gate.open_orders()))
+        positions, curve = self.session.book_view()
+        equity = p.equity(self.session.engine.market.last_prices())
+        book = (tuple(positions), len(curve.points), round(equity, 2), round(p.cash, 2), round(p.realized_pnl, 2),
+                round(p.fees_paid, 2), len(self.session.gate.open_orders()))
         if self._changed("book", book):
-            views.positions.show(rows, p.cash, p.equity(prices), p.realized_pnl, p.fees_paid, book[-1])
+            views.positions.show(positions, curve, p.cash, equity, p.realized_pnl, p.fees_paid, book[-1])
 
     def _update_status(self, views: Views) -> None:
         engine = self.session.engine

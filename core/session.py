@@ -42,6 +42,7 @@ from core.market.feed import Feed
 from core.market.state import MarketState
 from core.settings import Settings
 from core.trading.exchange import Exchange
+from core.trading.book_view import EquityCurve, PositionView, position_views
 from core.trading.gate import OrderGate
 from core.trading.orders import Order, OrderStatus, OrderType, Origin, Side, new_client_order_id
 from core.trading.paper import QUOTE, PaperExchange, base_asset
@@ -119,6 +120,7 @@ class Session:
         self._tasks: list[asyncio.Task] = []
         self._closed = False
         self.history = HistoryBook()  # what the console's history panes read back
+        self.equity_curve = EquityCurve()
         self.gate.listeners.append(self.bus.publish)
         self.gate.fill_listeners.append(self.bus.publish)
         self.gate.listeners.append(lambda order: self.history.on_order(order, self.engine.now_ms()))
@@ -566,6 +568,12 @@ class Session:
                 last = prices.get(symbol, pos.average_price)
                 rows.append((symbol, pos.quantity, pos.average_price, last, (last - pos.average_price) * pos.quantity))
         return rows
+
+    def book_view(self) -> tuple[list[PositionView], EquityCurve]:
+        """The positions with their stops and targets, and the equity curve (sampled now)."""
+        rows = self.open_positions()
+        self.equity_curve.sample(self.engine.now_ms(), self._equity())
+        return position_views(rows, self.gate.open_orders(), self.approvals.targets()), self.equity_curve
 
     def has_exposure(self) -> bool:
         return bool(self.open_positions()) or bool(self.gate.open_orders())

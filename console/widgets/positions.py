@@ -1,61 +1,73 @@
-"""Positions and PnL, and the orders log."""
+"""Positions and PnL: each position's stop and target with the distance to each and its
+exposure; equity and PnL since the start with a small equity line; realized PnL and fees."""
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
-
-from rich.table import Table
 from rich.text import Text
-from textual.widgets import RichLog, Static
+from textual.widgets import Static
 
-from core.trading.orders import Order, OrderStatus
+from core.trading.book_view import EquityCurve, PositionView
 
-ORDER_STYLES = {OrderStatus.DENIED: "bold red", OrderStatus.REJECTED: "red", OrderStatus.FILLED: "green",
-                OrderStatus.CANCELED: "grey62", OrderStatus.PARTIALLY_FILLED: "yellow", OrderStatus.NEW: "cyan",
-                OrderStatus.UNKNOWN: "bold magenta"}
+EQUITY_GLYPHS = "▁▂▃▄▅▆▇█"
+
+
+def signed(value: float, fmt: str = "+,.2f") -> Text:
+    """A signed amount, green or red, and bold when negative: a loss must stay readable
+    without colour (the minus sign carries it, never dim grey)."""
+    return Text(format(value, fmt), style="green" if value >= 0 else "bold red")
+
+
+def equity_line(points: list[float], width: int) -> str:
+    """The equity curve on its own range (the panel states the range beside it)."""
+    pts = points[-width:]
+    if len(pts) < 2:
+        return ""
+    lo, hi = min(pts), max(pts)
+    if hi - lo < 1e-9:
+        return EQUITY_GLYPHS[3] * len(pts)
+    top = len(EQUITY_GLYPHS) - 1
+    return "".join(EQUITY_GLYPHS[round((p - lo) / (hi - lo) * top)] for p in pts)
+
+
+def _level(level: float | None, distance: float | None) -> Text:
+    if level is None or distance is None:
+        return Text("none", style="bold yellow")  # an unprotected position is worth a look
+    return Text(f"{level:g} ({distance:+.1f}%)", style="bold red" if distance < 1 else "")
 
 
 class PositionsPanel(Static):
+    """Two lines per position (they fit a 40-column panel): what is held, then its protection."""
+
     DEFAULT_CSS = """
-    PositionsPanel { height: auto; max-height: 12; padding: 0 1; }
+    PositionsPanel { height: auto; max-height: 16; padding: 0 1; overflow-y: auto; }
     """
 
-    def show(self, rows: list[tuple[str, float, float, float, float]], cash: float, equity: float,
+    def show(self, positions: list[PositionView], curve: EquityCurve, cash: float, equity: float,
              realized: float, fees: float, open_orders: int) -> None:
-        table = Table(expand=True, box=None, padding=(0, 1), header_style="bold")
-        for col in ("symbol", "qty", "avg", "last", "uPnL"):
-            table.add_column(col, justify="left" if col == "symbol" else "right")
-        for symbol, qty, avg, last, upnl in rows:
-            table.add_row(symbol, f"{qty:g}", f"{avg:,.4f}", f"{last:,.4f}",
-                          Text(f"{upnl:+,.2f}", style="green" if upnl >= 0 else "red"))
-        if not rows:
-            table.add_row(Text("flat", style="grey62"), "", "", "", "")
-        summary = Text()
-        summary.append(f"equity {equity:,.2f}  cash {cash:,.2f}  ")
-        summary.append(f"realized {realized:+,.2f}", style="green" if realized >= 0 else "red")
-        summary.append(f"  fees {fees:,.2f}  open orders {open_orders}")
-        grid = Table.grid(expand=True)
-        grid.add_row(table)
-        grid.add_row(summary)
-        self.update(grid)
-
-
-class OrdersLog(RichLog):
-    DEFAULT_CSS = """
-    OrdersLog { height: 1fr; }
-    """
-
-    def __init__(self, **kwargs) -> None:
-        super().__init__(max_lines=500, wrap=True, markup=False, min_width=20, **kwargs)
-
-    def add_order(self, order: Order, time_ms: int) -> None:
-        when = datetime.fromtimestamp(time_ms / 1000, timezone.utc).strftime("%H:%M:%S")
-        t = Text(f"{when} ", style="grey50")
-        t.append(f"{order.status.value:<16}", style=ORDER_STYLES.get(order.status, ""))
-        price = f" @ {order.price:g}" if order.price else f" stop {order.stop_price:g}" if order.stop_price else ""
-        t.append(f" {order.side.value} {order.quantity:g} {order.symbol} {order.type.value}{price}")
-        if order.filled_quantity:
-            t.append(f" filled {order.filled_quantity:g} @ {order.average_price:g}")
-        if order.reason and order.status in (OrderStatus.DENIED, OrderStatus.REJECTED, OrderStatus.UNKNOWN):
-            t.append(f" — {order.reason}", style="grey70")
-        self.write(t)
+        t = Text()
+        for p in positions:
+            t.append(f"{p.symbol:<9}", style="bold")
+            t.append(f" {p.quantity:g} @ {p.average_price:,.6g}  last {p.last:,.6g}  uPnL ")
+            t.append_text(signed(p.unrealized))
+            t.append(f"  exposure {p.exposure_usd:,.0f}\n")
+            t.append("          stop ")
+            t.append_text(_level(p.stop, p.stop_distance_pct))
+            t.append("  target ")
+            t.append_text(_level(p.target, p.target_distance_pct))
+            t.append("\n")
+        if not positions:
+            t.append("flat: no open position\n", style="grey62")
+        t.append(f"equity {equity:,.2f}  PnL since start ")
+        t.append_text(signed(curve.pnl))
+        t.append(" (")
+        t.append_text(signed(curve.pnl_pct, "+.2f"))
+        t.append("%)")
+        points = list(curve.points)[-max(10, min(40, (self.size.width or 34) - 14)):]
+        line = equity_line(points, len(points))
+        if line:
+            t.append(f"\n{line}", style="cyan")
+            t.append(f" {min(points):,.0f}–{max(points):,.0f}", style="grey62")
+        t.append(f"\ncash {cash:,.2f}  realized ")
+        t.append_text(signed(realized))
+        t.append(f"  fees {fees:,.2f}  open orders {open_orders}")
+        self.update(t)

@@ -230,6 +230,15 @@ class ApprovalQueue:
             watch.remove(bracket)
             self._spawn(self._take_profit(bracket))
 
+    def targets(self) -> dict[str, float]:
+        """The take-profit each open position's bracket watches for (the nearest, per symbol)."""
+        out: dict[str, float] = {}
+        for symbol, watch in self._tp_watch.items():
+            levels = [b.proposal.take_profit for b in watch if not b.closed]
+            if levels:
+                out[symbol] = min(levels)
+        return out
+
     async def _take_profit(self, bracket: _Bracket) -> None:
         if bracket.stop_id:
             try:
