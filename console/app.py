@@ -31,7 +31,8 @@ from textual.binding import Binding
 from textual.command import CommandPalette
 from textual.events import Resize
 from textual.screen import Screen
-from textual.widgets import Input
+from textual.css.query import NoMatches
+from textual.widgets import Input, TabbedContent
 from textual.worker import WorkerFailed
 
 from console.screens.approve import ApproveScreen
@@ -40,8 +41,9 @@ from console.screens.confirm import BreakerConfirmScreen, QuitScreen, ReasonScre
 from console.screens.help import HelpScreen
 from console.screens.main import MainScreen, Views, layout_for
 from console.screens.palette import Palette
+from console.screens.symbol_detail import SymbolDetailScreen
 from console.widgets.breaker_banner import BannerState
-from console.widgets.price_board import BoardRow
+from console.widgets.price_board import BoardRow, PriceBoard
 from console.widgets.spike_queue import SpikeQueue
 from console.widgets.status_bar import StatusInfo
 from core.events import (
@@ -81,17 +83,19 @@ def _count(n: int, noun: str) -> str:
 class SpikeguardApp(App[int]):
     CSS_PATH = Path(__file__).with_name("app.tcss")  # absolute: subclasses live elsewhere
     TITLE = "spikeguard"
+    # help and quit first: a narrow footer cuts from the end
     BINDINGS = [
+        Binding("question_mark", "help", "Help"),
+        Binding("q", "quit_app", "Quit"),
         Binding("a", "approve", "Approve"),
         Binding("r", "reject", "Reject"),
         Binding("T", "trigger", "Trigger", priority=True),
         Binding("C", "clear", "Clear", priority=True),
         Binding("F", "flatten", "Flatten", priority=True),
-        Binding("X", "cancel_order", "Cancel order", priority=True),
+        Binding("X", "cancel_order", "Cancel", priority=True),
+        Binding("o", "sort_board", "Sort"),
         Binding("p", "pause_scanner", "Scanner"),
-        Binding("space", "pause_feed", "Pause feed"),
-        Binding("question_mark", "help", "Help"),
-        Binding("q", "quit_app", "Quit"),
+        Binding("space", "pause_feed", "Pause"),
     ]
 
     def __init__(self, session: Session, *, live: bool = True, feed_label: str = "sim", speed_label: str = "",
@@ -106,12 +110,13 @@ class SpikeguardApp(App[int]):
         self.wall_clock = wall_clock
         self.watchdog = watchdog
         self._queue = session.bus.subscribe()
-        self._spikes: deque[tuple[SpikeDetected, str, str | None]] = deque(
+        self._spikes: deque[tuple[SpikeDetected, str, str | None, str]] = deque(  # spike, status, proposal, why
             maxlen=session.settings.performance.max_spike_queue_rows)
         self._spike_index: dict[int, int] = {}
         self._reasoning: deque[ReasoningLine] = deque(maxlen=2000)
         self._filled: Views | None = None  # the panels last filled from the models
         self._history_version = -1
+        self._waiting_for_operator: str | None = None  # why RECOVERING waits for a clear (the banner says it)
         self._epoch_seen = -1
         self._banner_record = None
         self._state_since = wall_clock()
@@ -208,10 +213,10 @@ class SpikeguardApp(App[int]):
 
     def _fill(self, views: Views) -> None:
         views.spikes.show_date = self.session.feed.name == "replay"  # a replay's days are not today's
-        for spike, status, pid in self._spikes:
-            views.spikes.add_spike(spike, status)
+        for spike, status, pid, note in self._spikes:
+            views.spikes.add_spike(spike, status, note)
             if pid:
-                views.spikes.set_status(spike, status, pid)
+                views.spikes.set_status(spike, status, pid, note)
         for line in self._reasoning:
             views.reasoning.add_line(line)
         for pane in views.history:
@@ -263,9 +268,9 @@ class SpikeguardApp(App[int]):
             if isinstance(ev, SpikeStatus):
                 self._track_spike(ev)
                 if ev.status in ("detected", "blocked"):
-                    spikes.add_spike(ev.spike, ev.status)
+                    spikes.add_spike(ev.spike, ev.status, ev.note)
                 else:
-                    spikes.set_status(ev.spike, ev.status, ev.proposal_id)
+                    spikes.set_status(ev.spike, ev.status, ev.proposal_id, ev.note)
             elif isinstance(ev, ReasoningLine):
                 self._reasoning.append(ev)
                 reasoning.add_line(ev)
@@ -286,25 +291,26 @@ class SpikeguardApp(App[int]):
     def _track_spike(self, ev: SpikeStatus) -> None:
         key = id(ev.spike)
         if key in self._spike_index:
-            for i, (spike, _status, pid) in enumerate(self._spikes):
+            for i, (spike, _status, pid, _note) in enumerate(self._spikes):
                 if spike is ev.spike:
-                    self._spikes[i] = (spike, ev.status, ev.proposal_id or pid)
+                    self._spikes[i] = (spike, ev.status, ev.proposal_id or pid, ev.note)
                     break
         else:
             self._spike_index[key] = 1
-            self._spikes.append((ev.spike, ev.status, ev.proposal_id))
+            self._spikes.append((ev.spike, ev.status, ev.proposal_id, ev.note))
 
     def _proposal_status(self, spikes: SpikeQueue, ev: ProposalUpdate) -> None:
         status_word = {"executed": "approved", "pending": "proposed"}.get(ev.status, ev.status)
-        for i, (spike, _s, pid) in enumerate(self._spikes):
+        for i, (spike, _s, pid, _note) in enumerate(self._spikes):
             if pid == ev.proposal.proposal_id:
-                self._spikes[i] = (spike, status_word, pid)
-                spikes.set_status(spike, status_word, pid)
+                self._spikes[i] = (spike, status_word, pid, ev.note)
+                spikes.set_status(spike, status_word, pid, ev.note)
 
     def _board_rows(self) -> list[BoardRow]:
         engine = self.session.engine
         refs = engine.settings.circuit_breaker.references
         mw_level = engine.settings.circuit_breaker.market_wide.dump_1h_percent
+        now_ms = engine.now_ms()
         rows = []
         for symbol, w in engine.market.symbols.items():
             if not w.ticks:
@@ -315,7 +321,7 @@ class SpikeguardApp(App[int]):
                 change_1h=w.change_pct(3), closes=w.closes, spark_version=w.vol_samples,
                 volume_multiple=w.volume_multiple(0),
                 drop_60m=w.drop_pct(3), trigger_level=ref.dump_1h_percent if ref else mw_level,
-                reference=ref is not None,
+                reference=ref is not None, age_s=(now_ms - w.last_time) / 1000,
             ))
         return rows
 
@@ -334,17 +340,20 @@ class SpikeguardApp(App[int]):
         failing = None if health is None or health.ok else f"{health.error} ({health.unwritten} rows held)"
         state = BannerState(record.status, reason, record.epoch, int(self.wall_clock() - self._state_since),
                             record.actor.value, saving=not self.session.breaker_saved(record.epoch),
-                            journal_failing=failing)
+                            journal_failing=failing, waiting_for_operator=self._waiting_for_operator)
         if self._changed("banner", state):
             views.banner.show(state)
 
     def _update_side(self, views: Views) -> None:
+        recovering = self.session.breaker.status is BreakerStatus.RECOVERING
+        self._waiting_for_operator = self.session.engine.clear_needs_override() if recovering else None
         pending = self.session.approvals.pending()
         proposal = self._selected_proposal()
         now_ms = int(self.wall_clock() * 1000)
         ttl = int(proposal.ttl_seconds(now_ms)) if proposal else 0
         if self._changed("proposal", (proposal.proposal_id if proposal else None, ttl, len(pending))):
             views.proposal.show(proposal, ttl, len(pending))
+            self._label_proposal_tab(len(pending))
         p = self.session.portfolio
         positions, curve = self.session.book_view()
         equity = p.equity(self.session.engine.market.last_prices())
@@ -352,6 +361,17 @@ class SpikeguardApp(App[int]):
                 round(p.fees_paid, 2), len(self.session.gate.open_orders()))
         if self._changed("book", book):
             views.positions.show(positions, curve, p.cash, equity, p.realized_pnl, p.fees_paid, book[-1])
+
+    def _label_proposal_tab(self, pending: int) -> None:
+        """The compact layout's Proposal tab says how many wait (the status bar does too)."""
+        screen = self._main()
+        if screen is None or screen.wide:
+            return
+        try:
+            tab = screen.query_one("#tabs", TabbedContent).get_tab("tab-proposal")
+        except (NoMatches, ValueError):
+            return
+        tab.label = f"Proposal ▶{pending}" if pending else "Proposal"
 
     def _update_status(self, views: Views) -> None:
         engine = self.session.engine
@@ -375,6 +395,7 @@ class SpikeguardApp(App[int]):
             feed_detail=", ".join(filter(None, (feed_detail(engine.feed_health.values()),
                                                 self.session.venue.status() if self.session.venue else ""))),
             scanner_paused=self._scanner_paused, feed_paused=self._feed_paused,
+            pending=len(self.session.approvals.pending()),
             desk=self.session.agent_desk.status_label() if self.session.agent_desk is not None else self.desk_label)
         if self._changed("status", info):
             views.status.show(info)
@@ -433,6 +454,7 @@ class SpikeguardApp(App[int]):
         ("Clear breaker", "Clear the circuit breaker, with a reason  [C]", "clear"),
         ("Flatten", "Sell one position or all of them at market, in any breaker state  [F]", "flatten"),
         ("Cancel order", "Cancel one open order, in any breaker state  [X]", "cancel_order"),
+        ("Sort the board", "Cycle the board's order: change, drop, volume multiple, default  [o]", "sort_board"),
         ("Pause/resume scanner", "Stop or restart spike detection  [p]", "pause_scanner"),
         ("Pause/resume feed", "Stop or restart the market feed  [space]", "pause_feed"),
         ("Help", "Keys and breaker states  [?]", "help"),
@@ -573,6 +595,22 @@ class SpikeguardApp(App[int]):
         self.notify(f"{order.side.value} {order.quantity:g} {order.symbol} {order.type.value}: "
                     f"{order.status.value.lower()}", severity="information", timeout=6)
         self.frame()
+
+    def on_price_board_symbol_chosen(self, message: PriceBoard.SymbolChosen) -> None:
+        """Enter on a board row: that symbol's last hour, its spikes and its orders."""
+        symbol = message.symbol
+        window = self.session.engine.market.symbols.get(symbol)
+        spikes = [(s.time_ms, s.direction, s.magnitude_pct, status) for s, status, _, _ in self._spikes
+                  if s.symbol == symbol]
+        orders = [(t, o.side.value, o.quantity, o.average_price or o.price or 0.0, o.status.value)
+                  for t, o in self.session.history.orders_for(symbol)]
+        self.push_screen(SymbolDetailScreen(symbol, list(window.closes) if window else [], spikes, orders))
+
+    def action_sort_board(self) -> None:
+        views = self._views()
+        if views is not None:
+            self.notify(f"board sorted by {views.board.cycle_sort()}", timeout=2)
+            self._board_ticks = -1  # repaint now
 
     def action_pause_scanner(self) -> None:
         self._scanner_paused = not self._scanner_paused

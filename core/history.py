@@ -126,6 +126,7 @@ class HistoryBook:
         self.added = dict.fromkeys(PANES, 0)  # entries ever added per pane (a view's bookmark)
         self.version = 0
         self.loaded_from_journal = 0
+        self._orders: dict[str, tuple[int, Order]] = {}  # the latest state of each order (by client id)
 
     def entries(self, pane: str, query: str = "") -> list[HistoryEntry]:
         return [e for e in self._panes[pane] if e.matches(query)]
@@ -158,7 +159,18 @@ class HistoryBook:
                                change.epoch, change.time_ms, change.symbol))
 
     def on_order(self, order: Order, time_ms: int) -> None:
+        self._keep_order(order, time_ms)
         self.add(order_entry(order, time_ms))
+
+    def _keep_order(self, order: Order, time_ms: int) -> None:
+        self._orders.pop(order.client_order_id, None)  # re-inserted: the dict stays in update order
+        self._orders[order.client_order_id] = (time_ms, order)
+        while len(self._orders) > MAX_ENTRIES:
+            del self._orders[next(iter(self._orders))]
+
+    def orders_for(self, symbol: str) -> list[tuple[int, Order]]:
+        """The latest state of each of the symbol's orders, oldest update first."""
+        return [(t, o) for t, o in self._orders.values() if o.symbol == symbol]
 
     def on_fill(self, fill: Fill) -> None:
         self.add(fill_entry(fill))
@@ -177,8 +189,9 @@ class HistoryBook:
             past.append((r["chain_seq"], breaker_entry(
                 r["breaker_status"], r.get("previous_status"), r.get("reason") or "", r["actor"], r["epoch"],
                 r["event_time_ms"], r.get("symbol"), past=True)))
-        for r in order_rows:
+        for r in sorted(order_rows, key=lambda row: row["chain_seq"]):  # the latest state wins
             order = Order.from_dict(_loads(r["order_json"]))
+            self._keep_order(order, r["event_time_ms"])
             past.append((r["chain_seq"], order_entry(order, r["event_time_ms"], past=True)))
         for r in fill_rows:
             past.append((r["chain_seq"], fill_entry(Fill.from_dict(r), past=True)))

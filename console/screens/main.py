@@ -104,7 +104,7 @@ class MainScreen(Screen):
                     yield PositionsPanel(id="positions")
                 yield from history_tab_panes()
         yield StatusBar(id="status")
-        yield Footer()
+        yield Footer(show_command_palette=self.wide)  # 80 columns keep the keys (ctrl+p still opens it)
 
     @staticmethod
     def _desk() -> ComposeResult:

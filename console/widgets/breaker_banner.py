@@ -1,6 +1,9 @@
-"""The breaker banner: the state in its colour, the reason, the epoch, time in state,
-what the state blocks, and who set it. The state is always spelled out, never colour only.
-A transition not yet on disk says "saving…"; a journal that cannot write says JOURNAL FAILING."""
+"""The breaker banner: the state in its colour, who set it, what the state blocks, time in
+state, the epoch and the reason, on one line. The state is always spelled out, never colour
+only. When the full line does not fit, the policy is said in short and the reason is cut
+last: the state, the actor and the policy are never lost (80 columns hold them). A
+transition not yet on disk says "saving…"; a journal that cannot write says JOURNAL FAILING;
+a RECOVERING that waits for the operator says so."""
 
 from __future__ import annotations
 
@@ -15,6 +18,8 @@ from core.events import BreakerStatus
 STATE_CLASSES = {s: f"-{s.value.lower()}" for s in BreakerStatus}
 ICONS = {BreakerStatus.SAFE: "●", BreakerStatus.WARNING: "▲", BreakerStatus.TRIGGERED: "■",
          BreakerStatus.RECOVERING: "◆"}
+SHORT_POLICY = {BreakerStatus.SAFE: "orders allowed", BreakerStatus.WARNING: "entries reduced",
+                BreakerStatus.TRIGGERED: "ENTRIES BLOCKED", BreakerStatus.RECOVERING: "entries reduced"}
 
 
 @dataclass(frozen=True)
@@ -26,6 +31,7 @@ class BannerState:
     actor: str
     saving: bool = False  # the transition is not on disk yet
     journal_failing: str | None = None  # why the journal cannot write (new entries are blocked)
+    waiting_for_operator: str | None = None  # why RECOVERING will not clear by itself
 
 
 def fmt_duration(seconds: float) -> str:
@@ -37,7 +43,7 @@ def fmt_duration(seconds: float) -> str:
 
 class BreakerBanner(Static):
     DEFAULT_CSS = """
-    BreakerBanner { height: auto; min-height: 1; max-height: 2; padding: 0 1; text-overflow: ellipsis; }
+    BreakerBanner { height: 1; padding: 0 1; text-wrap: nowrap; text-overflow: ellipsis; }
     BreakerBanner.-safe { background: $success-darken-2; color: $text; }
     BreakerBanner.-warning { background: #b58900; color: black; }
     BreakerBanner.-triggered { background: $error; color: white; text-style: bold; }
@@ -53,18 +59,33 @@ class BreakerBanner(Static):
     def on_mount(self) -> None:
         self.set_class(bool(getattr(self.app, "no_color", False)), "-mono")
 
+    _state: BannerState | None = None
+
+    def on_resize(self) -> None:
+        if self._state is not None:
+            self.show(self._state)
+
     def show(self, state: BannerState) -> None:
+        self._state = state
         for status, cls in STATE_CLASSES.items():
             self.set_class(status is state.status, cls)
+        full = self.line(state, STATE_POLICY[state.status])
+        fits = len(full.plain) <= max(1, self.size.width - 2) if self.size.width else True
+        self.update(full if fits else self.line(state, SHORT_POLICY[state.status]), layout=False)
+
+    @staticmethod
+    def line(state: BannerState, policy: str) -> Text:
         text = Text()
         text.append(f"{ICONS[state.status]} {state.status.value}", style="bold")
+        text.append(f" by {state.actor}")
         if state.saving:
             text.append(" saving…", style="bold reverse")
+        text.append(f" │ {policy}")
         if state.journal_failing:
             text.append(" │ ")
             text.append(f"JOURNAL FAILING: {state.journal_failing}; new entries blocked", style="bold reverse")
-        text.append(f" │ {state.reason} │ epoch {state.epoch} │ {fmt_duration(state.seconds_in_state)} in state"
-                    f" │ {STATE_POLICY[state.status]} │ by {state.actor}")
-        lines = max(1, -(-len(text.plain) // max(1, self.size.width - 2)))
-        self.update(text, layout=lines != getattr(self, "_lines", 0))  # a layout only when the height changes
-        self._lines = lines
+        if state.waiting_for_operator:
+            text.append(" │ ")
+            text.append(f"waiting for the operator (C to clear): {state.waiting_for_operator}", style="bold reverse")
+        text.append(f" │ {fmt_duration(state.seconds_in_state)} │ epoch {state.epoch} │ {state.reason}")
+        return text

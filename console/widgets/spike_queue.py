@@ -1,6 +1,7 @@
 """The spike queue: a DataTable with a cap on its rows; status moves detected -> analysing
--> proposed -> approved, rejected, expired or skipped. A replay's spikes show their date
-(`show_date`): its days are not today's."""
+-> proposed -> approved, rejected, expired or skipped, and `why` says why a spike was
+skipped, blocked, expired, rejected or failed (cut to the column; the reasoning pane has the
+rest). A replay's spikes show their date (`show_date`): its days are not today's."""
 
 from __future__ import annotations
 
@@ -14,9 +15,18 @@ from core.events import SpikeDetected
 STATUS_STYLES = {"detected": "white", "analysing": "cyan", "proposed": "bold yellow", "approved": "bold green",
                  "executed": "bold green", "rejected": "red", "expired": "grey50", "skipped": "grey62",
                  "blocked": "bold red", "failed": "bold red"}
-COLUMNS = ("time", "symbol", "move%", "type", "status")
+COLUMNS = ("time", "symbol", "move%", "type", "status", "why")
+WHY_WIDTH = 20  # with the other columns, 65 cells: the side panel at 120 columns, the compact tab
+EXPLAINED = frozenset({"skipped", "blocked", "expired", "rejected", "failed"})
 TYPE_LABELS = {"spot_price_spike": "price", "volume_explosion": "volume", "futures_spot_divergence": "basis",
                "liquidation_cascade": "liqs"}
+
+
+def why_text(status: str, note: str) -> Text:
+    if status not in EXPLAINED or not note:
+        return Text("")
+    note = " ".join(note.split())
+    return Text(note if len(note) <= WHY_WIDTH else note[:WHY_WIDTH - 1] + "…", style="grey70")
 
 
 def spike_key(spike: SpikeDetected) -> str:
@@ -38,7 +48,7 @@ class SpikeQueue(DataTable):
         for name in COLUMNS:
             self.add_column(name, key=name)
 
-    def add_spike(self, spike: SpikeDetected, status: str) -> None:
+    def add_spike(self, spike: SpikeDetected, status: str, note: str = "") -> None:
         """A new row. The cursor follows the newest row only while it is not on a proposal: a
         new spike never takes the selection from a proposal the operator is reading."""
         key = spike_key(spike)
@@ -51,7 +61,7 @@ class SpikeQueue(DataTable):
         move = Text(f"{'▲' if up else '▼'}{spike.magnitude_pct:5.1f}", style="green" if up else "red")
         kind = TYPE_LABELS.get(spike.spike_type.value, spike.spike_type.value)
         self.add_row(when, spike.symbol, move, kind, Text(status, style=STATUS_STYLES.get(status, "white")),
-                     key=key)
+                     why_text(status, note), key=key)
         while self.row_count > self.max_rows:
             oldest = next(iter(self.rows))
             self.remove_row(oldest)
@@ -67,11 +77,12 @@ class SpikeQueue(DataTable):
         except Exception:
             return None
 
-    def set_status(self, spike: SpikeDetected, status: str, proposal_id: str | None = None) -> None:
+    def set_status(self, spike: SpikeDetected, status: str, proposal_id: str | None = None, note: str = "") -> None:
         key = spike_key(spike)
         if key not in self.rows:
             return
         self.update_cell(key, "status", Text(status, style=STATUS_STYLES.get(status, "white")))
+        self.update_cell(key, "why", why_text(status, note))
         if proposal_id:
             self.proposal_by_row[key] = proposal_id
 

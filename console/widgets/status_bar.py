@@ -1,4 +1,5 @@
-"""The status bar: trading mode (LIVE unmistakable), feed health, ticks/s, journal, clock."""
+"""The status bar: trading mode (LIVE unmistakable), a proposal waiting, feed health, the
+desk, ticks/s, journal, clock. Most important first: a narrow terminal cuts the end."""
 
 from __future__ import annotations
 
@@ -26,6 +27,7 @@ class StatusInfo:
     desk: str = "rules"
     journal_failing: bool = False
     feed_detail: str = ""  # a live feed's streams: reconnecting, stale, reconnects and overflows so far
+    pending: int = 0  # proposals waiting for the operator
 
 
 class StatusBar(Static):
@@ -36,22 +38,24 @@ class StatusBar(Static):
     def show(self, info: StatusInfo) -> None:
         t = Text()
         t.append(f" {info.mode} ", style=MODE_STYLES.get(info.mode, "bold"))
-        health = "ok" if info.feed_ok else "STALE"
-        t.append(f"  {info.feed} {info.speed} ", style="bold")
-        t.append(health, style="green" if info.feed_ok else "bold red")
-        if info.feed_detail:
-            t.append(f" {info.feed_detail}", style="bold yellow")
-        if info.latency_ms is not None:
-            t.append(f" decide {info.latency_ms * 1000:.0f}µs")
-        t.append(f"  {info.ticks_per_second:,.0f} ticks/s")
+        if info.pending:
+            t.append(" ")
+            t.append(f" ▶ {info.pending} proposal{'s' if info.pending > 1 else ''} waiting: a ", style="bold reverse")
+        if info.journal_failing:
+            t.append(f"  JOURNAL FAILING {info.journal}", style="bold reverse red")
         if info.feed_paused:
             t.append("  FEED PAUSED", style="bold yellow")
         if info.scanner_paused:
             t.append("  SCANNER PAUSED", style="bold yellow")
+        t.append(f"  {info.feed}" + (f" {info.speed}" if info.speed else ""), style="bold")
+        t.append(" ok" if info.feed_ok else " STALE", style="green" if info.feed_ok else "bold red reverse")
+        if info.feed_detail:
+            t.append(f" {info.feed_detail}", style="bold yellow")
         t.append(f"  desk {info.desk}", style="cyan")
-        if info.journal_failing:
-            t.append(f"  JOURNAL FAILING {info.journal}", style="bold reverse red")
-        else:
+        t.append(f"  {info.ticks_per_second:,.0f} ticks/s")
+        if info.latency_ms is not None:
+            t.append(f"  decide {info.latency_ms * 1000:.0f}µs")
+        if not info.journal_failing:
             t.append(f"  journal {info.journal}", style="grey62")
         t.append(f"  {info.clock}")
         self.update(t, layout=False)  # one line, always

@@ -69,3 +69,22 @@ def make_app(session: Session, clock: Clock, live: bool = False):
 
     return SpikeguardApp(session, live=live, feed_label="test", speed_label="1x", journal_label="memory",
                          wall_clock=clock, watchdog=False)
+
+
+def screen_lines(app) -> list[str]:
+    """The terminal's rows as plain text, each text run placed at its column (the SVG export
+    draws cells 12.2 px wide)."""
+    import html
+    import re
+
+    grid: dict[int, dict[int, str]] = {}
+    for x, line, text in re.findall(r'<text[^>]*? x="([\d.]+)"[^>]*?clip-path="url\(#terminal-\d+-line-(\d+)\)">'
+                                    r'([^<]*)</text>', app.export_screenshot()):
+        grid.setdefault(int(line), {})[round(float(x) / 12.2)] = html.unescape(text).replace("\xa0", " ")
+    out = []
+    for n in range(max(grid, default=-1) + 1):
+        row = ""
+        for col, text in sorted(grid.get(n, {}).items()):
+            row = row.ljust(col) + text
+        out.append(row.rstrip())
+    return out

@@ -121,7 +121,7 @@ async def test_a_trip_shows_saving_until_it_is_on_disk(session, clock):
         app.frame()
         await pilot.pause()
         assert session.breaker.status is BreakerStatus.TRIGGERED
-        assert "TRIGGERED saving…" in screen_text(app)
+        assert "TRIGGERED by operator saving…" in screen_text(app)
         assert not any("TRIGGERED" in m for m in told)  # not announced as done yet
         journal.rows[-1].set_result(42)  # the row is committed
         await app.workers.wait_for_complete()
