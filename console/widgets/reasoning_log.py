@@ -247,7 +247,9 @@ class Entry:
 
     @property
     def kind(self) -> str:
-        if self.result is not None and self.result.kind == "error":
+        """"error" too for a tool that answered {"status": "error"} (the tools never raise)."""
+        last = self.result if self.result is not None else self.line
+        if last.kind == "error" or (last.kind == "tool_result" and last.text.partition(" -> ")[2].startswith("error")):
             return "error"
         return self.line.kind
 
@@ -598,11 +600,12 @@ S_FOLD = Style(bold=True, color="bright_white")
 S_SYMBOL = Style(bold=True)
 S_PUMP = Style(color="green")
 S_DUMP = Style(color="red")
-S_CURSOR = Style(bgcolor="grey30")
-S_CURSOR_FOCUS = Style(bgcolor="dark_blue")
+S_CURSOR = Style(bgcolor="dark_blue")
 OUTCOME_STYLES = {"proposal": Style(bold=True, color="green"), "skip": Style(color="yellow"),
                   "error": Style(bold=True, color="red"), "done": Style(color="cyan"), "": Style(color="cyan")}
 _TAG_STYLES: dict[str, Style] = {}
+HINTS = ("   enter fold · c all · f agent · s symbol · e errors · esc all", "   enter fold · c all · f/s/e filter",
+         "   f/s/e filter")  # the title row's key hint: the longest that fits
 
 
 def _tag_style(tag: str) -> Style:
@@ -788,8 +791,9 @@ class ReasoningLog(ScrollView, can_focus=True):
             shown = sum(1 for item, _run, _n in self._rows if isinstance(item, Entry))
             text = f" {self.filter.label}: {shown} rows · esc: all lines"
             return _fit([Segment(text, S_TITLE_FILTER)], width, S_TITLE_FILTER)
-        text = f" Reasoning · {runs} runs · {self.trail.count} lines"
-        hint = "   enter fold · c all · f agent · s symbol · e errors"
+        text = f" Reasoning · {runs} run{'s' * (runs != 1)} · {self.trail.count} lines"
+        room = width - len(text)
+        hint = next((h for h in HINTS if len(h) <= room), "")
         return _fit([Segment(text, S_TITLE), Segment(hint, S_TITLE + S_DIM)], width, S_TITLE)
 
     def _render(self, index: int, width: int) -> Strip:
@@ -802,8 +806,8 @@ class ReasoningLog(ScrollView, can_focus=True):
             strip = _fit(self._header(item, shown), width)
         else:
             strip = _fit(self._entry(item, run), width)
-        if row == self._cursor_row and self._rows:
-            strip = strip.apply_style(S_CURSOR_FOCUS if self.has_focus else S_CURSOR)
+        if row == self._cursor_row and self._rows and self.has_focus:  # the cursor shows while the pane has the keys
+            strip = strip.apply_style(S_CURSOR)
         return strip
 
     def _header(self, run: Run, shown: int) -> list[Segment]:

@@ -25,7 +25,8 @@ from core.events import ReasoningLine
 from tests.console.conftest import screen_text
 
 T0 = 1_767_225_600_000  # 2026-01-01T00:00:00Z
-SCN, GRD, RSK = "Binance Market Surveillance Specialist", "Market Crash Protection Specialist", "Risk Assessment Officer"
+SCN, GRD = "Binance Market Surveillance Specialist", "Market Crash Protection Specialist"  # CrewAI's role titles
+RSK = "Risk Assessment Officer"
 SLIP_RESULT = ("slippage_calculator -> [modelled, not exchange data], symbol=SOLUSDT, side=BUY, notional_usd=1000.0, "
                "depth_usd_per_side=25000.0, fill_now_fraction=1.0, half_spread_bps=1.0, slippage_bps=0.098, "
                "taker_fee_bps=10.0, expected_cost_bps=11.1, expected_cost_usd=1.08…")
@@ -279,6 +280,8 @@ def filtered_trail() -> Trail:
     trail.add(L("operator", "reason", "breaker clear: all quiet", 3000))
     trail.add(L(SCN, "tool_call", "news_sentiment(symbol='SOLUSDT')", 2900, "run1", 12))
     trail.add(L(SCN, "error", "news_sentiment failed: timeout", 2910, "run1", 13))
+    trail.add(L(SCN, "tool_call", "onchain_data(symbol='ETHUSDT')", 2920, "run2", 26))
+    trail.add(L(SCN, "tool_result", "onchain_data -> error, etherscan answered 500", 2930, "run2", 27))
     return trail
 
 
@@ -297,13 +300,16 @@ def test_the_symbol_filter_keeps_that_symbols_runs_and_the_lines_that_name_it():
 def test_the_errors_filter_keeps_errors_only():
     trail = filtered_trail()
     rows = texts(trail.rows(Filter("errors")))
-    assert rows == ["[run1]", "SCN news_sentiment(symbol='SOLUSDT')", "[run2]", "RSK model call failed: 503"]
+    assert rows == ["[run1]", "SCN news_sentiment(symbol='SOLUSDT')", "[run2]", "RSK model call failed: 503",
+                    "SCN onchain_data(symbol='ETHUSDT')"]
     assert trail.tags() == ["SCN", "RSK", "guard", "scan", "desk", "oper"]
     assert trail.symbols() == ["SOLUSDT", "ETHUSDT"]
 
 
 # ---------------------------------------------------------------------- the widget
 class Pane(App):
+    AUTO_FOCUS = None  # as in the console, where the price board has the focus first
+
     def compose(self) -> ComposeResult:
         yield ReasoningLog(id="reasoning")
 
@@ -365,6 +371,24 @@ async def test_a_run_folds_and_unfolds_and_c_folds_them_all():
         await pilot.pause()
         lines = pane_text(pane)
         assert any("sol: first thought" in ln for ln in lines) and any("eth: first thought" in ln for ln in lines)
+
+
+async def test_a_click_on_a_run_header_folds_it_and_the_cursor_shows_only_with_focus():
+    app = Pane()
+    async with app.run_test(size=(100, 30)) as pilot:
+        pane = app.query_one(ReasoningLog)
+        for line in two_runs_out_of_order():
+            pane.add_line(line)
+        await pilot.pause()
+        y = index_of(pane_text(pane), "▾ run1")
+        last = index_of(pane_text(pane), "SAFE -> WARNING")  # the newest row, where the cursor is
+        assert pane.cursor is pane.rows[-1][0] and not any(s.style and s.style.bgcolor for s in pane.render_line(last))
+        await pilot.click(ReasoningLog, offset=(3, y))
+        await pilot.pause()
+        lines = pane_text(pane)
+        assert "▸ run1" in lines[y] and not any("sol: first thought" in ln for ln in lines)
+        assert pane.has_focus and pane.cursor is pane.trail.runs["run1"]
+        assert any(s.style and s.style.bgcolor for s in pane.render_line(y))
 
 
 async def test_a_finished_run_folds_by_itself_when_the_next_one_starts():
