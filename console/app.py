@@ -390,7 +390,8 @@ class SpikeguardApp(App[int]):
             mode=self.session.mode, feed=f"{self.feed_label} @{market_time}" + (" ended" if engine.finished else ""),
             feed_ok=feed_ok,
             latency_ms=round(latency, 3) if latency is not None else None, ticks_per_second=round(self._rate),
-            speed=self.speed_label, journal=self.journal_label, clock=clock,
+            speed=f"{self.session.feed.speed:g}x (slowed: a proposal waits)" if self.session.slowed_for_decision
+            else self.speed_label, journal=self.journal_label, clock=clock,
             journal_failing=bool(self.session.journal_health and not self.session.journal_health.ok),
             feed_detail=", ".join(filter(None, (feed_detail(engine.feed_health.values()),
                                                 self.session.venue.status() if self.session.venue else ""))),

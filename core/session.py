@@ -126,6 +126,8 @@ class Session:
         self.gate.listeners.append(lambda order: self.history.on_order(order, self.engine.now_ms()))
         self.gate.fill_listeners.append(self.history.on_fill)
         self.engine.feed_health_listeners.append(self._on_feed_health)
+        self._base_speed = getattr(feed, "speed", None)
+        self.approvals.on_status.append(self._pace_for_decisions)
         self.engine.tick_listeners.append(self._on_tick)
         self.engine.on_spike(self._on_spike)
         self.breaker.subscribe(self._on_breaker_change)
@@ -145,6 +147,18 @@ class Session:
         if self.journal is not None:
             self._breaker_rows[change.epoch] = self.journal.enqueue_breaker_change(
                 change, self.breaker.snapshot().to_dict())
+
+    def _pace_for_decisions(self, *_: Any) -> None:
+        """A sim or replay slows to `testing.decision_speed` while a proposal waits, and goes
+        back to its own speed when none does."""
+        slow, base = self.settings.testing.decision_speed, self._base_speed
+        if not slow or not base or self.feed.realtime or not hasattr(self.feed, "set_speed"):
+            return
+        self.feed.set_speed(min(base, slow) if self.approvals.pending() else base)
+
+    @property
+    def slowed_for_decision(self) -> bool:
+        return bool(self._base_speed) and getattr(self.feed, "speed", None) != self._base_speed
 
     # ------------------------------------------------------------------ durable before shown
     def breaker_saved(self, epoch: int | None = None) -> bool:

@@ -329,6 +329,9 @@ class TestingSettings(Strict):
     __test__ = False  # not a pytest class
     feed: Literal["sim", "replay", "binance"] = "sim"
     sim: SimSettings = SimSettings()
+    # a paced sim or replay runs at this market speed while a proposal waits for the operator
+    # (0: unchanged), so its drift and stop rules leave a human time to read and decide
+    decision_speed: float = Field(2.0, ge=0)
 
 
 class BinanceEndpoints(Strict):

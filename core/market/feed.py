@@ -131,6 +131,13 @@ class PacedFeed(Feed):
     def _events(self) -> Iterator[MarketEvent]:
         """The feed's events, in non-decreasing event time."""
 
+    def set_speed(self, speed: float) -> None:
+        """A new pace from the next event on, without a jump. A feed at max speed stays there:
+        it computes, nobody watches it."""
+        if self.speed == MAX_SPEED or speed == MAX_SPEED or speed <= 0:
+            return
+        self.speed = float(speed)
+
     async def batches(self) -> AsyncIterator[list[MarketEvent]]:
         """Yield lists of events. At max speed batches are `batch_size` long; when paced,
         a batch spans at most `batch_span_ms` of event time and is released on time."""
@@ -140,22 +147,26 @@ class PacedFeed(Feed):
         anchor_event_ms: int | None = None
         anchor_wall = 0.0
         previous_ms: int | None = None
-        paced = self.speed != MAX_SPEED
+        speed = self.speed
+        paced = speed != MAX_SPEED
         for event in self._events():
             if self._stopped:
                 break
             t = event.time_ms
+            if paced and self.speed != speed:  # set_speed(): the new pace starts from the last event out
+                speed = self.speed
+                anchor_event_ms, anchor_wall = (previous_ms if previous_ms is not None else t), self.clock()
             if paced:
                 if batch_start_ms is None:
                     batch_start_ms = t
-                if t - batch_start_ms >= self.batch_span_ms * self.speed and batch:
+                if t - batch_start_ms >= self.batch_span_ms * speed and batch:
                     yield batch
                     batch = []
                     batch_start_ms = t
                 if anchor_event_ms is None or (previous_ms is not None and t - previous_ms > SKIP_GAP_MS):
                     anchor_event_ms, anchor_wall = t, self.clock()
                 previous_ms = t
-                due = anchor_wall + (t - anchor_event_ms) / 1000.0 / self.speed
+                due = anchor_wall + (t - anchor_event_ms) / 1000.0 / speed
                 delay = due - self.clock()
                 if delay > 0.002:
                     if batch:

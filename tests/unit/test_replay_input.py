@@ -423,3 +423,28 @@ def test_spot_and_futures_of_one_symbol_are_not_an_overlap(tmp_path):
     futures = write(tmp_path, "ETHUSDT-1m-futures.csv", ROWS_7)
     feed = ReplayFeed([spot, futures])
     assert len(ticks_of(feed)) == 16 and not feed.stats.problems
+
+
+def test_a_new_speed_paces_from_the_next_event_without_a_jump(tmp_path):
+    """At 600x the ticks come 25 ms apart; slowed to 150x after the fourth, 100 ms apart."""
+    feed = ReplayFeed([write(tmp_path, "BTCUSDT-1m-x.csv", ROWS_7)], speed=600.0)
+    clock = VirtualClock(feed)
+
+    async def run():
+        out = []
+        async for batch in feed.batches():
+            for e in batch:
+                out.append((clock.now, e))
+                if len(out) == 4:
+                    feed.set_speed(150.0)
+        return out
+
+    got = asyncio.run(run())
+    # (virtual seconds per market second) between consecutive events of different times
+    pace = [round((b[0] - a[0]) / ((b[1].time_ms - a[1].time_ms) / 1000), 6)
+            for a, b in zip(got, got[1:]) if b[1].time_ms != a[1].time_ms]
+    fast, slow = round(1 / 600, 6), round(1 / 150, 6)
+    assert pace[:3] == [fast] * 3 and pace[-3:] == [slow] * 3, pace
+    assert len(pace) == 7 and set(pace) == {fast, slow}, pace  # no jump, no catch-up
+    feed.set_speed(0)  # max speed is not a pace: refused
+    assert feed.speed == 150.0
