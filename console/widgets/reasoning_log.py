@@ -592,6 +592,7 @@ class Trail:
 KIND_MARKS = {"tool_call": "»", "tool_result": "»", "thought": "…", "answer": "✔", "reason": "•", "error": "✖"}
 S_TITLE = Style(bold=True, color="bright_white", bgcolor="grey23")
 S_TITLE_FILTER = Style(bold=True, color="black", bgcolor="yellow")
+S_PLAIN = Style()
 S_TIME = Style(color="grey50")
 S_DIM = Style(color="grey62")
 S_MARK = Style(color="grey70")
@@ -620,11 +621,12 @@ def _clock(ms: int) -> str:
 
 
 def _fit(segments: list[Segment], width: int, fill: Style | None = None) -> Strip:
-    """One row exactly `width` cells: cut with an ellipsis, or padded."""
+    """One row exactly `width` cells: cut with an ellipsis, or padded (every segment styled:
+    the NO_COLOR filter reads each segment's style)."""
     strip = Strip(segments)
     if strip.cell_length > width:
         strip = Strip.join([strip.crop(0, max(0, width - 1)), Strip([Segment("…", S_DIM)])])
-    return strip.extend_cell_length(width, fill)
+    return strip.extend_cell_length(width, fill or S_PLAIN)
 
 
 class ReasoningLog(ScrollView, can_focus=True):
@@ -839,7 +841,7 @@ class ReasoningLog(ScrollView, can_focus=True):
         kind = entry.kind
         segs += [Segment(entry.tag.ljust(TAG_WIDTH)[:TAG_WIDTH] + " ", _tag_style(entry.tag)),
                  Segment(f"{KIND_MARKS.get(line.kind, '•')} ", S_ERROR if kind == "error" else S_MARK),
-                 Segment(entry.summary(), S_ERROR if kind == "error" else Style())]
+                 Segment(entry.summary(), S_ERROR if kind == "error" else S_PLAIN)]
         return segs
 
     # ------------------------------------------------------------------ the cursor

@@ -493,6 +493,19 @@ async def test_a_burst_of_lines_is_one_rebuild_and_the_newest_stays_in_view():
         assert "line 2501" in pane_text(pane)[-1] and pane.cursor.line.text == "line 2501"  # following again
 
 
+async def test_every_cell_is_styled_so_no_color_renders(monkeypatch):
+    """Textual's NO_COLOR filter reads the style of every segment: a bare pad crashed the frame."""
+    monkeypatch.setenv("NO_COLOR", "1")
+    app = Pane()
+    async with app.run_test(size=(60, 20)) as pilot:
+        pane = app.query_one(ReasoningLog)
+        for line in two_runs_out_of_order():
+            pane.add_line(line)
+        await pilot.pause()
+        assert all(seg.style is not None for y in range(pane.size.height) for seg in pane.render_line(y))
+        assert "run1 SOLUSDT" in screen_text(app)
+
+
 async def test_clear_and_refill_as_the_app_does_after_a_layout_change():
     app = Pane()
     async with app.run_test(size=(100, 30)) as pilot:
