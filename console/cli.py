@@ -431,7 +431,7 @@ def cmd_serve(args: argparse.Namespace, loaded: Any, paths: Any) -> int:
     """Each browser tab gets its own console process, with the same options as this command."""
     import shlex
 
-    from textual_serve.server import Server
+    from console.serve import ConsoleServer
 
     if args.host not in ("127.0.0.1", "localhost", "::1"):
         print(f"warning: serving on {args.host}: anyone who can reach it controls the breaker", file=sys.stderr)
@@ -445,7 +445,7 @@ def cmd_serve(args: argparse.Namespace, loaded: Any, paths: Any) -> int:
     command += ["console", "--headless-ok"]
     if args.scenario:
         command += ["--scenario", args.scenario]
-    Server(shlex.join(command), host=args.host, port=args.port, title="spikeguard").serve()
+    ConsoleServer(shlex.join(command), host=args.host, port=args.port, title="spikeguard").serve()
     return EXIT_OK
 
 
