@@ -67,6 +67,8 @@ class Views:
 
 
 class MainScreen(Screen):
+    AUTO_FOCUS = "#spikes"  # up/down choose the proposal that a and r act on
+
     def __init__(self, layout: str) -> None:
         super().__init__()
         self.layout_name = layout

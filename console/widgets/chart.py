@@ -39,14 +39,15 @@ def extent(pcts: Sequence[float]) -> float:
 
 
 def nice_scale(pct: float) -> float:
-    """The smallest of 1, 2, 5, 10, 20, 50, 100, … percent at or above `pct` (1 at least)."""
+    """The smallest of 1, 2, 2.5, 5, 10, 20, 25, 50, 100, … percent at or above `pct` (1 at
+    least): a crash's -22% is drawn on ±25%, not squeezed into ±50%."""
     if not pct > SCALE_FLOOR_PCT:  # NaN too
         return SCALE_FLOOR_PCT
     if pct == math.inf:
         return pct
     step = 1.0
     while True:
-        for m in (1.0, 2.0, 5.0):
+        for m in (1.0, 2.0, 2.5, 5.0):
             if pct <= m * step:
                 return m * step
         step *= 10.0

@@ -57,7 +57,7 @@ class PositionsPanel(Static):
             t.append("\n")
         if not positions:
             t.append("flat: no open position\n", style="grey62")
-        t.append(f"equity {equity:,.2f}  PnL since start ")
+        t.append(f"equity {equity:,.2f}\nPnL since start ")
         t.append_text(signed(curve.pnl))
         t.append(" (")
         t.append_text(signed(curve.pnl_pct, "+.2f"))

@@ -76,8 +76,9 @@ def spark_of(board: PriceBoard, y: int) -> str:
 
 
 # ---------------------------------------------------------------------- sparkline scale
-@pytest.mark.parametrize("pct, scale", [(0.0, 1), (0.4, 1), (1.0, 1), (1.01, 2), (2.0, 2), (2.1, 5), (5.0, 5),
-                                        (7.0, 10), (15.0, 20), (30.0, 50), (50.0, 50), (70.0, 100), (NAN, 1)])
+@pytest.mark.parametrize("pct, scale", [(0.0, 1), (0.4, 1), (1.0, 1), (1.01, 2), (2.0, 2), (2.1, 2.5), (2.6, 5),
+                                        (5.0, 5), (7.0, 10), (15.0, 20), (22.65, 25), (30.0, 50), (50.0, 50),
+                                        (70.0, 100), (NAN, 1)])
 def test_the_scale_is_a_nice_step_with_a_floor_of_one_percent(pct, scale):
     assert nice_scale(pct) == scale
 

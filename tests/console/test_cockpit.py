@@ -72,7 +72,7 @@ async def test_the_spike_queue_says_why_a_spike_was_skipped_or_blocked(session, 
         await _ready(app, pilot)
         text = "\n".join(screen_lines(app))
         assert "blocked  breaker TRIGGERED" in text, text
-        assert "skipped  the feed is 40s sta…" in text, text
+        assert "skipped  the feed is 40s sta" in text, text  # cut to the column (and the panel)
         # a layout change rebuilds the queue from the app's models, reasons included
         await pilot.resize_terminal(80, 24)
         await _ready(app, pilot)
