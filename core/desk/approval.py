@@ -255,12 +255,12 @@ class ApprovalQueue:
     # ------------------------------------------------------------------ status
     def _outdated(self, p: TradeProposal, price: float) -> str | None:
         if price <= p.stop_loss:
-            return f"the price {price:g} passed its stop {p.stop_loss:g} before approval"
+            return f"passed its stop: the price {price:g} reached the stop {p.stop_loss:g} before approval"
         if price >= p.take_profit:
-            return f"the price {price:g} passed its target {p.take_profit:g} before approval"
+            return f"passed its target: the price {price:g} reached the target {p.take_profit:g} before approval"
         drift = (price / p.reference_price - 1.0) * 100.0
-        if abs(drift) > self.max_drift_pct:
-            return f"the price moved {drift:+.2f}% since the proposal (limit {self.max_drift_pct:g}%)"
+        if abs(drift) > self.max_drift_pct:  # the essential first: the spike queue shows 20 characters
+            return f"moved {drift:+.2f}% (limit {self.max_drift_pct:g}%): the price moved since the proposal"
         return None
 
     def _set(self, p: TradeProposal, status: ProposalStatus, note: str, actor: Actor) -> None:

@@ -36,7 +36,7 @@ async def test_a_replay_holds_the_feed_while_the_crew_runs(tmp_path):
     assert proposal.source == "crew:rules"
     # the rebound to 99.5 moved the price past the approval drift limit: it expired by itself, saying so
     assert session.approvals.status[proposal.proposal_id] is ProposalStatus.EXPIRED
-    assert "since the proposal (limit 1%)" in session.approvals.notes[proposal.proposal_id]
+    assert "(limit 1%): the price moved since the proposal" in session.approvals.notes[proposal.proposal_id]
     # the crew read the market at its spike, not at the end of the replay
     assert proposal.reference_price < 97.0 and session.engine.market.symbols["SOLUSDT"].last_price == 99.5
     seen = []

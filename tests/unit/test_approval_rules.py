@@ -77,7 +77,7 @@ def test_a_price_that_drifted_past_the_limit_is_refused():
     s.approvals.add(p)
     s.engine.process(path("ETHUSDT", [(10.1, 3_000.0 * 1.015), (10.2, 3_000.0 * 1.015)]))  # +1.5%, limit 1%
     assert s.approvals.status[p.proposal_id] is ProposalStatus.EXPIRED  # by itself, as the price moved
-    assert "moved +1.50% since the proposal (limit 1%)" in s.approvals.notes[p.proposal_id]
+    assert s.approvals.notes[p.proposal_id].startswith("moved +1.50% (limit 1%)")
     result = approve(s, p)
     assert not result.ok and "moved +1.50%" in result.message
     assert s.gate.sent == 0
@@ -103,7 +103,7 @@ def test_a_proposal_whose_price_passed_its_stop_expires_by_itself():
     s.approvals.add(p)
     s.approvals.on_price(p.symbol, p.stop_loss * 0.999)
     assert s.approvals.status[p.proposal_id] is ProposalStatus.EXPIRED
-    assert s.approvals.notes[p.proposal_id].startswith(f"the price {p.stop_loss * 0.999:g} passed its stop")
+    assert s.approvals.notes[p.proposal_id].startswith(f"passed its stop: the price {p.stop_loss * 0.999:g}")
 
 
 def test_a_proposal_whose_price_passed_its_target_expires_by_itself():
