@@ -40,11 +40,17 @@ def warning_app(clock: Clock):
     return app
 
 
-def test_safe(snap_compare):
+SIZES = [(80, 24), (120, 36), (200, 50)]
+SIZE_IDS = ["80x24", "120x36", "200x50"]
+HISTORY = ("breaker", "alerts", "orders", "operator")
+
+
+@pytest.mark.parametrize("size", SIZES, ids=SIZE_IDS)
+def test_safe(snap_compare, size):
     clock = Clock()
     app = seeded_app("calm", 30, clock)
     assert app.session.breaker.status.value == "SAFE"
-    assert snap_compare(app, terminal_size=(120, 36))
+    assert snap_compare(app, terminal_size=size)
 
 
 def test_warning(snap_compare):
@@ -54,14 +60,16 @@ def test_warning(snap_compare):
     assert snap_compare(app, terminal_size=(120, 36))
 
 
-def test_triggered(snap_compare):
+@pytest.mark.parametrize("size", SIZES, ids=SIZE_IDS)
+def test_triggered(snap_compare, size):
     clock = Clock()
     app = seeded_app("flash-crash", 32, clock)
     assert app.session.breaker.status.value == "TRIGGERED"
-    assert snap_compare(app, terminal_size=(120, 36))
+    assert snap_compare(app, terminal_size=size)
 
 
-def test_approval_modal(snap_compare):
+@pytest.mark.parametrize("size", SIZES, ids=SIZE_IDS)
+def test_approval_modal(snap_compare, size):
     clock = Clock()
     from tests.console.conftest import dump_spike
     from tests.helpers import ListFeed
@@ -74,7 +82,7 @@ def test_approval_modal(snap_compare):
         pinned = p.model_copy(update={"proposal_id": "p-snapshot"}).sealed()
         session.approvals.proposals = {"p-snapshot": pinned}
         session.approvals.status = {"p-snapshot": session.approvals.status[p.proposal_id]}
-    assert snap_compare(app, press=["a"], terminal_size=(120, 36))
+    assert snap_compare(app, press=["a"], terminal_size=size)
 
 
 def test_help(snap_compare):
@@ -83,10 +91,55 @@ def test_help(snap_compare):
     assert snap_compare(app, press=["question_mark"], terminal_size=(120, 36))
 
 
-def test_compact_80x24(snap_compare):
+def busy_app(clock: Clock):
+    """A crash with something in every history pane: the breaker's transitions and their
+    alerts, a feed alert, an entry the halt denied, the operator's actions."""
+    from core.events import FeedHealth, FeedState
+
+    app = seeded_app("flash-crash", 32, clock)
+    session = app.session
+    session.engine.process([FeedHealth("trades", FeedState.RECONNECTING, "socket closed", 0, 1, 0)])
+    session.pause_scanner(True)
+    session.force_trigger("operator kill switch")
+    return app
+
+
+async def _a_denied_entry(pilot) -> None:
+    from core.trading.orders import Order, OrderType, Side
+
+    order = Order(symbol="ETHUSDT", side=Side.BUY, type=OrderType.MARKET, quantity=0.1,
+                  client_order_id="snapshot-entry")
+    await pilot.app.session.gate.submit(order)
+    await pilot.pause()
+
+
+@pytest.mark.parametrize("pane", HISTORY)
+@pytest.mark.parametrize("size", SIZES[:2], ids=SIZE_IDS[:2])
+def test_history_pane(snap_compare, size, pane):
     clock = Clock()
-    app = seeded_app("flash-crash", 25, clock)
-    assert snap_compare(app, terminal_size=(80, 24))
+    app = busy_app(clock)
+
+    async def show(pilot) -> None:
+        await _a_denied_entry(pilot)
+        tabs = pilot.app.screen.query_one("#tabs" if size == (80, 24) else "#history-tabs")
+        tabs.active = f"tab-history-{pane}"
+        await pilot.pause()
+        pilot.app.frame()
+        await pilot.pause()
+
+    assert snap_compare(app, run_before=show, terminal_size=size)
+
+
+def test_history_panes_side_by_side(snap_compare):
+    clock = Clock()
+    app = busy_app(clock)
+
+    async def show(pilot) -> None:
+        await _a_denied_entry(pilot)
+        pilot.app.frame()
+        await pilot.pause()
+
+    assert snap_compare(app, run_before=show, terminal_size=(200, 50))
 
 
 def test_engine_events_are_deterministic():
