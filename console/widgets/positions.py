@@ -20,11 +20,9 @@ def signed(value: float, fmt: str = "+,.2f") -> Text:
 def equity_line(points: list[float], width: int) -> str:
     """The equity curve on its own range (the panel states the range beside it)."""
     pts = points[-width:]
-    if len(pts) < 2:
-        return ""
-    lo, hi = min(pts), max(pts)
-    if hi - lo < 1e-9:
-        return EQUITY_GLYPHS[3] * len(pts)
+    lo, hi = (min(pts), max(pts)) if pts else (0.0, 0.0)
+    if len(pts) < 2 or hi - lo < 0.005:
+        return ""  # a flat line says nothing the PnL does not
     top = len(EQUITY_GLYPHS) - 1
     return "".join(EQUITY_GLYPHS[round((p - lo) / (hi - lo) * top)] for p in pts)
 

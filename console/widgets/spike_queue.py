@@ -10,6 +10,7 @@ from datetime import datetime, timezone
 from rich.text import Text
 from textual.widgets import DataTable
 
+from console.widgets.reasoning_log import TAGS
 from core.events import SpikeDetected
 
 STATUS_STYLES = {"detected": "white", "analysing": "cyan", "proposed": "bold yellow", "approved": "bold green",
@@ -22,10 +23,20 @@ TYPE_LABELS = {"spot_price_spike": "price", "volume_explosion": "volume", "futur
                "liquidation_cascade": "liqs"}
 
 
+def short_why(note: str) -> str:
+    """A veto's agent said by its tag, the essential first: "CTX DISAGREE: market-wide dump"."""
+    note = " ".join(note.split())
+    for tag, (_style, names) in TAGS.items():
+        for name in names:
+            if note.startswith(name + " ") or note.startswith(name + ":"):
+                return (tag + note[len(name):]).replace(" (veto)", "")
+    return note
+
+
 def why_text(status: str, note: str) -> Text:
     if status not in EXPLAINED or not note:
         return Text("")
-    note = " ".join(note.split())
+    note = short_why(note)
     return Text(note if len(note) <= WHY_WIDTH else note[:WHY_WIDTH - 1] + "…", style="grey70")
 
 

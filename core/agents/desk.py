@@ -549,8 +549,8 @@ class AgentDesk:
             record("crew_paused", text, {"seconds": pause, "model": self.label, "last_error": why})
 
     def status_label(self) -> str:
-        """The status bar's word on the desk: its model, a pause, today's spending."""
-        parts = [self.label]
+        """The status bar's word on the desk: the crew and its model, a pause, today's spending."""
+        parts = [f"crew ({self.label} model)" if self.label == RULES else f"crew ({self.label})"]
         paused = self.health.paused_for()
         if paused > 0:
             parts.append(f"paused {paused:.0f}s (provider failing), rules answering")

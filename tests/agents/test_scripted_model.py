@@ -169,6 +169,7 @@ async def test_a_failing_provider_pauses_the_crew_and_the_rules_proposer_answers
     assert all(isinstance(d, Skip) for d in first), first
     assert took < 2 * 6.0
     assert desk.health.paused_for() > 0 and "paused" in desk.status_label()
+    assert desk.status_label().startswith("crew (")  # the status bar says a crew answers, and on which model
     assert len(stub.requests) == requests_when_paused
     assert isinstance(third, TradeProposal) and third.source == "rules"  # the rules proposer's answer
     assert requests_when_paused <= 2 * 3  # bounded: no retry storm (one request per agent at most, no retries)

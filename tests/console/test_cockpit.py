@@ -137,3 +137,12 @@ async def test_the_focused_panel_is_marked(session, clock):
         app.screen.query_one("#board").focus()
         await pilot.pause()
         assert spikes.styles.border_left[0] in ("", "none")
+
+
+def test_a_veto_is_told_by_its_agent_tag_with_the_decision_first():
+    from console.widgets.spike_queue import short_why
+
+    assert short_why("Context Analyzer DISAGREE (veto): market-wide dump, no entry") == \
+        "CTX DISAGREE: market-wide dump, no entry"
+    assert short_why("Market Scanner DISMISS (veto): a basis blip") == "SCN DISMISS: a basis blip"
+    assert short_why("breaker TRIGGERED") == "breaker TRIGGERED"
