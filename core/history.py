@@ -71,8 +71,8 @@ def _loads(value: Any) -> dict[str, Any]:
 def breaker_entry(status: str, previous: str | None, reason: str, actor: str, epoch: int, time_ms: int,
                   symbol: str | None, past: bool = False) -> HistoryEntry:
     severity = {"TRIGGERED": "error", "WARNING": "warning"}.get(status, "info")
-    arrow = f"{previous} → {status}" if previous else status
-    return HistoryEntry("breaker", time_ms, status, f"{arrow}: {reason} (epoch {epoch})", actor, symbol or "",
+    came_from = f" (from {previous})" if previous and previous != "SAFE" and status != "TRIGGERED" else ""
+    return HistoryEntry("breaker", time_ms, status, f"{reason}{came_from} · epoch {epoch}", actor, symbol or "",
                         severity, past)
 
 

@@ -1,20 +1,29 @@
 """The history panes: breaker, alerts, orders and fills, operator actions (core.history).
 
-Each pane is a filter field over a log. New entries are appended as they come; a new filter
-rebuilds the log from the book. Tabs in a narrow space, side by side in a wide one
-(`HistoryPanes(side_by_side=...)`). `/` in a pane focuses its filter; Escape clears it.
+Each pane is a filter field over a log, one line per entry (cut to the width). The log is a
+Line-API view: it keeps the matching entries and renders only the rows on screen, so a new
+filter over a thousand entries is one pass of substring tests, not a thousand renders. New
+entries are appended as they come, and the view follows the end unless the operator scrolled
+up. Tabs in a narrow space, side by side in a wide one (`HistoryPanes(side_by_side=...)`).
+`/` in a pane focuses its filter; Escape clears it.
 """
 
 from __future__ import annotations
 
 from collections import deque
 from datetime import datetime, timezone
+from functools import lru_cache
 
 from rich.text import Text
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
-from textual.widgets import Input, RichLog, TabbedContent, TabPane
+from rich.segment import Segment
+from rich.style import Style
+from textual.geometry import Size
+from textual.scroll_view import ScrollView
+from textual.strip import Strip
+from textual.widgets import Input, TabbedContent, TabPane
 
 from core.history import PANE_TITLES, PANES, HistoryBook, HistoryEntry
 
@@ -25,6 +34,7 @@ LABEL_STYLES = {"TRIGGERED": "bold red", "WARNING": "bold yellow", "RECOVERING":
                 "UNKNOWN": "bold magenta", "CANCELED": "grey62"}
 
 
+@lru_cache(maxsize=2 * LOG_LINES)  # a new filter redraws the same entries: each is built once
 def entry_text(entry: HistoryEntry) -> Text:
     when = datetime.fromtimestamp(entry.time_ms / 1000, timezone.utc).strftime("%Y-%m-%d %H:%M:%S")
     mark, mark_style = SEVERITY_MARKS.get(entry.severity, SEVERITY_MARKS["info"])
@@ -37,6 +47,61 @@ def entry_text(entry: HistoryEntry) -> Text:
     return t
 
 
+class HistoryLog(ScrollView, can_focus=True):
+    """The pane's lines: plain Text per entry, Strips made for the rows on screen only."""
+
+    DEFAULT_CSS = """
+    HistoryLog { height: 1fr; overflow-x: hidden; scrollbar-size-vertical: 1; }
+    """
+
+    def __init__(self, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.lines: deque[Text] = deque(maxlen=LOG_LINES)
+        self._strips: dict[tuple[int, int], Strip] = {}  # (id of the Text, width) -> strip
+
+    def clear(self) -> None:
+        self.lines.clear()
+        self._strips.clear()
+        self._resize()
+
+    def write(self, text: Text) -> None:
+        self.lines.append(text)
+
+    def flush(self) -> None:
+        """After writes: the new height, and the view follows the end if it was there."""
+        following = self.scroll_offset.y >= self.max_scroll_y - 1
+        self._resize()
+        if following:
+            self.scroll_end(animate=False, immediate=True, x_axis=False)
+        self.refresh()
+
+    def _resize(self) -> None:
+        size = Size(self.size.width or 1, len(self.lines))
+        if size != self.virtual_size:
+            self.virtual_size = size
+
+    def on_resize(self) -> None:
+        self._strips.clear()
+        self._resize()
+
+    def render_line(self, y: int) -> Strip:
+        index = y + self.scroll_offset.y
+        width = self.size.width
+        if index >= len(self.lines) or width <= 0:
+            return Strip.blank(width, self.rich_style)
+        text = self.lines[index]
+        key = (id(text), width)
+        strip = self._strips.get(key)
+        if strip is None:
+            if len(self._strips) > 4 * LOG_LINES:
+                self._strips.clear()
+            line = text.copy()
+            line.truncate(width, overflow="ellipsis")
+            segments = [Segment(seg.text, seg.style or Style()) for seg in line.render(self.app.console)]
+            strip = self._strips[key] = Strip(segments).extend_cell_length(width).crop(0, width)
+        return strip
+
+
 class HistoryPane(Vertical):
     """One pane of the book: its filter and its log."""
 
@@ -46,7 +111,6 @@ class HistoryPane(Vertical):
     HistoryPane { height: 1fr; }
     HistoryPane > Input { height: 1; border: none; padding: 0 1; background: $boost; }
     HistoryPane > Input:focus { background: $accent 30%; text-style: bold; }
-    HistoryPane > RichLog { height: 1fr; }
     """
 
     def __init__(self, pane: str, **kwargs) -> None:
@@ -56,21 +120,19 @@ class HistoryPane(Vertical):
         self._bookmark = 0
         self._past_shown: bool | None = None  # the last entry's `past`: a rule marks where this run starts
         self._book: HistoryBook | None = None
-        self._written: deque[str] = deque(maxlen=LOG_LINES)
 
     def compose(self) -> ComposeResult:
         yield Input(placeholder=f"filter {PANE_TITLES[self.pane].lower()} (/): text, symbol, actor, error…",
                     id=f"filter-{self.pane}")
-        yield RichLog(max_lines=LOG_LINES, wrap=True, markup=False, highlight=False, min_width=20,
-                      id=f"log-{self.pane}")
+        yield HistoryLog(id=f"log-{self.pane}")
 
     @property
-    def log_view(self) -> RichLog:
-        return self.query_one(RichLog)
+    def log_view(self) -> HistoryLog:
+        return self.query_one(HistoryLog)
 
     def shown_lines(self) -> list[str]:
-        """One plain line per entry (and rule) the log holds: a hidden tab's log renders later."""
-        return list(self._written)
+        """One plain line per entry (and rule) the log holds."""
+        return [text.plain for text in self.log_view.lines]
 
     def sync(self, book: HistoryBook) -> None:
         """Append what the book added since the last sync (or rebuild, past its bound)."""
@@ -84,25 +146,25 @@ class HistoryPane(Vertical):
 
     def _rebuild(self) -> None:
         self.log_view.clear()
-        self._written.clear()
         self._past_shown = None
         if self._book is None:
             return
         self._bookmark = self._book.added[self.pane]
-        self._write(self._book.entries(self.pane, self.query_text))
+        self._write(self._book.entries(self.pane, self.query_text), cleared=True)
 
-    def _write(self, entries) -> None:
+    def _write(self, entries, cleared: bool = False) -> None:
         log = self.log_view
+        wrote = cleared
         for entry in entries:
+            wrote = True
             if entry.past != self._past_shown:
                 rule = "── from the journal: earlier runs ──" if entry.past else "── this run ──"
                 if entry.past or self._past_shown is not None:
                     log.write(Text(rule, style="grey50"))
-                    self._written.append(rule)
                 self._past_shown = entry.past
-            text = entry_text(entry)
-            log.write(text)
-            self._written.append(text.plain)
+            log.write(entry_text(entry))
+        if wrote:
+            log.flush()
 
     def on_input_changed(self, event: Input.Changed) -> None:
         event.stop()
