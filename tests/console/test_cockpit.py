@@ -146,3 +146,20 @@ def test_a_veto_is_told_by_its_agent_tag_with_the_decision_first():
         "CTX DISAGREE: market-wide dump, no entry"
     assert short_why("Market Scanner DISMISS (veto): a basis blip") == "SCN DISMISS: a basis blip"
     assert short_why("breaker TRIGGERED") == "breaker TRIGGERED"
+
+
+@pytest.mark.parametrize("size", [(80, 24), (120, 36)])
+async def test_toasts_stay_above_the_status_bar_and_the_footer(session, clock, size):
+    from textual.widgets._toast import Toast
+
+    app = make_app(session, clock)
+    async with app.run_test(size=size, notifications=True) as pilot:
+        await _ready(app, pilot)
+        for i in range(4):
+            app.notify(f"notice {i}", timeout=30)
+        await pilot.pause()
+        await pilot.pause()
+        status_top = app.screen.query_one("#status").region.y
+        toasts = list(app.screen.query(Toast))
+        assert toasts and all(t.region.bottom <= status_top for t in toasts), \
+            [(t.region, status_top) for t in toasts]
