@@ -98,7 +98,7 @@ class HistoryLog(ScrollView, can_focus=True):
             line = text.copy()
             line.truncate(width, overflow="ellipsis")
             segments = [Segment(seg.text, seg.style or Style()) for seg in line.render(self.app.console)]
-            strip = self._strips[key] = Strip(segments).extend_cell_length(width).crop(0, width)
+            strip = self._strips[key] = Strip(segments).extend_cell_length(width, Style()).crop(0, width)  # a styled pad: NO_COLOR filters every style
         return strip
 
 

@@ -139,7 +139,7 @@ class PriceBoard(ScrollView, can_focus=True):
         self._given: list[BoardRow] = []  # the last rows in, in config order
         self._rows: list[BoardRow] = []  # sorted
         self._cursor_symbol: str | None = None  # the cursor follows its symbol through a sort
-        self._strips: list[Strip] = []
+        self._strips: list[Strip | None] = []  # the header, then one per row (None: not built this frame)
         self._last_price: dict[str, float] = {}
         self._flash: dict[str, tuple[float, bool]] = {}  # symbol -> (until, up)
         self._clock = clock
@@ -275,15 +275,26 @@ class PriceBoard(ScrollView, can_focus=True):
         return [(c, S_HEADER) for c in cells]
 
     def _rebuild(self, now: float) -> None:
+        """The frame's strips: the header and the rows on screen now; the others are built
+        when they scroll into view (50 symbols, 20 rows shown: 30 rows not built)."""
         width = self.size.width or 80
         self._width = width
         glyphs = self._spark_glyphs(width)
         sparks = [self._spark_pcts(row, glyphs) for row in self._rows] if glyphs else []
         self.scale_pct = nice_scale(max((ext for _, ext in sparks), default=0.0))
         minutes = max((len(p) for p, _ in sparks), default=0)
-        strips = [self._strip(self._header(glyphs, minutes), width, S_HEADER)]
-        cursor = self.cursor if self.has_focus else -1
-        for i, row in enumerate(self._rows):
+        self._frame = (now, width, glyphs, sparks, self.cursor if self.has_focus else -1)
+        self._strips = [self._strip(self._header(glyphs, minutes), width, S_HEADER)] + [None] * len(self._rows)
+        top = self.scroll_offset.y
+        for index in range(top + 1, min(len(self._strips), top + max(self.size.height, 1))):
+            self._row_strip(index)
+
+    def _row_strip(self, index: int) -> Strip:
+        strip = self._strips[index]
+        if strip is None:
+            now, width, glyphs, sparks, cursor = self._frame
+            i = index - 1
+            row = self._rows[i]
             cells = self._cells(row, now)
             if glyphs:
                 cells.insert(5, (" " + self._spark(row, glyphs, sparks[i][0]), S_SPARK))
@@ -292,8 +303,8 @@ class PriceBoard(ScrollView, can_focus=True):
                 # reverse video, visible without colour; a reversed cell turns back, to stay apart
                 cells = [(text, style + Style(reverse=not style.reverse)) for text, style in cells]
                 fill = Style(reverse=True)
-            strips.append(self._strip(cells, width, fill))
-        self._strips = strips
+            strip = self._strips[index] = self._strip(cells, width, fill)
+        return strip
 
     def _cells(self, row: BoardRow, now: float) -> list[tuple[str, Style]]:
         """The row's cells but the sparkline; each padded to its column."""
@@ -321,9 +332,15 @@ class PriceBoard(ScrollView, can_focus=True):
 
     @staticmethod
     def _strip(cells: list[tuple[str, Style]], width: int, fill: Style) -> Strip:
+        """One strip of exactly `width` cells. Every character on the board is one cell wide,
+        so the length is the characters' count: padded in place, cropped only when too wide."""
         segments = [Segment(text, style) for text, style in cells]
-        strip = Strip(segments)
-        return strip.extend_cell_length(width, fill).crop(0, width)
+        length = sum(len(text) for text, _ in cells)
+        if length < width:
+            segments.append(Segment(" " * (width - length), fill))
+        elif length > width:
+            return Strip(segments, length).crop(0, width)
+        return Strip(segments, width)
 
     # ------------------------------------------------------------------ the Line API
     def render_line(self, y: int) -> Strip:
@@ -333,4 +350,6 @@ class PriceBoard(ScrollView, can_focus=True):
             return self._strips[0]  # the header stays put
         if index >= len(self._strips):
             return Strip.blank(self.size.width, self.rich_style)
-        return self._strips[index].crop(scroll_x, scroll_x + self.size.width)
+        strip = self._row_strip(index)
+        return strip if not scroll_x and strip.cell_length == self.size.width else \
+            strip.crop(scroll_x, scroll_x + self.size.width)

@@ -243,6 +243,18 @@ async def test_the_cursor_scrolls_into_view():
         assert board.cursor == 29 - (board.size.height - 2)
 
 
+async def test_only_the_rows_on_screen_are_built_and_the_rest_when_scrolled_to():
+    rows = [row(f"S{i:02d}USDT") for i in range(50)]
+    async with board_with(rows, size=(120, 8)) as (app, board, pilot):
+        board.update_rows(rows)
+        built = [i for i, strip in enumerate(board._strips) if strip is not None]
+        assert built == list(range(board.size.height)), built  # the header and the rows shown
+        board.scroll_to(y=40, animate=False, immediate=True)
+        await pilot.pause()
+        assert line(board, 1).startswith("S40USDT"), line(board, 1)  # built on demand, right row
+        assert all(len(line(board, y)) == board.size.width for y in range(board.size.height))
+
+
 # ---------------------------------------------------------------------- the chart renderer
 def test_the_chart_has_its_shape_and_climbs_left_to_right():
     lines = braille_chart([float(i) for i in range(30)], 20, 4)
