@@ -34,21 +34,45 @@ LABEL_STYLES = {"TRIGGERED": "bold red", "WARNING": "bold yellow", "RECOVERING":
                 "UNKNOWN": "bold magenta", "CANCELED": "grey62"}
 
 
+BODY_INDENT = "    "
+MAX_BODY_ROWS = 3  # an entry that needs more is cut with an ellipsis (the journal has it whole)
+
+
 @lru_cache(maxsize=2 * LOG_LINES)  # a new filter redraws the same entries: each is built once
-def entry_text(entry: HistoryEntry) -> Text:
+def entry_parts(entry: HistoryEntry) -> tuple[Text, Text]:
+    """The entry's head (time, severity, label, actor) and its text."""
     when = datetime.fromtimestamp(entry.time_ms / 1000, timezone.utc).strftime("%Y-%m-%d %H:%M:%S")
     mark, mark_style = SEVERITY_MARKS.get(entry.severity, SEVERITY_MARKS["info"])
-    t = Text(f"{when} ", style="grey58")
-    t.append(mark, style=mark_style)
-    t.append(entry.label, style=LABEL_STYLES.get(entry.label, "bold"))
+    head = Text(f"{when} ", style="grey58")
+    head.append(mark, style=mark_style)
+    head.append(entry.label, style=LABEL_STYLES.get(entry.label, "bold"))
     if entry.actor:
-        t.append(f" by {entry.actor}", style="cyan")
-    t.append(f"  {entry.text}")
-    return t
+        head.append(f" by {entry.actor}", style="cyan")
+    return head, Text(entry.text)
+
+
+def wrap_spans(text: str, width: int, max_rows: int) -> tuple[list[tuple[int, int]], bool]:
+    """Where `text` breaks into rows of at most `width` (at a space when there is one), and
+    whether it was cut at `max_rows`. Plain string work: a filter re-lays a thousand entries."""
+    spans: list[tuple[int, int]] = []
+    i, n, width = 0, len(text), max(1, width)
+    while i < n and len(spans) < max_rows:
+        if n - i <= width:
+            spans.append((i, n))
+            return spans, False
+        cut = text.rfind(" ", i, i + width + 1)
+        if cut <= i:
+            cut = i + width
+        spans.append((i, cut))
+        i = cut
+        while i < n and text[i] == " ":
+            i += 1
+    return spans, i < n
 
 
 class HistoryLog(ScrollView, can_focus=True):
-    """The pane's lines: plain Text per entry, Strips made for the rows on screen only."""
+    """The pane's entries: one row when the entry fits, else its head then its text wrapped
+    under it (at most MAX_BODY_ROWS); Strips made for the rows on screen only."""
 
     DEFAULT_CSS = """
     HistoryLog { height: 1fr; overflow-x: hidden; scrollbar-size-vertical: 1; }
@@ -56,50 +80,99 @@ class HistoryLog(ScrollView, can_focus=True):
 
     def __init__(self, **kwargs) -> None:
         super().__init__(**kwargs)
-        self.lines: deque[Text] = deque(maxlen=LOG_LINES)
-        self._strips: dict[tuple[int, int], Strip] = {}  # (id of the Text, width) -> strip
+        self.items: deque[tuple[Text, Text | None]] = deque(maxlen=LOG_LINES)  # (head, text); a rule has no text
+        self._rows: list[tuple[tuple[Text, Text | None], int]] = []  # (item, its row number)
+        self._laid_width = 0
+        self._new: list[tuple[Text, Text | None]] = []  # written since the last flush
+        self._strips: dict[tuple[int, int, int], Strip] = {}  # (id of the head, row, width) -> strip
+
+    @property
+    def lines(self) -> list[str]:
+        """One plain line per entry (head and text), what the log holds."""
+        return [head.plain + (f"  {body.plain}" if body is not None else "") for head, body in self.items]
 
     def clear(self) -> None:
-        self.lines.clear()
+        self.items.clear()
         self._strips.clear()
-        self._resize()
+        self._new.clear()
+        self._layout()
 
-    def write(self, text: Text) -> None:
-        self.lines.append(text)
+    def write(self, head: Text, body: Text | None = None) -> None:
+        self.items.append((head, body))
+        self._new.append(self.items[-1])
 
     def flush(self) -> None:
-        """After writes: the new height, and the view follows the end if it was there."""
+        """After writes: the new rows (only theirs are laid out, unless old ones dropped off the
+        end or the width changed), and the view follows the end if it was there."""
         following = self.scroll_offset.y >= self.max_scroll_y - 1
-        self._resize()
+        width = self.size.width or 80
+        if width == self._laid_width and len(self.items) < LOG_LINES:  # nothing dropped off the front
+            for item in self._new:
+                self._rows.extend((item, r) for r in range(self._row_count(item, width)))
+            self._new.clear()
+            size = Size(width, len(self._rows))
+            if size != self.virtual_size:
+                self.virtual_size = size
+        else:
+            self._layout()
         if following:
             self.scroll_end(animate=False, immediate=True, x_axis=False)
         self.refresh()
 
-    def _resize(self) -> None:
-        size = Size(self.size.width or 1, len(self.lines))
+    def _layout(self) -> None:
+        self._new.clear()
+        width = self.size.width or 80
+        self._laid_width = width
+        rows: list[tuple[tuple[Text, Text | None], int]] = []
+        for item in self.items:
+            rows.extend((item, r) for r in range(self._row_count(item, width)))
+        self._rows = rows
+        size = Size(width, len(rows))
         if size != self.virtual_size:
             self.virtual_size = size
 
+    @staticmethod
+    def _row_count(item: tuple[Text, Text | None], width: int) -> int:
+        head, body = item
+        if body is None or head.cell_len + 2 + body.cell_len <= width:
+            return 1
+        return 1 + len(wrap_spans(body.plain, width - len(BODY_INDENT), MAX_BODY_ROWS)[0])
+
     def on_resize(self) -> None:
-        self._strips.clear()
-        self._resize()
+        if self.size.width != self._laid_width:
+            self._strips.clear()
+            self._layout()
 
     def render_line(self, y: int) -> Strip:
         index = y + self.scroll_offset.y
         width = self.size.width
-        if index >= len(self.lines) or width <= 0:
+        if index >= len(self._rows) or width <= 0:
             return Strip.blank(width, self.rich_style)
-        text = self.lines[index]
-        key = (id(text), width)
+        item, row = self._rows[index]
+        key = (id(item[0]), row, width)
         strip = self._strips.get(key)
         if strip is None:
             if len(self._strips) > 4 * LOG_LINES:
                 self._strips.clear()
-            line = text.copy()
-            line.truncate(width, overflow="ellipsis")
-            segments = [Segment(seg.text, seg.style or Style()) for seg in line.render(self.app.console)]
-            strip = self._strips[key] = Strip(segments).extend_cell_length(width, Style()).crop(0, width)  # a styled pad: NO_COLOR filters every style
+            strip = self._strips[key] = self._make_row(item, row, width)
         return strip
+
+    def _make_row(self, item: tuple[Text, Text | None], row: int, width: int) -> Strip:
+        head, body = item
+        if row == 0:
+            line = head.copy()
+            if body is not None and head.cell_len + 2 + body.cell_len <= width:
+                line.append("  ")
+                line.append_text(body)
+        else:
+            spans, cut = wrap_spans(body.plain, width - len(BODY_INDENT), MAX_BODY_ROWS)  # type: ignore[union-attr]
+            start, end = spans[row - 1]
+            line = Text(BODY_INDENT) + body[start:end]  # type: ignore[index]
+            if cut and row == len(spans):
+                line.append("…")
+        line.truncate(width, overflow="ellipsis")
+        segments = [Segment(seg.text, seg.style or Style()) for seg in line.render(self.app.console)]
+        return Strip(segments).extend_cell_length(width, Style()).crop(0, width)  # a styled pad: NO_COLOR filters every style
 
 
 class HistoryPane(Vertical):
@@ -132,7 +205,7 @@ class HistoryPane(Vertical):
 
     def shown_lines(self) -> list[str]:
         """One plain line per entry (and rule) the log holds."""
-        return [text.plain for text in self.log_view.lines]
+        return self.log_view.lines
 
     def sync(self, book: HistoryBook) -> None:
         """Append what the book added since the last sync (or rebuild, past its bound)."""
@@ -162,7 +235,7 @@ class HistoryPane(Vertical):
                 if entry.past or self._past_shown is not None:
                     log.write(Text(rule, style="grey50"))
                 self._past_shown = entry.past
-            log.write(entry_text(entry))
+            log.write(*entry_parts(entry))
         if wrote:
             log.flush()
 

@@ -142,3 +142,41 @@ async def test_the_positions_panel_shows_stop_target_distances_exposure_and_equi
         assert f"{proposal.take_profit:g} ({view.target_distance_pct:+.1f}%)" in text, text
         assert f"{view.exposure_usd:,.0f}" in text
         assert "PnL since start" in text and "fees" in text
+
+
+def test_text_wraps_at_spaces_into_rows_and_is_cut_past_the_limit():
+    from console.widgets.history import wrap_spans
+
+    assert wrap_spans("short", 10, 3) == ([(0, 5)], False)
+    spans, cut = wrap_spans("market-wide: 5 of 8 symbols down", 12, 3)
+    assert [("market-wide: 5 of 8 symbols down"[a:b]) for a, b in spans] == ["market-wide:", "5 of 8", "symbols down"]
+    assert not cut
+    spans, cut = wrap_spans("a" * 50, 10, 3)  # no space: hard breaks, and cut at three rows
+    assert spans == [(0, 10), (10, 20), (20, 30)] and cut
+
+
+async def test_a_narrow_pane_puts_the_text_under_its_head(session, clock):
+    session.engine.process(path("BTCUSDT", [(0, 100_000.0), (5, 100_000.0)]))
+    session.force_trigger("a reason long enough that a narrow pane cannot hold it beside its head at all")
+    app = make_app(session, clock)
+    async with app.run_test(size=(200, 50)) as pilot:  # four panes side by side: about 48 columns each
+        await _ready(app, pilot)
+        log = pane(app, "breaker").log_view
+        rows = [log.render_line(y).text.rstrip() for y in range(4)]
+        assert "TRIGGERED by operator" in rows[0] and "a reason" not in rows[0], rows
+        assert rows[1].startswith("    a reason long enough"), rows
+        assert "epoch 1" in " ".join(rows[1:]), rows
+
+
+async def test_appending_lays_out_only_the_new_rows_and_matches_a_full_layout(session, clock):
+    app = make_app(session, clock)
+    async with app.run_test(size=(200, 50)) as pilot:
+        await _ready(app, pilot)
+        for i in range(30):
+            session.alert("test", f"alert {i} " + "word " * (i % 25), "warning")
+            await _ready(app, pilot)
+        log = pane(app, "alerts").log_view
+        incremental = [(id(item[0]), row) for item, row in log._rows]
+        log._layout()
+        assert [(id(item[0]), row) for item, row in log._rows] == incremental
+        assert log.virtual_size.height == len(incremental) > 30  # some entries took two rows
