@@ -180,3 +180,11 @@ async def test_appending_lays_out_only_the_new_rows_and_matches_a_full_layout(se
         log._layout()
         assert [(id(item[0]), row) for item, row in log._rows] == incremental
         assert log.virtual_size.height == len(incremental) > 30  # some entries took two rows
+
+
+def test_a_loss_stays_readable_without_colour():
+    from console.widgets.positions import signed
+
+    loss, gain = signed(-12.5), signed(3.0)
+    assert loss.plain == "-12.50" and "bold" in str(loss.style)  # the sign and the weight carry it
+    assert gain.plain == "+3.00" and "bold" not in str(gain.style)
