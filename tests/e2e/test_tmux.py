@@ -107,11 +107,11 @@ def test_trigger_confirm_clear_and_quit(term, tmp_path):
     term.keys("T")
     term.wait_for("Force-TRIGGER the circuit breaker?")
     term.keys("e2e drill", "Enter")
-    term.wait_for("TRIGGERED │ e2e drill", "new entries blocked")
+    term.wait_for("TRIGGERED by operator", "e2e drill", "new entries blocked")
     term.keys("C")
     term.wait_for("Clear the circuit breaker?")
     term.keys("all clear", "Enter")
-    term.wait_for("SAFE │ all clear")
+    term.wait_for("SAFE by operator", "all clear")
     term.keys("q")
     term.wait_for("SPIKEGUARD-EXIT=0")
     assert running(data) == []
@@ -148,14 +148,14 @@ def test_restart_keeps_a_triggered_breaker(term, tmp_path):
     term.keys("T")
     term.wait_for("Force-TRIGGER")
     term.keys("before restart", "Enter")
-    term.wait_for("TRIGGERED │ before restart")
+    term.wait_for("TRIGGERED by operator", "before restart")
     term.keys("q")
     term.wait_for("SPIKEGUARD-EXIT=0")
     term.kill()
     again = Tmux(tmp_path)
     try:
         again.start(_command(data))
-        again.wait_for("BTCUSDT", "TRIGGERED │ before restart")
+        again.wait_for("BTCUSDT", "TRIGGERED by operator", "before restart")
     finally:
         again.kill()
     wait_gone(data)
@@ -171,7 +171,7 @@ def test_enter_typed_faster_than_the_palette_closes(term, tmp_path):
     term.keys("C-p", "Enter", "Enter", "Enter")  # one write: the terminal delivers them together
     term.wait_for("no pending proposal")  # the first Enter ran the palette's first command (Approve)
     term.keys("p")  # the main screen is still there and answers
-    term.wait_for("SCANNER PAUSED", "BTCUSDT", "SAFE │")
+    term.wait_for("SCANNER PAUSED", "BTCUSDT", "SAFE by")
     term.keys("q")
     term.wait_for("SPIKEGUARD-EXIT=0")
 
@@ -183,9 +183,9 @@ def test_resizing_back_and_forth_during_warning(term, tmp_path):
     term.wait_for("WARNING")
     for _ in range(10):
         term.resize(80, 24)
-        term.wait_for("Spikes  Proposal  Reasoning  Book")
+        term.wait_for("Spikes  Proposal", "Reasoning  Book")  # the compact layout's tabs
         term.resize(120, 36)
-        term.wait_for("uPnL")  # the book, shown beside the rest only in the wide layout
+        term.wait_for("PnL since start")  # the book, shown beside the rest only in the wide layout
     term.keys("q")
     term.wait_for("SPIKEGUARD-EXIT=0")
     log = (data / "logs" / "spikeguard.log").read_text()
@@ -282,7 +282,10 @@ def test_a_terminal_closing_after_quit_does_not_restart_the_console(term, tmp_pa
     term.wait_for("BTCUSDT", "SAFE")
     term.keys("q")
     screen = term.wait_for("SPIKEGUARD-EXIT=")
-    assert "SPIKEGUARD-EXIT=0" in screen and "error" not in screen
+    # a one-line error would start a line ("error: ..."); the console's last frame may still be
+    # on screen, and its history filter's placeholder says "error…"
+    assert "SPIKEGUARD-EXIT=0" in screen and not any(line.startswith("error") for line in screen.splitlines())
+    assert "Traceback" not in screen
 
 
 def test_quit_ends_the_process_even_when_the_journal_never_closes(term, tmp_path):
@@ -307,7 +310,7 @@ def test_quit_while_a_crew_waits_on_a_hung_provider_ends_the_process_in_seconds(
         term.start(f"env OPENAI_API_KEY=test {sys.executable} -m console.cli --data-dir {data} "
                    f"--set crew.llm_provider=openai --set crew.llm_model=gpt-4o-mini "
                    f"--set crew.llm_base_url={stub.base_url} console --scenario pump-and-dump --speed 120")
-        term.wait_for("crew:openai/gpt-4o-mini", timeout=60)
+        term.wait_for("crew (openai/gpt-4o-mini)", timeout=60)  # the status bar: the crew answers
         deadline = time.monotonic() + TIMEOUT
         while not stub.requests and time.monotonic() < deadline:  # a crew is waiting on the model
             time.sleep(0.05)

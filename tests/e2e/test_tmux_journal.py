@@ -82,7 +82,7 @@ def test_a_trip_shown_as_done_survives_kill_minus_9(tmp_path):
             term.keys("T")
             term.wait_for("Force-TRIGGER")
             term.keys(f"drill {attempt}", "Enter")
-            wait_until(term, lambda s: f"TRIGGERED │ drill {attempt}" in s and "saving…" not in s,
+            wait_until(term, lambda s: "TRIGGERED by operator" in s and f"│ drill {attempt}" in s and "saving…" not in s,
                        "the banner to show the trip as saved")
             (pid,) = running(data)
             os.kill(pid, signal.SIGKILL)
@@ -93,7 +93,7 @@ def test_a_trip_shown_as_done_survives_kill_minus_9(tmp_path):
         again = Tmux(tmp_path)
         try:
             again.start(console(data))
-            again.wait_for("BTCUSDT", f"TRIGGERED │ drill {attempt}", "epoch 1")
+            again.wait_for("BTCUSDT", "TRIGGERED by operator", f"│ drill {attempt}", "epoch 1")
             again.keys("q")
             again.wait_for("SPIKEGUARD-EXIT=0")
         finally:
@@ -153,10 +153,10 @@ def test_a_disk_that_fills_while_running_says_so_blocks_entries_and_loses_nothin
         term.keys("T")
         term.wait_for("Force-TRIGGER")
         term.keys("disk is full", "Enter")
-        wait_until(term, lambda s: "TRIGGERED saving…" in s and "JOURNAL FAILING" in banner_and_status(s),
+        wait_until(term, lambda s: "TRIGGERED by operator saving…" in s and "JOURNAL FAILING" in banner_and_status(s),
                    "the banner to say saving… and JOURNAL FAILING")
         filler.unlink()  # space returns
-        wait_until(term, lambda s: "TRIGGERED │ disk is full" in s and "saving…" not in s
+        wait_until(term, lambda s: "TRIGGERED by operator" in s and "│ disk is full" in s and "saving…" not in s
                    and "JOURNAL FAILING" not in banner_and_status(s), "the held rows to land")
         term.keys("q")
         term.wait_for("SPIKEGUARD-EXIT=0")
@@ -164,7 +164,7 @@ def test_a_disk_that_fills_while_running_says_so_blocks_entries_and_loses_nothin
         again = Tmux(tmp_path)
         try:
             again.start(console(data, "--db", str(db)))
-            again.wait_for("BTCUSDT", "TRIGGERED │ disk is full", "epoch 1")
+            again.wait_for("BTCUSDT", "TRIGGERED by operator", "│ disk is full", "epoch 1")
             again.keys("q")
             again.wait_for("SPIKEGUARD-EXIT=0")
         finally:
