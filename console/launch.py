@@ -167,15 +167,24 @@ def _close_loop(loop: asyncio.AbstractEventLoop, deadline: float) -> None:
 
 
 def leave_by(deadline: float, code: int) -> None:
-    """Return once only daemon threads are left, waiting for the others until `deadline`. Past
-    it, end the process with `code`: interpreter shutdown would join a library's thread for as
-    long as it runs (CrewAI's import; once, Textual's input thread spinning on a closed pty)."""
+    """Return once no other thread is left, waiting for the non-daemon ones until `deadline`.
+    Otherwise end the process with `code` without the interpreter's shutdown:
+    - past the deadline, shutdown would join a library's thread for as long as it runs
+      (CrewAI's import; once, Textual's input thread spinning on a closed pty);
+    - a daemon thread still running (CrewAI importing its native libraries) is ended by
+      shutdown with pthread_exit, which aborts the process inside C++ code ("FATAL: exception
+      not rethrown", exit 134)."""
     for thread in _other_threads():
         thread.join(_left(deadline))
     stuck = _other_threads()
-    if stuck:
-        log.warning("exit deadline: ending the process with threads still running: %s",
-                    ", ".join(t.name for t in stuck))
+    running = [t for t in threading.enumerate() if t is not threading.current_thread() and t.is_alive()]
+    if stuck or running:
+        if stuck:
+            log.warning("exit deadline: ending the process with threads still running: %s",
+                        ", ".join(t.name for t in stuck))
+        else:
+            log.info("exit: ending the process past %d daemon threads (%s)", len(running),
+                     ", ".join(t.name for t in running[:8]))
         logging.shutdown()
         sys.stdout.flush()
         sys.stderr.flush()

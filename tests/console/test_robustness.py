@@ -360,6 +360,19 @@ def test_the_exit_deadline_ends_a_process_a_library_thread_would_keep_alive():
     assert result.returncode == 3 and "returned" not in result.stdout
 
 
+def test_a_daemon_thread_still_running_is_left_without_the_interpreter_shutdown():
+    """Shutdown ends a running daemon thread with pthread_exit: inside C++ code (CrewAI's native
+    imports) that aborts the process with exit 134. The process ends with its own code instead."""
+    result = _run_python("""
+        import threading, time
+        from console.launch import leave_by
+        threading.Thread(target=threading.Event().wait, name="importing-crewai", daemon=True).start()
+        leave_by(time.monotonic() + 30, 3)
+        print("returned")
+    """)
+    assert result.returncode == 3 and "returned" not in result.stdout
+
+
 def test_the_exit_deadline_lets_a_clean_process_end_normally():
     result = _run_python("""
         import threading, time
