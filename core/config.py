@@ -6,8 +6,7 @@ overrides (`--set key=value`). Each layer may set only some keys.
 
 Files are read through core.config_files (regular files only, bounded, YAML without
 aliases). Every secret found in the environment or .env is registered with core.redact
-before anything can fail, so no message, here or later, can echo one. After the schema,
-`check_available` refuses settings whose code is not built yet.
+before anything can fail, so no message, here or later, can echo one.
 """
 
 from __future__ import annotations
@@ -43,6 +42,8 @@ ENV_KEYS: dict[str, str] = {
     "REDIS_ENABLED": "redis.enabled",
     "REDIS_HOST": "redis.host",
     "REDIS_PORT": "redis.port",
+    "REDIS_URL": "redis.url",
+    "REDIS_PASSWORD": "secrets.redis_password",
     "BINANCE_API_KEY": "secrets.binance_api_key",
     "BINANCE_SECRET_KEY": "secrets.binance_secret_key",
     "OPENAI_API_KEY": "secrets.openai_api_key",
@@ -54,14 +55,6 @@ _SECRET_PREFIX = "secrets."
 # (PROVIDER_API_KEY for any provider), X_BEARER_TOKEN, ETHERSCAN_API_KEY, and anything
 # else named like one, so a key added later is protected without a list to update.
 _SECRET_NAME = re.compile(r"(?:^|_)(?:API_KEY|SECRET_KEY|SECRET|TOKEN|PASSWORD|PASSPHRASE|PRIVATE_KEY)$")
-
-# Values the schema already knows but no code serves yet: refused until their issue lands.
-# (dotted key, refused value, what brings it, what to use meanwhile)
-NOT_AVAILABLE_YET: tuple[tuple[str, Any, str, str], ...] = (
-    ("circuit_breaker.backend", "redis", "the Redis issue (#12)", "memory"),
-    ("redis.enabled", True, "the Redis issue (#12)", "false"),
-)
-
 
 class ConfigError(Exception):
     """A configuration problem, already phrased as the one line the user sees (with every
@@ -209,19 +202,6 @@ def register_secrets(variables: Mapping[str, str]) -> None:
     redact.register(v for k, v in variables.items() if is_secret_variable(k))
 
 
-def check_available(settings: Settings, origin: Mapping[str, str] | None = None) -> None:
-    """ConfigError naming the first key whose value asks for something not built yet
-    (NOT_AVAILABLE_YET). `origin` (dotted key -> layer) names where the value came from."""
-    for key, refused, arrives_with, instead in NOT_AVAILABLE_YET:
-        value: Any = settings
-        for part in key.split("."):
-            value = getattr(value, part)
-        if value == refused and type(value) is type(refused):
-            shown = str(value).lower() if isinstance(value, bool) else value  # as YAML spells it
-            raise ConfigError(f"{_origin_of(key, origin or {})}: {key}: {shown} is not available yet "
-                              f"(it arrives with {arrives_with}); use {instead}")
-
-
 def _format_validation_error(exc: ValidationError, origin: Mapping[str, str]) -> str:
     err = exc.errors(include_url=False)[0]
     loc = [str(p) for p in err["loc"]]
@@ -344,7 +324,6 @@ def load_config(
         settings = Settings.model_validate(data)
     except ValidationError as exc:
         raise ConfigError(_format_validation_error(exc, origin)) from None
-    check_available(settings, origin)
     return LoadedConfig(settings=settings, sources=sources, origin=origin)
 
 

@@ -127,6 +127,8 @@ class Session:
         self.gate.fill_listeners.append(self.history.on_fill)
         self.engine.feed_health_listeners.append(self._on_feed_health)
         self._base_speed = getattr(feed, "speed", None)
+        self.breaker_sync: Any = None  # core.breaker.redis_sync.RedisBreakerSync, for a shared breaker
+        self.breaker_backend_problem: str | None = None  # "breaker backend unreachable: ..." while it is
         self.approvals.on_status.append(self._pace_for_decisions)
         self.engine.tick_listeners.append(self._on_tick)
         self.engine.on_spike(self._on_spike)
@@ -196,6 +198,16 @@ class Session:
             self.alert("feed", f"{health.stream} {health.state.value}: {health.detail}".rstrip(": "), "warning")
         elif health.state is FeedState.CONNECTED and previous is not None and previous.state in troubled:
             self.alert("feed", f"{health.stream} connected again", "info")
+
+    def on_breaker_backend_problem(self, problem: str | None) -> None:
+        """The shared breaker cannot be read (or can again): new entries are held meanwhile,
+        as if it were TRIGGERED; exits and cancels still go out."""
+        self.breaker_backend_problem = problem
+        if problem:
+            self.gate.block_entries("breaker-backend", problem)
+            self.alert("breaker backend", f"{problem}: new entries blocked", "error")
+        elif self.gate.unblock_entries("breaker-backend"):
+            self.alert("breaker backend", "breaker backend reachable again", "info")
 
     def alert(self, kind: str, text: str, severity: str = "warning", symbol: str | None = None,
               echo: bool = True) -> None:
@@ -357,7 +369,8 @@ class Session:
         cancelled, and the cancellation is journaled; protective exits rest again)."""
         journal = self.journal
         restored: dict[str, Any] = {"breaker": None, "fills": 0, "open_orders": 0, "cancelled": 0}
-        record = await journal.last_breaker_record()
+        # a shared breaker (Redis) is the deployment's, not this journal's: it is not restored from here
+        record = await journal.last_breaker_record() if self.breaker.backend_name == "memory" else None
         if record:
             last_row = (await journal.recent("circuit_breaker_events", 1))[0]
             self._adopt_journal_record(record, int(last_row.get("epoch") or 0))
@@ -428,6 +441,8 @@ class Session:
         if self.venue is not None and not self.venue.started:
             await self.start_venue()
         self._tasks.append(loop.create_task(self._housekeeping()))
+        if self.breaker_sync is not None:
+            self.breaker_sync.start()
         url = self.settings.monitoring.webhook_url
         if url:
             self._tasks.append(loop.create_task(self._alerts(url)))
@@ -484,6 +499,8 @@ class Session:
                 await self.venue.close()
             except Exception:
                 log.exception("closing the exchange failed")
+        if self.breaker_sync is not None:
+            await self.breaker_sync.stop()
         if self.journal is not None:
             await self.journal.close()
 

@@ -382,11 +382,30 @@ class BinanceSettings(Strict):
 
 
 class RedisSettings(Strict):
+    """The shared breaker's store (core.breaker.redis_backend). `url` (redis:// or rediss://
+    for TLS) wins over host, port and db; the password comes from REDIS_PASSWORD."""
+
     enabled: bool = False
+    url: str | None = None
     host: str = "localhost"
     port: int = Field(6379, ge=1, le=65535)
-    db: int = Field(0, ge=0)
-    key_prefix: str = "spikeguard"
+    db: int = Field(0, ge=0, le=1_000)
+    tls: bool = False
+    key_prefix: str = Field("spikeguard", min_length=1, max_length=100, pattern=r"^[A-Za-z0-9_.:-]+$")
+    poll_interval_ms: int = Field(250, ge=10, le=60_000)  # the hash is read this often: the authority
+    timeout_ms: int = Field(250, ge=10, le=60_000)  # an answer later than this counts as unreachable
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith(("redis://", "rediss://", "unix://")):
+            raise ValueError("expected a redis://, rediss:// or unix:// URL")
+        return value
+
+    def connection_url(self) -> str:
+        if self.url:
+            return self.url
+        return f"{'rediss' if self.tls else 'redis'}://{self.host}:{self.port}/{self.db}"
 
 
 class Secrets(Strict):
@@ -395,6 +414,7 @@ class Secrets(Strict):
     binance_api_key: SecretStr | None = None
     binance_secret_key: SecretStr | None = None
     openai_api_key: SecretStr | None = None
+    redis_password: SecretStr | None = None
 
 
 class Settings(Strict):

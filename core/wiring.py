@@ -5,8 +5,8 @@ uses. The console, the headless commands and the benchmarks ask it for a session
 never build those parts themselves; everything past it depends only on interfaces
 (core.market.feed.Feed, core.trading.exchange.Exchange, core.breaker.backend).
 
-What is not built yet is refused here as well as by the configuration (core.config's
-availability check), so no setting can reach a part that does not exist.
+The breaker: in memory, or shared on Redis (`redis.enabled` or `circuit_breaker.backend:
+redis`), with a sync (core.breaker.redis_sync) that the session starts and stops.
 
 Binance: `--feed binance` streams the environment the venue names (live prices for paper
 trading, the testnet's for testnet orders); orders go to a BinanceExchange only when the
@@ -179,11 +179,53 @@ def exchange_factory(settings: Settings, venue: Venue, feed: Feed | None = None)
     return binance_exchange
 
 
+def uses_redis(settings: Settings) -> bool:
+    return settings.redis.enabled or settings.circuit_breaker.backend == "redis"
+
+
+def redis_clients(settings: Settings) -> tuple[Any, Any]:
+    """A blocking client (the breaker's writes, under its lock) and an asyncio one (the
+    sync's reads and its channel), both bounded by `redis.timeout_ms`."""
+    import redis
+    import redis.asyncio
+
+    cfg = settings.redis
+    password = settings.secrets.redis_password.get_secret_value() if settings.secrets.redis_password else None
+    timeout = cfg.timeout_ms / 1000
+    options: dict[str, Any] = {"socket_timeout": timeout, "socket_connect_timeout": timeout, "password": password,
+                               "health_check_interval": 0, "retry_on_timeout": False}
+    url = cfg.connection_url()
+    try:
+        blocking = redis.Redis.from_url(url, **options)
+        nonblocking = redis.asyncio.Redis.from_url(url, **{**options, "socket_timeout": None})
+    except ValueError as exc:
+        raise WiringError(f"redis.url: {exc}") from None
+    return blocking, nonblocking
+
+
 def build_breaker(settings: Settings) -> CircuitBreakerState:
-    backend = settings.circuit_breaker.backend
-    if backend == "memory" and not settings.redis.enabled:
+    if not uses_redis(settings):
         return CircuitBreakerState(MemoryBackend())
-    raise WiringError("the Redis breaker backend is not available yet: it arrives with the Redis issue (#12)")
+    from core.breaker.redis_backend import RedisBackend
+
+    blocking, _ = redis_clients(settings)
+    return CircuitBreakerState(RedisBackend(blocking, settings.redis.key_prefix))
+
+
+def attach_breaker_sync(session: Session, settings: Settings) -> None:
+    """The shared breaker's sync, told to the session (it starts it in run() and stops it in
+    close()); nothing for the memory backend."""
+    if session.breaker.backend_name != "redis":
+        return
+    from core.breaker.redis_sync import RedisBreakerSync
+
+    _, nonblocking = redis_clients(settings)
+    session.breaker_sync = RedisBreakerSync(
+        session.breaker, session.breaker.backend, nonblocking,  # type: ignore[arg-type]
+        poll_interval_s=settings.redis.poll_interval_ms / 1000, on_problem=session.on_breaker_backend_problem,
+        clock_ms=session.engine.now_ms)
+    if session.breaker.backend_problem:
+        session.breaker_sync.held_at_start(session.breaker.backend_problem)
 
 
 def build_session(settings: Settings, feed: Feed, journal: JournalChoice | None = None, *,
@@ -192,10 +234,12 @@ def build_session(settings: Settings, feed: Feed, journal: JournalChoice | None 
     resolve_venue; paper when not given). The journal is opened by `open_journal` (it needs
     the running loop)."""
     venue = venue or Venue("paper", "live")
-    return Session(settings, feed, breaker=build_breaker(settings),
-                   exchange_factory=exchange_factory(settings, venue, feed),
-                   journal_path=journal.path if journal else None, journal_key=journal.key if journal else None,
-                   journal_force=journal.force if journal else False, wall_clock=wall_clock)
+    session = Session(settings, feed, breaker=build_breaker(settings),
+                      exchange_factory=exchange_factory(settings, venue, feed),
+                      journal_path=journal.path if journal else None, journal_key=journal.key if journal else None,
+                      journal_force=journal.force if journal else False, wall_clock=wall_clock)
+    attach_breaker_sync(session, settings)
+    return session
 
 
 async def open_journal(session: Session, journal: JournalChoice) -> None:
@@ -205,5 +249,6 @@ async def open_journal(session: Session, journal: JournalChoice) -> None:
     await session.open_journal(journal.path, key=journal.key, force=journal.force)
 
 
-__all__ = ["BuiltFeed", "FeedChoice", "JournalChoice", "Venue", "WiringError", "build_breaker", "build_feed",
-           "build_session", "exchange_factory", "has_binance_keys", "open_journal", "resolve_venue"]
+__all__ = ["BuiltFeed", "FeedChoice", "JournalChoice", "Venue", "WiringError", "attach_breaker_sync", "build_breaker",
+           "build_feed", "build_session", "exchange_factory", "has_binance_keys", "open_journal", "redis_clients",
+           "resolve_venue", "uses_redis"]

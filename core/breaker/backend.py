@@ -9,14 +9,25 @@ from typing import Protocol
 from core.breaker.machine import BreakerRecord
 
 
+class BackendUnavailable(Exception):
+    """The backend did not answer (refused, reset, timed out): its state is unknown here."""
+
+
+class StateMissing(Exception):
+    """The backend answers but holds no breaker state (a shared store restarted empty)."""
+
+
 class BreakerBackend(Protocol):
     name: str
 
     def load(self) -> BreakerRecord:
-        """The stored record (a fresh SAFE record when nothing is stored)."""
+        """The stored record (the memory backend: a fresh SAFE record when nothing is stored).
+        May raise BackendUnavailable or StateMissing."""
 
     def compare_and_set(self, expected_epoch: int, record: BreakerRecord) -> bool:
-        """Store `record` only if the stored epoch is still `expected_epoch` (fencing)."""
+        """Store `record` only if the stored epoch is still `expected_epoch` (fencing). A
+        shared backend lets an escalation to TRIGGERED win regardless, and sets `record.epoch`
+        to the epoch it stored. May raise BackendUnavailable."""
 
 
 class MemoryBackend:

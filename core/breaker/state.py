@@ -25,7 +25,7 @@ from collections import deque
 from collections.abc import Callable
 from typing import Any
 
-from core.breaker.backend import BreakerBackend, MemoryBackend
+from core.breaker.backend import BackendUnavailable, BreakerBackend, MemoryBackend, StateMissing
 from core.breaker.machine import STATE_POLICY, BreakerRecord, IllegalTransition, check_transition
 from core.events import Actor, BreakerChanged, BreakerStatus
 
@@ -43,7 +43,15 @@ class CircuitBreakerState:
     def __init__(self, backend: BreakerBackend | None = None, history_size: int = 500) -> None:
         self._backend = backend or MemoryBackend()
         self._lock = threading.RLock()
-        self._record = self._backend.load()
+        # a shared backend that cannot be read now: a SAFE record here, with new entries held by
+        # whoever keeps it in sync (core.breaker.redis_sync) until it can be
+        self.backend_problem: str | None = None
+        # a trip made here while the shared backend could not be written: pushed when it can
+        self.unsynced: BreakerRecord | None = None
+        try:
+            self._record = self._backend.load()
+        except (BackendUnavailable, StateMissing) as exc:
+            self._record, self.backend_problem = BreakerRecord(), str(exc)
         self._subscribers: list[Subscriber] = []
         self._halt_steps: list[Subscriber] = []
         # asked before an agent may TRIGGER: a reason to refuse (an operator's recent clear), or None
@@ -54,6 +62,10 @@ class CircuitBreakerState:
     @property
     def backend_name(self) -> str:
         return self._backend.name
+
+    @property
+    def backend(self) -> BreakerBackend:
+        return self._backend
 
     @property
     def status(self) -> BreakerStatus:
@@ -265,9 +277,21 @@ class CircuitBreakerState:
                 new.trigger_reason = None
                 new.trigger_actor = None
                 new.recovery_started_at_ms = None
-            if not self._backend.compare_and_set(current.epoch, new):
+            try:
+                stored = self._backend.compare_and_set(current.epoch, new)
+            except BackendUnavailable as exc:
+                if target is not BreakerStatus.TRIGGERED:
+                    raise IllegalTransition(f"{exc}: the breaker cannot be moved to {target.value} now "
+                                            f"(a trip still can)") from None
+                stored, self.unsynced = True, new  # a trip is never lost: here now, in the backend later
+            if not stored:
                 # another process moved the breaker first: take its state (announced), fail closed
-                self._take_from_backend(current)
+                try:
+                    self._take_from_backend(current)
+                except (BackendUnavailable, StateMissing) as exc:
+                    raise IllegalTransition(f"{exc}: the breaker cannot be moved to {target.value} now") from None
+                if target is BreakerStatus.TRIGGERED and self._record.status is BreakerStatus.TRIGGERED:
+                    return None  # TRIGGERED by someone else first: the trip stands
                 raise IllegalTransition(
                     f"breaker moved concurrently (epoch {current.epoch} is stale, now {self._record.epoch})"
                 )
@@ -321,10 +345,29 @@ class CircuitBreakerState:
                                         f"(epochs only move forward)")
             if record.epoch == current.epoch + 1 and record.status is not current.status:
                 check_transition(current.status, record.status, record.actor)
-            if not self._backend.compare_and_set(current.epoch, record):
+            if source != self._backend.name and not self._backend.compare_and_set(current.epoch, record):
                 self._take_from_backend(current)
                 raise IllegalTransition(f"breaker moved concurrently while adopting (now epoch {self._record.epoch})")
             return self._install(current, copy.deepcopy(record), source)
+
+    def push_unsynced(self) -> bool:
+        """Write a trip made while the backend could not be written (True once it is there, or
+        the backend is TRIGGERED anyway). May raise BackendUnavailable."""
+        with self._lock:
+            record = self.unsynced
+            if record is None:
+                return True
+            pushed = copy.deepcopy(record)
+            if self._backend.compare_and_set(record.epoch - 1, pushed):
+                self.unsynced = None
+                if pushed.epoch != self._record.epoch and self._record is record:
+                    self._record = pushed  # the backend numbered it after what happened elsewhere
+                return True
+            stored = self._backend.load()
+            if stored.status is BreakerStatus.TRIGGERED:
+                self.unsynced = None
+                return True
+            return False
 
     def _take_from_backend(self, current: BreakerRecord) -> None:
         """The backend holds a newer record than ours (another process moved it): it becomes

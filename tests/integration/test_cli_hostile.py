@@ -72,18 +72,6 @@ def test_caps_of_1e300_are_refused(tmp_path):
     assert f"{bad}: risk_management.max_order_notional_usd: input should be less than or equal to" in line
 
 
-@pytest.mark.parametrize("text, key", [
-    ("circuit_breaker:\n  backend: redis\n", "circuit_breaker.backend: redis"),
-    ("redis:\n  enabled: true\n", "redis.enabled: true"),
-])
-def test_what_is_not_built_yet_does_not_start(tmp_path, text, key):
-    given = private(tmp_path / "given.yaml", text)
-    # the console itself: it must refuse before any screen (a LIVE badge over the paper exchange)
-    line = one_line(run_cli("--data-dir", str(tmp_path / "data"), "--config", str(given), "console",
-                            timeout=QUICK), 2)
-    assert line.startswith(f"config error: {given}: {key} is not available yet")
-
-
 @pytest.mark.parametrize("text, args, fragment", [
     ("execution:\n  mode: live\n", ["--feed", "binance"], "execution.mode: live also needs the --live flag"),
     ("execution:\n  mode: testnet\n", ["--feed", "binance"], "execution.mode: testnet needs BINANCE_API_KEY"),

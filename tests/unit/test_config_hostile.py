@@ -15,7 +15,6 @@ from core import redact
 from core.config import (
     ENV_KEYS,
     ConfigError,
-    check_available,
     is_secret_variable,
     load_config,
     read_dotenv,
@@ -284,45 +283,6 @@ def test_a_quantity_cap_must_be_positive():
     assert "risk_management.max_order_quantity.ETHUSDT: input should be greater than 0" in message
 
 
-# ---------------------------------------------------------------------------- not built yet
-@pytest.mark.parametrize("text, key, shown, instead", [
-    ("circuit_breaker:\n  backend: redis\n", "circuit_breaker.backend", "redis", "memory"),
-    ("redis:\n  enabled: true\n", "redis.enabled", "true", "false"),
-])
-def test_settings_for_code_not_built_yet_are_refused(tmp_path, text, key, shown, instead):
-    given = write(tmp_path / "given.yaml", text)
-    message = config_error(given)
-    assert message.startswith(f"{given}: {key}: {shown} is not available yet (it arrives with the ")
-    assert message.endswith(f"; use {instead}")
-
-
-def test_not_built_yet_names_the_variable_that_asked():
-    assert config_error(env={"REDIS_ENABLED": "true"}).startswith(
-        "REDIS_ENABLED (environment): redis.enabled: true is not available yet")
-
-
-def test_the_schema_itself_stays_ready_for_those_issues():
-    base = load_config(env={}, dotenv_paths=[]).settings.model_dump()
-    base.pop("secrets")
-    base["circuit_breaker"]["backend"] = "redis"
-    ready = Settings.model_validate(base)
-    assert ready.circuit_breaker.backend == "redis"
-    with pytest.raises(ConfigError, match="circuit_breaker.backend: redis is not available yet"):
-        check_available(ready)
-
-
-@pytest.mark.parametrize("mode", ["auto", "paper", "testnet", "live"])
-def test_every_execution_mode_passes_the_availability_check(mode):
-    base = load_config(env={}, dotenv_paths=[]).settings.model_dump()
-    base.pop("secrets")
-    base["execution"]["mode"] = mode
-    check_available(Settings.model_validate(base))  # the venue's own checks come at wiring (core.wiring)
-
-
-def test_paper_and_memory_pass_the_availability_check():
-    check_available(load_config(env={}, dotenv_paths=[]).settings)
-
-
-def test_the_schema_answers_before_the_availability_check(tmp_path):
+def test_the_schema_answers_with_its_own_rule(tmp_path):
     given = write(tmp_path / "given.yaml", "execution:\n  mode: live\n  auto_approve_paper: true\n")
     assert "execution: auto_approve_paper is allowed only on paper (mode is live)" in config_error(given)
