@@ -340,7 +340,8 @@ class SpikeguardApp(App[int]):
         failing = None if health is None or health.ok else f"{health.error} ({health.unwritten} rows held)"
         state = BannerState(record.status, reason, record.epoch, int(self.wall_clock() - self._state_since),
                             record.actor.value, saving=not self.session.breaker_saved(record.epoch),
-                            journal_failing=failing, waiting_for_operator=self._waiting_for_operator)
+                            journal_failing=failing, waiting_for_operator=self._waiting_for_operator,
+                            backend_problem=self.session.breaker_backend_problem)
         if self._changed("banner", state):
             views.banner.show(state)
 

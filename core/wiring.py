@@ -223,7 +223,7 @@ def attach_breaker_sync(session: Session, settings: Settings) -> None:
     session.breaker_sync = RedisBreakerSync(
         session.breaker, session.breaker.backend, nonblocking,  # type: ignore[arg-type]
         poll_interval_s=settings.redis.poll_interval_ms / 1000, on_problem=session.on_breaker_backend_problem,
-        clock_ms=session.engine.now_ms)
+        clock_ms=session.engine.now_ms, timeout_s=settings.redis.timeout_ms / 1000)
     if session.breaker.backend_problem:
         session.breaker_sync.held_at_start(session.breaker.backend_problem)
 

@@ -32,6 +32,7 @@ class BannerState:
     saving: bool = False  # the transition is not on disk yet
     journal_failing: str | None = None  # why the journal cannot write (new entries are blocked)
     waiting_for_operator: str | None = None  # why RECOVERING will not clear by itself
+    backend_problem: str | None = None  # the shared breaker cannot be read ("breaker backend unreachable: ...")
 
 
 def fmt_duration(seconds: float) -> str:
@@ -81,6 +82,9 @@ class BreakerBanner(Static):
         if state.saving:
             text.append(" saving…", style="bold reverse")
         text.append(f" │ {policy}")
+        if state.backend_problem:
+            text.append(" │ ")
+            text.append(f"{state.backend_problem}; new entries blocked", style="bold reverse")
         if state.journal_failing:
             text.append(" │ ")
             text.append(f"JOURNAL FAILING: {state.journal_failing}; new entries blocked", style="bold reverse")

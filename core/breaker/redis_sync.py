@@ -37,11 +37,12 @@ RESUBSCRIBE_S = 0.5
 class RedisBreakerSync:
     def __init__(self, breaker: CircuitBreakerState, backend: RedisBackend, async_client: Any,
                  poll_interval_s: float = 0.25, on_problem: Callable[[str | None], None] | None = None,
-                 clock_ms: Callable[[], int] | None = None) -> None:
+                 clock_ms: Callable[[], int] | None = None, timeout_s: float = 0.25) -> None:
         self.breaker = breaker
         self.backend = backend
         self.async_client = async_client
         self.poll_interval_s = poll_interval_s
+        self.timeout_s = timeout_s  # a read that takes longer is "unreachable" (a frozen server never answers)
         self.on_problem = on_problem or (lambda problem: None)
         self.clock_ms = clock_ms
         self.problem: str | None = None  # None while Redis answers
@@ -76,8 +77,11 @@ class RedisBreakerSync:
         """One read of the hash; every outcome is handled here (never raises)."""
         self.polls += 1
         try:
-            raw = await self.async_client.hget(self.backend.hash_key, "record")
-        except Exception as exc:  # refused, reset, timed out: all mean "unknown"
+            raw = await asyncio.wait_for(self.async_client.hget(self.backend.hash_key, "record"), self.timeout_s)
+        except asyncio.TimeoutError:
+            self._unreachable(TimeoutError(f"no answer within {self.timeout_s * 1000:.0f} ms"))
+            return
+        except Exception as exc:  # refused, reset: "unknown" too
             self._unreachable(exc)
             return
         if raw is None:
