@@ -164,6 +164,10 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--llm", default="rules", metavar="MODEL",
                    help="rules (default: offline, no network) or provider/model, e.g. openai/gpt-4o-mini")
 
+    from console.shared import add_parsers
+
+    add_parsers(sub, common, _speed)
+
     p = sub.add_parser("config", parents=[common], help="check or show the effective configuration")
     p.add_argument("action", choices=("check", "show", "paths"), help="check: validate; show: print the merged "
                                                                       "settings (secrets masked); paths: files used")
@@ -570,8 +574,24 @@ def cmd_console(args: argparse.Namespace, loaded: Any, paths: Any) -> int:
     return launch_console(args, loaded, paths, journal)
 
 
+def cmd_breaker(args: argparse.Namespace, loaded: Any, paths: Any) -> int:
+    from console.shared import breaker_command, check_breaker_args
+
+    problem = check_breaker_args(args)
+    if problem:
+        raise UsageError(problem)
+    return breaker_command(args, loaded)
+
+
+def cmd_guardian(args: argparse.Namespace, loaded: Any, paths: Any) -> int:
+    from console.shared import guardian_command
+
+    return guardian_command(args, loaded, journal_choice(args, paths))
+
+
 _COMMANDS = {"config": cmd_config, "replay": cmd_replay, "simulate": cmd_simulate, "console": cmd_console,
-             "db": cmd_db, "audit": cmd_audit, "serve": cmd_serve, "data": cmd_data, "agents": cmd_agents}
+             "db": cmd_db, "audit": cmd_audit, "serve": cmd_serve, "data": cmd_data, "agents": cmd_agents,
+             "breaker": cmd_breaker, "guardian": cmd_guardian}
 
 
 if __name__ == "__main__":
