@@ -124,7 +124,7 @@ class SpikeguardApp(App[int]):
         self._rate = 0.0
         self._rate_at = wall_clock()
         self._last_batch_wall = wall_clock()
-        self._scanner_paused = False
+        self._scanner_paused = session.engine.scanner.paused  # an attached console starts with it paused
         self._feed_paused = False
         self.first_frame_at: float | None = None
         self.exit_code = 0

@@ -98,6 +98,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="with --feed replay and one FILE: its symbol, when the file name does not say it")
     p.add_argument("--db", metavar="FILE", help="the journal (default: journal.db in the data directory)")
     p.add_argument("--force", action="store_true", help=FORCE_HELP)
+    p.add_argument("--attach", metavar="URL", default=None,
+                   help="share the breaker on Redis at URL (redis:// or rediss://) and show the guardian's spikes")
     p.add_argument("--live", action="store_true",
                    help="trade on live Binance: needs execution.mode: live, Binance keys, --feed binance, and the "
                         "account's confirmation phrase typed at start-up")

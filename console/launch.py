@@ -29,6 +29,11 @@ def launch_console(args: Any, loaded: Any, paths: Any, journal: Any) -> int:
     from core.wiring import FeedChoice, WiringError, build_feed, build_session, open_journal, resolve_venue
 
     settings = loaded.settings
+    attach = getattr(args, "attach", None)
+    if attach:
+        from console.shared import with_redis
+
+        settings = with_redis(settings, attach)
     try:
         venue = resolve_venue(settings, args.feed, args.live)
         built = build_feed(settings, FeedChoice(kind=args.feed, files=args.files, symbol=args.symbol,
@@ -48,6 +53,8 @@ def launch_console(args: Any, loaded: Any, paths: Any, journal: Any) -> int:
     except WiringError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    if attach:
+        follow_the_guardian(session, settings)
     loop = asyncio.new_event_loop()
     try:
         loop.run_until_complete(open_journal(session, journal))
@@ -62,6 +69,18 @@ def launch_console(args: Any, loaded: Any, paths: Any, journal: Any) -> int:
                         journal_label=_short(journal.path), watch_tty=not served,
                         agents_dir=paths.data_dir / "crewai")
     return run_app(app, paths.log_file, loop)
+
+
+def follow_the_guardian(session: Any, settings: Any) -> None:
+    """An attached console shows the guardian's spikes, not its own scanner's (they would be
+    the same, twice); its breaker is the shared one already (the settings say Redis)."""
+    from console.shared import spikes_key
+    from core.remote_spikes import follow
+    from core.wiring import redis_clients
+
+    session.engine.scanner.paused = True
+    _, client = redis_clients(settings)
+    session.background.append(lambda: follow(client, spikes_key(settings.redis.key_prefix), session.bus))
 
 
 def _start_venue(session: Any, loop: asyncio.AbstractEventLoop) -> bool:

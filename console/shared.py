@@ -171,7 +171,9 @@ async def _guard(session: Any, settings: Any, args: argparse.Namespace, label: s
                magnitude_pct=round(spike.magnitude_pct, 3), time=iso_utc(spike.time_ms))
         fields = {"symbol": spike.symbol, "type": spike.spike_type.value, "direction": spike.direction,
                   "magnitude_pct": spike.magnitude_pct, "time_ms": spike.time_ms,
-                  "timeframe_minutes": spike.timeframe_minutes, "confidence": spike.confidence}
+                  "timeframe_minutes": spike.timeframe_minutes, "confidence": spike.confidence,
+                  "volume_multiple": spike.volume_multiple, "price_from": spike.price_from,
+                  "price_to": spike.price_to}
         task = loop.create_task(client.xadd(stream, {"spike": json.dumps(fields)}, maxlen=SPIKE_STREAM_MAXLEN,
                                             approximate=True))
         published.add(task)

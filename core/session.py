@@ -128,6 +128,7 @@ class Session:
         self.engine.feed_health_listeners.append(self._on_feed_health)
         self._base_speed = getattr(feed, "speed", None)
         self.breaker_sync: Any = None  # core.breaker.redis_sync.RedisBreakerSync, for a shared breaker
+        self.background: list[Callable[[], Any]] = []  # coroutine factories run() starts (and close() stops)
         self.breaker_backend_problem: str | None = None  # "breaker backend unreachable: ..." while it is
         self.approvals.on_status.append(self._pace_for_decisions)
         self.engine.tick_listeners.append(self._on_tick)
@@ -443,6 +444,7 @@ class Session:
         self._tasks.append(loop.create_task(self._housekeeping()))
         if self.breaker_sync is not None:
             self.breaker_sync.start()
+        self._tasks.extend(loop.create_task(factory()) for factory in self.background)
         url = self.settings.monitoring.webhook_url
         if url:
             self._tasks.append(loop.create_task(self._alerts(url)))
