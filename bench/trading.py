@@ -41,9 +41,12 @@ T0 = 1_700_000_000_000
 class _NullFeed:
     name, realtime, cadence_ms = "bench", False, 1000
 
+    def __init__(self) -> None:
+        self.pause_marks: list[bool] = []  # never paused (core.market.feed.Feed's)
 
-def rig(settings, journal=None):
-    engine = Engine(settings, _NullFeed())
+
+def rig(settings, journal=None, breaker=None):
+    engine = Engine(settings, _NullFeed(), breaker=breaker)
     portfolio = Portfolio(1e9)
     exchange = PaperExchange(settings.execution.paper.model_copy(update={"starting_balance_usd": 1e9}),
                              engine.market, engine.now_ms)
