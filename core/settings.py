@@ -391,6 +391,7 @@ class RedisSettings(Strict):
     port: int = Field(6379, ge=1, le=65535)
     db: int = Field(0, ge=0, le=1_000)
     tls: bool = False
+    tls_ca_file: str | None = None  # the CA that signed the server's certificate (default: the system's)
     key_prefix: str = Field("spikeguard", min_length=1, max_length=100, pattern=r"^[A-Za-z0-9_.:-]+$")
     poll_interval_ms: int = Field(250, ge=10, le=60_000)  # the hash is read this often: the authority
     timeout_ms: int = Field(250, ge=10, le=60_000)  # an answer later than this counts as unreachable

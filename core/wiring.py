@@ -195,6 +195,8 @@ def redis_clients(settings: Settings) -> tuple[Any, Any]:
     options: dict[str, Any] = {"socket_timeout": timeout, "socket_connect_timeout": timeout, "password": password,
                                "health_check_interval": 0, "retry_on_timeout": False}
     url = cfg.connection_url()
+    if url.startswith("rediss://") and cfg.tls_ca_file:
+        options["ssl_ca_certs"] = cfg.tls_ca_file
     try:
         blocking = redis.Redis.from_url(url, **options)
         nonblocking = redis.asyncio.Redis.from_url(url, **{**options, "socket_timeout": None})

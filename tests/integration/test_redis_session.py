@@ -87,3 +87,41 @@ async def test_a_trip_in_one_session_halts_the_other(redis_server):
             await s.close("test end")
         for t in tasks:
             t.cancel()
+
+
+def _secured(server, **extra):
+    overrides = ["redis.enabled=true", f"redis.url={server.url}", "redis.key_prefix=sgtest",
+                 "redis.poll_interval_ms=100", "redis.timeout_ms=500"] + [f"{k}={v}" for k, v in extra.items()]
+    env = {"REDIS_PASSWORD": server.password} if server.password else {}
+    return load_config(env=env, dotenv_paths=[], overrides=overrides).settings
+
+
+async def test_a_password_and_tls_are_honoured_and_a_wrong_password_fails_closed(tmp_path):
+    from tests.redis_server import RedisServer
+
+    server = RedisServer(tmp_path / "tls", password="s3cret-for-tests", tls=True).start()
+    try:
+        settings = _secured(server, **{"redis.tls_ca_file": str(server.ca_file)})
+        armed_here = build_session(settings, ListFeed())
+        assert armed_here.breaker.backend_problem and "no breaker state" in armed_here.breaker.backend_problem
+        task = await running(armed_here)  # its first read: no state, so TRIGGERED, written back over TLS
+        try:
+            await until(lambda: armed_here.breaker.status is BreakerStatus.TRIGGERED, timeout=3)
+            assert server.client().hget("sgtest:breaker", "state") == b"TRIGGERED"
+            ok, message = armed_here.clear_breaker("armed over TLS", override=True)
+            assert ok, message
+            assert server.client().hget("sgtest:breaker", "state") == b"SAFE"
+        finally:
+            await armed_here.close("test end")
+            task.cancel()
+        wrong = server.password
+        server.password = "not-it"
+        try:
+            refused = build_session(_secured(server, **{"redis.tls_ca_file": str(server.ca_file)}), ListFeed())
+        finally:
+            server.password = wrong
+        assert refused.breaker.backend_problem and "unreachable" in refused.breaker.backend_problem
+        assert "not-it" not in refused.breaker.backend_problem
+        assert (await refused.gate.submit(buy(0.01))).status is OrderStatus.DENIED  # held from the start
+    finally:
+        server.kill()
