@@ -25,7 +25,7 @@ from core.breaker.backend import BackendUnavailable, StateMissing
 from core.breaker.machine import BreakerRecord, IllegalTransition
 from core.breaker.redis_backend import RedisBackend, record_from_json
 from core.breaker.state import CircuitBreakerState
-from core.events import Actor
+from core.events import Actor, BreakerStatus
 
 log = logging.getLogger("spikeguard.breaker.redis")
 
@@ -107,6 +107,15 @@ class RedisBreakerSync:
             log.warning("the shared breaker's record could not be adopted: %s", exc)
 
     def _missing(self) -> None:
+        """No state in Redis: TRIGGERED here (a trip), and written back, so that every process
+        and `breaker status` read TRIGGERED until an operator re-arms it."""
+        if self.breaker.status is BreakerStatus.TRIGGERED:  # tripped already: write ours back as it is
+            record = self.breaker.snapshot()
+            try:
+                self.backend.write(record.epoch - 1, record)
+            except BackendUnavailable as exc:
+                self._unreachable(exc)
+            return
         try:
             self.breaker.trigger(MISSING_REASON, actor=Actor.RULE, trigger_type="backend_state_missing",
                                  time_ms=self.clock_ms() if self.clock_ms else None)

@@ -239,5 +239,19 @@ async def test_a_restart_without_persistence_is_triggered_until_an_operator_re_a
         assert breaker.clear(reason="re-armed after the restart", actor=Actor.OPERATOR)
         await asyncio.sleep(0.6)
         assert breaker.status is S and breaker.backend.load().status is S
+        # tripped already when Redis comes back empty: its TRIGGERED is written back as it is
+        assert breaker.trigger("a crash", actor=Actor.RULE)
+        tripped_at = breaker.epoch
+        redis_server.restart_empty()
+        await until(lambda: _stored(breaker) is not None, timeout=5)
+        stored = _stored(breaker)
+        assert (stored.status, stored.epoch, stored.reason) == (T, tripped_at, "a crash")
     finally:
         await sync.stop()
+
+
+def _stored(breaker: CircuitBreakerState):
+    try:
+        return breaker.backend.load()
+    except (StateMissing, BackendUnavailable):
+        return None
