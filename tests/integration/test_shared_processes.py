@@ -15,6 +15,8 @@ import threading
 import time
 from pathlib import Path
 
+import pytest
+
 
 
 from tests.conftest import run_cli
@@ -131,14 +133,15 @@ def test_a_trip_in_any_process_blocks_entries_in_all_through_the_channel(redis_s
             guardian.proc.kill()
 
 
-def test_a_killed_server_fails_every_process_closed_and_cancels_still_work(redis_server):
+@pytest.mark.parametrize("fault", ["SIGKILL", "SIGSTOP"])
+def test_a_killed_or_frozen_server_fails_every_process_closed_and_cancels_still_work(redis_server, fault):
     assert cli(redis_server, "clear", "--reason", "armed").returncode == 0
     bots = [bot(redis_server) for _ in range(2)]
     try:
         for b in bots:
             b.send("rest")
             assert b.expect("rest")["status"] == "NEW"
-        redis_server.kill()
+        (redis_server.kill if fault == "SIGKILL" else redis_server.freeze)()
         killed = time.time_ns()
         for b in bots:
             problem = b.expect("backend", timeout=5)
@@ -150,6 +153,8 @@ def test_a_killed_server_fails_every_process_closed_and_cancels_still_work(redis
             assert b.expect("cancel")["status"] == "CANCELED"
         assert all(b.proc.poll() is None for b in bots)  # nothing crashed
     finally:
+        if fault == "SIGSTOP":
+            redis_server.thaw()
         for b in bots:
             b.end()
 
