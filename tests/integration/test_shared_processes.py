@@ -17,8 +17,6 @@ from pathlib import Path
 
 import pytest
 
-
-
 from tests.conftest import run_cli
 from tests.redis_server import redis_server  # noqa: F401  (the fixture)
 
