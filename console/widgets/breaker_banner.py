@@ -70,9 +70,11 @@ class BreakerBanner(Static):
         self._state = state
         for status, cls in STATE_CLASSES.items():
             self.set_class(status is state.status, cls)
-        full = self.line(state, STATE_POLICY[state.status])
+        held = state.backend_problem or state.journal_failing  # entries blocked whatever the state allows
+        full = self.line(state, "new entries blocked; exits and cancels allowed" if held else STATE_POLICY[state.status])
         fits = len(full.plain) <= max(1, self.size.width - 2) if self.size.width else True
-        self.update(full if fits else self.line(state, SHORT_POLICY[state.status]), layout=False)
+        short = "ENTRIES BLOCKED" if held else SHORT_POLICY[state.status]
+        self.update(full if fits else self.line(state, short), layout=False)
 
     @staticmethod
     def line(state: BannerState, policy: str) -> Text:

@@ -158,7 +158,7 @@ class RedisBreakerSync:
 
     # ------------------------------------------------------------------ the problem, said once
     def _unreachable(self, exc: BaseException) -> None:
-        why = " ".join(str(exc).split()) or type(exc).__name__
+        why = (" ".join(str(exc).split()) or type(exc).__name__).removeprefix("Redis unreachable: ")
         if self.problem is None:
             log.error("%s: %s; new entries held", UNREACHABLE, why)
             self.problem = why
@@ -168,7 +168,9 @@ class RedisBreakerSync:
         """The breaker could not be read when it was built: entries are held from now on, until
         the first good read."""
         self.problem = problem
-        self.on_problem(f"breaker backend: {problem}")
+        unreachable = problem.startswith("Redis unreachable: ")
+        self.on_problem(f"{UNREACHABLE}: {problem.removeprefix('Redis unreachable: ')}" if unreachable
+                        else f"breaker backend: {problem}")
 
     def _reachable(self) -> None:
         if self.problem is not None:

@@ -163,3 +163,18 @@ async def test_toasts_stay_above_the_status_bar_and_the_footer(session, clock, s
         toasts = list(app.screen.query(Toast))
         assert toasts and all(t.region.bottom <= status_top for t in toasts), \
             [(t.region, status_top) for t in toasts]
+
+
+@pytest.mark.parametrize("size", [(80, 24), (120, 36)])
+async def test_a_held_breaker_backend_says_entries_blocked_whatever_the_state(session, clock, size):
+    app = make_app(session, clock)
+    async with app.run_test(size=size) as pilot:
+        await _ready(app, pilot)
+        session.on_breaker_backend_problem("breaker backend unreachable: Error 111 connecting to 127.0.0.1:6379")
+        await _ready(app, pilot)
+        line = screen_lines(app)[0]
+        assert "● SAFE by rule" in line and "orders allowed" not in line, line
+        assert "BLOCKED" in line.upper() and "breaker backend unreachable" in line, line
+        session.on_breaker_backend_problem(None)
+        await _ready(app, pilot)
+        assert "orders allowed" in screen_lines(app)[0]
