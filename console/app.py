@@ -151,8 +151,15 @@ class SpikeguardApp(App[int]):
             self.set_interval(1 / fps, self.frame)
             if self.watchdog:
                 self.set_interval(2.0, self._tty_watchdog)
+                loop = asyncio.get_running_loop()
                 try:
-                    asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, self._hangup)
+                    loop.add_signal_handler(signal.SIGHUP, self._hangup)
+                    # Textual's driver suspends on SIGTSTP and restarts its input and writer threads
+                    # on every SIGCONT. A closing terminal sends SIGCONT: the restarted writer left
+                    # the loop blocked on a full queue forever, its input threads spinning on the dead
+                    # pty. A trading console is never suspended; a SIGCONT only checks the terminal.
+                    loop.add_signal_handler(signal.SIGTSTP, lambda: None)
+                    loop.add_signal_handler(signal.SIGCONT, self._tty_watchdog)
                 except (NotImplementedError, RuntimeError, ValueError):
                     pass
         self.call_after_refresh(self.frame)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import sqlite3
 import subprocess
 import sys
@@ -139,6 +140,32 @@ def test_a_dropped_terminal_ends_the_session_cleanly(term, tmp_path):
         time.sleep(0.1)
     assert rows == [("session_end", "terminal lost (hangup)")]
     wait_gone(data)  # and the process is gone, not stuck restoring a terminal that no longer exists
+
+
+def _threads(pid: int) -> int:
+    return len(os.listdir(f"/proc/{pid}/task"))
+
+
+def test_sigcont_and_sigtstp_neither_restart_nor_suspend_the_console(term, tmp_path):
+    """Each SIGCONT (a closing terminal sends one) restarted Textual's input and writer threads:
+    6 threads became 12 after three, and once the loop hung on the old writer's full queue with
+    two input threads spinning on the dead pty (80 minutes at 130% of a core)."""
+    data = tmp_path / "sg"
+    term.start(_command(data))
+    term.wait_for("BTCUSDT", "SAFE")
+    time.sleep(1.0)  # the crew's loader thread and the journal's are up
+    (pid,) = running(data)
+    before = _threads(pid)
+    for sig in (signal.SIGCONT, signal.SIGCONT, signal.SIGCONT, signal.SIGTSTP):
+        os.kill(pid, sig)
+        time.sleep(0.3)
+    assert _threads(pid) <= before, (before, _threads(pid))
+    with open(f"/proc/{pid}/stat") as f:
+        assert f.read().split()[2] != "T"  # not stopped by the SIGTSTP
+    term.keys("p")
+    term.wait_for("SCANNER PAUSED")  # still answering
+    term.keys("q")
+    term.wait_for("SPIKEGUARD-EXIT=0")
 
 
 def test_restart_keeps_a_triggered_breaker(term, tmp_path):
