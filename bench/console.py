@@ -58,7 +58,7 @@ async def cpu_share(seconds: float, size: tuple[int, int]) -> tuple[float, int, 
 
     settings = load_config(env={}, dotenv_paths=[]).settings
     session = Session(settings, SimFeed(scenario="calm", seed=2, symbols=fifty_symbols(), tick_interval_ms=100, speed=1.0))
-    app = SpikeguardApp(session, watchdog=False)
+    app = SpikeguardApp(session, watchdog=False, freeze_gc=True)
 
     async def alerts() -> None:
         n = 0
@@ -91,7 +91,7 @@ async def key_to_filtered_history(trials: int) -> list[float]:
     session = Session(settings, SimFeed(scenario="calm", seed=2, speed=30.0))
     for i in range(1_000):
         session.alert("bench", f"{'BTCUSDT' if i % 2 else 'ETHUSDT'} bench alert {i}", "warning")
-    app = SpikeguardApp(session, watchdog=False)
+    app = SpikeguardApp(session, watchdog=False, freeze_gc=True)
     marks: dict[str, float] = {}
     original_rebuild = HistoryPane._rebuild
 
@@ -137,7 +137,7 @@ async def key_to_banner(trials: int) -> list[float]:
 
     settings = load_config(env={}, dotenv_paths=[]).settings
     session = Session(settings, SimFeed(scenario="calm", seed=2, speed=30.0))
-    app = SpikeguardApp(session, watchdog=False)
+    app = SpikeguardApp(session, watchdog=False, freeze_gc=True)
     marks: dict[str, float] = {}
     original_show = BreakerBanner.show
 

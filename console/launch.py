@@ -67,7 +67,7 @@ def launch_console(args: Any, loaded: Any, paths: Any, journal: Any) -> int:
     served = getattr(args, "headless_ok", False)  # under textual-serve: no tty for the watchdog to watch
     app = SpikeguardApp(session, feed_label=built.label, speed_label=built.speed_label,
                         journal_label=_short(journal.path), watch_tty=not served,
-                        agents_dir=paths.data_dir / "crewai")
+                        agents_dir=paths.data_dir / "crewai", freeze_gc=True)
     return run_app(app, paths.log_file, loop)
 
 

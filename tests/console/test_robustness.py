@@ -383,3 +383,28 @@ def test_the_exit_deadline_lets_a_clean_process_end_normally():
         print("returned", t.is_alive())
     """)
     assert result.returncode == 0 and result.stdout.strip() == "returned False"
+
+
+def test_the_console_freezes_its_start_up_heap_only_when_asked():
+    """A full collection over the libraries and the session paused the console 160-200 ms; the
+    real console freezes what exists at start-up. A test's app leaves its heap collectable."""
+    result = _run_python("""
+        import asyncio, gc
+        from console.app import SpikeguardApp
+        from core.config import load_config
+        from core.session import Session
+        from tests.helpers import ListFeed
+
+        async def main(freeze):
+            gc.unfreeze()
+            app = SpikeguardApp(Session(load_config(env={}, dotenv_paths=[]).settings, ListFeed()), live=False,
+                                watchdog=False, freeze_gc=freeze)
+            async with app.run_test(size=(80, 24)) as pilot:
+                await pilot.pause()
+                await pilot.pause()
+                return gc.get_freeze_count()
+
+        print(asyncio.run(main(False)), asyncio.run(main(True)) > 10_000)
+    """)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["0", "True"], result.stdout
