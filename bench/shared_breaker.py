@@ -25,7 +25,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bench.common import pct, quiet_logs  # noqa: E402
-from bench.trading import resting_bid, rig  # noqa: E402
+from bench.trading import gate_checks  # noqa: E402
 from core.breaker.machine import BreakerRecord  # noqa: E402
 from core.breaker.redis_backend import RedisBackend  # noqa: E402
 from core.breaker.state import CircuitBreakerState  # noqa: E402
@@ -102,17 +102,6 @@ def propagation(url: str, trials: int) -> list[float]:
     return out
 
 
-def gate_checks(settings, breaker: CircuitBreakerState, n: int) -> float:
-    _, gate = rig(settings, breaker=breaker)
-    order = resting_bid(0)
-    started = time.perf_counter()
-    for _ in range(n):
-        decision = gate.check(order)
-    elapsed = time.perf_counter() - started
-    assert decision.allowed, decision.reason
-    return n / elapsed
-
-
 def main() -> None:
     import redis
 
@@ -130,8 +119,8 @@ def main() -> None:
                   f"p50 {pct(lat, 0.5):.2f} ms, p99 {pct(lat, 0.99):.2f} ms, max {max(lat):.2f} ms (goal p99 <= 20 ms)")
             backend = RedisBackend(redis.Redis.from_url(url, socket_timeout=1), PREFIX + "gate")
             backend.write(0, BreakerRecord(status=BreakerStatus.SAFE, reason="armed", actor=Actor.OPERATOR))
-            shared = gate_checks(settings, CircuitBreakerState(backend), checks)
-            local = gate_checks(settings, CircuitBreakerState(), checks)
+            shared = gate_checks(settings, checks, breaker=CircuitBreakerState(backend))
+            local = gate_checks(settings, checks, breaker=CircuitBreakerState())
             print(f"gate checks per second, one caller: {shared:,.0f} on the Redis backend, {local:,.0f} on the "
                   f"memory backend ({shared / local:.2f}x)")
         finally:

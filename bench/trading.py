@@ -65,8 +65,8 @@ def resting_bid(i: int, price: float = 99_000.0) -> Order:
                  client_order_id=f"bid-{i}")
 
 
-def gate_checks(settings, n: int) -> float:
-    _, gate = rig(settings)
+def gate_checks(settings, n: int, breaker=None) -> float:
+    _, gate = rig(settings, breaker=breaker)
     order = resting_bid(0)
     started = time.perf_counter()
     for _ in range(n):
