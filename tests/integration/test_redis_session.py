@@ -125,3 +125,23 @@ async def test_a_password_and_tls_are_honoured_and_a_wrong_password_fails_closed
         assert (await refused.gate.submit(buy(0.01))).status is OrderStatus.DENIED  # held from the start
     finally:
         server.kill()
+
+
+async def test_a_shared_breaker_is_not_restored_from_the_process_s_own_journal(redis_server, tmp_path):
+    """The journal's last TRIGGERED is this process's past; the deployment's state is Redis's."""
+    from core.session import Session
+
+    db = tmp_path / "journal.db"
+    alone = Session(load_config(env={}, dotenv_paths=[]).settings, ListFeed(), journal_path=db)
+    await alone.open_journal(db)
+    alone.force_trigger("an old halt, on this machine only")
+    await alone.journal.flush()
+    await alone.close("test")
+    armed(redis_server)
+    shared = build_session(settings_for(redis_server), ListFeed())
+    await shared.open_journal(db)
+    try:
+        assert shared.breaker.status is BreakerStatus.SAFE and shared.breaker.epoch == 1
+        assert shared.breaker.backend.load().status is BreakerStatus.SAFE  # nothing pushed into Redis
+    finally:
+        await shared.close("test end")
