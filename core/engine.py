@@ -49,14 +49,17 @@ class Engine:
         breaker: CircuitBreakerState | None = None,
         bus: EventBus | None = None,
         wall_ms: Callable[[], int] | None = None,
+        long_minutes: tuple[int, ...] = (),
     ) -> None:
+        """`long_minutes`: horizons the windows keep beyond the breaker's own (shadow breakers')."""
         self.settings = settings
         self.wall_ms = wall_ms or (lambda: time.time_ns() // 1_000_000)
         self.clock_interval_s = 1.0  # how often a live feed's silence is checked against the wall clock
         self.feed = feed
         self.bus = bus or EventBus()
         self.breaker = breaker or CircuitBreakerState()
-        self.market = MarketState(max_symbols=settings.performance.max_symbols)
+        self.market = MarketState(max_symbols=settings.performance.max_symbols,
+                                  long_minutes=settings.circuit_breaker.slow_crash.long_minutes() + long_minutes)
         self.spikes: deque[SpikeDetected] = deque(maxlen=10_000)
         self.problems: deque[FeedProblem] = deque(maxlen=1_000)
         self.guardian = Guardian(settings.circuit_breaker, self.market, self.breaker, feed.cadence_ms,

@@ -10,8 +10,10 @@ class TooManySymbols(Exception):
 
 
 class MarketState:
-    def __init__(self, timeframes_min: tuple[int, ...] = TIMEFRAMES_MIN, max_symbols: int = 200) -> None:
+    def __init__(self, timeframes_min: tuple[int, ...] = TIMEFRAMES_MIN, max_symbols: int = 200,
+                 long_minutes: tuple[int, ...] = ()) -> None:
         self.timeframes_min = timeframes_min
+        self.long_minutes = tuple(sorted(set(long_minutes)))  # the slow-crash rules' horizons
         self.max_symbols = max_symbols
         self.symbols: dict[str, SymbolWindows] = {}
         self.ended: set[str] = set()
@@ -22,7 +24,8 @@ class MarketState:
         if w is None:
             if len(self.symbols) >= self.max_symbols:
                 raise TooManySymbols(f"more than performance.max_symbols={self.max_symbols} symbols")
-            w = self.symbols[symbol] = SymbolWindows(symbol, self.timeframes_min)
+            w = self.symbols[symbol] = SymbolWindows(symbol, self.timeframes_min,
+                                                             long_horizons_min=self.long_minutes)
         return w
 
     def last_prices(self) -> dict[str, float]:

@@ -11,6 +11,11 @@ as the independent crash labeller, so the guardian's drop is exact, not bucketed
 Volatility and volume baselines are EWMAs of one-minute samples, updated when a minute
 closes, so they cost nothing on most ticks.
 
+Long horizons (the slow-crash rules' 4 and 24 hours) keep no ticks: each closed minute's
+high enters one more monotonic deque, so a day of history costs at most 1,440 entries
+per symbol whatever the feed's rate. Their window is minute-granular: the current
+minute and the horizon's whole minutes before it, so it is never shorter than the horizon.
+
 Nothing here raises on a finite positive price or a finite non-negative quantity, however
 extreme. Within the bounds of core/market/ticks.py (the engine admits nothing else) every
 figure is finite; beyond them a ratio or a sum may saturate to infinity, never to an error.
@@ -77,6 +82,8 @@ class SymbolWindows:
         "_minute", "_minute_close", "_prev_close", "_minute_vol",
         "_var_alpha", "_vol_alpha", "ret_var", "ret_samples", "vol_baseline", "vol_samples",
         "closes", "_q_total",
+        "long_minutes", "_minute_high", "_lh_t", "_lh_p", "_lh_h",
+        "_var_alpha_slow", "ret_var_slow",
     )
 
     def __init__(
@@ -85,6 +92,8 @@ class SymbolWindows:
         timeframes_min: tuple[int, ...] = TIMEFRAMES_MIN,
         volatility_halflife_min: float = 30.0,
         volume_halflife_min: float = 60.0,
+        long_horizons_min: tuple[int, ...] = (),
+        slow_volatility_halflife_min: float = 360.0,
     ) -> None:
         if list(timeframes_min) != sorted(set(timeframes_min)) or not timeframes_min or timeframes_min[0] <= 0:
             raise ValueError(f"timeframes must be increasing positive minutes, got {timeframes_min!r}")
@@ -122,6 +131,17 @@ class SymbolWindows:
         self.vol_samples = 0
         self.closes: list[float] = []  # last SPARK_MINUTES one-minute closes, for sparklines
         self._q_total = 0.0  # all volume ever added: the scale of the running sums' rounding error
+        # long horizons: a monotonic deque of closed minutes' highs (minute index, high)
+        if list(long_horizons_min) != sorted(set(long_horizons_min)) or any(m <= 0 for m in long_horizons_min):
+            raise ValueError(f"long horizons must be increasing positive minutes, got {long_horizons_min!r}")
+        self.long_minutes = tuple(long_horizons_min)
+        self._minute_high = -math.inf
+        self._lh_t = array("q")
+        self._lh_p = array("d")
+        self._lh_h = [0] * len(self.long_minutes)
+        # the pre-crash volatility a recovery is compared with: slow enough that a crash hardly moves it
+        self._var_alpha_slow = 1.0 - 0.5 ** (1.0 / slow_volatility_halflife_min)
+        self.ret_var_slow = 0.0
 
     # ------------------------------------------------------------------ hot path
     def update(self, price: float, qty: float, t: int) -> None:
@@ -132,6 +152,8 @@ class SymbolWindows:
         if minute != self._minute:
             self._close_minutes(minute)
         self._minute_close = price
+        if price > self._minute_high:
+            self._minute_high = price
         self._minute_vol += qty
         self.last_price = price
         self.last_time = t
@@ -180,6 +202,8 @@ class SymbolWindows:
                 sample = r * r / gap if gap > 1 else r * r
                 a = self._var_alpha
                 self.ret_var = sample if self.ret_samples == 0 else (1 - a) * self.ret_var + a * sample
+                a = self._var_alpha_slow
+                self.ret_var_slow = sample if self.ret_samples == 0 else (1 - a) * self.ret_var_slow + a * sample
                 self.ret_samples += 1
             self._prev_close = close
             vol_sample = self._minute_vol / gap if gap > 1 else self._minute_vol
@@ -191,8 +215,41 @@ class SymbolWindows:
                 closes.append(close)
             if len(closes) > SPARK_MINUTES:
                 del closes[: len(closes) - SPARK_MINUTES]
+            if self.long_minutes:
+                self._push_minute_high(prev_minute, minute)
         self._minute = minute
         self._minute_vol = 0.0
+        self._minute_high = -math.inf
+
+    def _push_minute_high(self, closed: int, minute: int) -> None:
+        """Add the closed minute's high to the long-horizon deque; move each horizon's head
+        past the minutes that left it as of `minute` (the one now open)."""
+        times, highs, heads = self._lh_t, self._lh_p, self._lh_h
+        high = self._minute_high
+        size = len(highs)
+        while size and highs[size - 1] <= high:
+            size -= 1
+        if size < len(highs):
+            del times[size:]
+            del highs[size:]
+            for j in range(len(heads)):
+                if heads[j] > size:
+                    heads[j] = size
+        times.append(closed)
+        highs.append(high)
+        n = len(highs)
+        for j, horizon in enumerate(self.long_minutes):
+            h = heads[j]
+            cutoff = minute - horizon - 1  # minute - horizon stays: never a shorter window than asked
+            while h < n and times[h] <= cutoff:
+                h += 1
+            heads[j] = h
+        cut = heads[-1]
+        if cut >= _COMPACT_AT // 4:
+            del times[:cut]
+            del highs[:cut]
+            for j in range(len(heads)):
+                heads[j] -= cut
 
     def _compact(self) -> None:
         """Drop history older than the longest window; resynchronise the running sums."""
@@ -240,6 +297,20 @@ class SymbolWindows:
         hi = self._mx_p[self._mx_h[k]]
         return (hi - self.last_price) / hi * 100.0
 
+    def long_high(self, j: int) -> float:
+        """Highest price over long horizon j (by index): the open minute and the closed ones
+        inside the horizon."""
+        h = self._lh_h[j]
+        hi = self._minute_high
+        if h < len(self._lh_p) and self._lh_p[h] > hi:
+            return self._lh_p[h]
+        return hi
+
+    def long_drop_pct(self, j: int) -> float:
+        """Percent below long horizon j's high (>= 0)."""
+        hi = self.long_high(j)
+        return (hi - self.last_price) / hi * 100.0
+
     def rise_pct(self, k: int) -> float:
         """Percent above the window's low (>= 0)."""
         lo = -self._mn_p[self._mn_h[k]]
@@ -278,6 +349,11 @@ class SymbolWindows:
     def sigma_1m(self) -> float:
         """EWMA standard deviation of one-minute log returns (0 before two minutes of data)."""
         return math.sqrt(self.ret_var) if self.ret_samples else 0.0
+
+    def sigma_1m_slow(self) -> float:
+        """The same deviation on a slow EWMA (6-hour half-life by default): the market's
+        level before a crash, which a recovery's volatility is compared with."""
+        return math.sqrt(self.ret_var_slow) if self.ret_samples else 0.0
 
     def volume_multiple(self, k: int) -> float:
         """Window volume over the baseline for the same span (0 while there is no baseline)."""
