@@ -66,6 +66,64 @@ class Recovery(Strict):
     no_new_low_minutes: float = Field(15.0, gt=0)
     rebound_percent: Percent = Field(3.0, gt=0, lt=100)
     cooldown_minutes: float = Field(30.0, gt=0)
+    # RECOVERING -> SAFE also needs the market stable: no new low for this long...
+    stable_minutes: float = Field(60.0, ge=0, le=1440)
+    # ...and one-minute volatility back under this multiple of its pre-crash level
+    volatility_multiple: float = Field(2.0, ge=1, le=100)
+
+
+class SlowHorizon(Strict):
+    """A drawdown from the highest price of a long horizon (minute-granular)."""
+
+    minutes: int = Field(gt=60, le=10_080)  # longer than the 60-minute rules, at most a week
+    warning_percent: Percent = Field(gt=0, lt=100)
+    trigger_percent: Percent = Field(gt=0, lt=100)
+
+    @model_validator(mode="after")
+    def _ordered(self) -> "SlowHorizon":
+        if self.warning_percent >= self.trigger_percent:
+            raise ValueError(f"warning_percent ({self.warning_percent:g}) must be below trigger_percent "
+                             f"({self.trigger_percent:g})")
+        return self
+
+
+class SlowBreadth(Strict):
+    """Market-wide over a long horizon: market_wide's min_symbols and breadth_fraction, each
+    symbol down this far from its high over `horizon`."""
+
+    horizon: str = "24h"
+    warning_percent: Percent = Field(12.0, gt=0, lt=100)
+    trigger_percent: Percent = Field(24.0, gt=0, lt=100)
+
+    @model_validator(mode="after")
+    def _ordered(self) -> "SlowBreadth":
+        if self.warning_percent >= self.trigger_percent:
+            raise ValueError("warning_percent must be below trigger_percent")
+        return self
+
+
+class SlowCrash(Strict):
+    """Falls too slow for the 60-minute rules: drawdowns from the 4- and 24-hour highs."""
+
+    enabled: bool = True
+    horizons: dict[str, SlowHorizon] = Field(default_factory=lambda: {
+        "4h": SlowHorizon(minutes=240, warning_percent=6.0, trigger_percent=12.0),
+        "24h": SlowHorizon(minutes=1440, warning_percent=8.0, trigger_percent=16.0),
+    })
+    market_wide: SlowBreadth = SlowBreadth()
+
+    @model_validator(mode="after")
+    def _breadth_horizon_known(self) -> "SlowCrash":
+        if self.horizons and self.market_wide.horizon not in self.horizons:
+            raise ValueError(f"market_wide.horizon {self.market_wide.horizon!r} is not one of the horizons "
+                             f"({', '.join(self.horizons)})")
+        minutes = [h.minutes for h in self.horizons.values()]
+        if len(set(minutes)) != len(minutes):
+            raise ValueError("two horizons have the same minutes")
+        return self
+
+    def long_minutes(self) -> tuple[int, ...]:
+        return tuple(sorted(h.minutes for h in self.horizons.values())) if self.enabled else ()
 
 
 class WarningClear(Strict):
@@ -104,6 +162,7 @@ class CircuitBreakerSettings(Strict):
         }
     )
     market_wide: MarketWide = MarketWide()
+    slow_crash: SlowCrash = SlowCrash()
     recovery: Recovery = Recovery()
     warning_clear: WarningClear = WarningClear()
     stale_data: StaleData = StaleData()
@@ -300,6 +359,36 @@ class ExecutionSettings(Strict):
         return self
 
 
+class ReEntry(Strict):
+    """Exposure comes back only after a confirmed recovery: the better state has held this
+    long with no new low in a reference, once per step."""
+
+    confirm_minutes: float = Field(120.0, ge=0, le=1440)
+    steps: int = Field(2, ge=1, le=10)
+
+
+class ProtectionPolicySettings(Strict):
+    """De-risking tiers: the session cuts long exposure by reduce-only orders through the gate
+    as the breaker escalates (journaled as actor=policy), and restores it after recovery."""
+
+    enabled: bool = True  # on paper and the testnet
+    live: bool = False  # on live Binance only when the operator turns this on too
+    warning_exposure: float = Field(0.0, ge=0, le=1)  # the fraction of each position kept at WARNING
+    triggered_exposure: float = Field(0.0, ge=0, le=1)  # kept at TRIGGERED (0 flattens)
+    recovering_exposure: float = Field(0.25, ge=0, le=1)  # at most this while RECOVERING; all of it only at SAFE
+    reentry: ReEntry = ReEntry()
+
+    @model_validator(mode="after")
+    def _tiers_descend(self) -> "ProtectionPolicySettings":
+        if self.triggered_exposure > self.warning_exposure:
+            raise ValueError(f"triggered_exposure ({self.triggered_exposure:g}) must not exceed warning_exposure "
+                             f"({self.warning_exposure:g})")
+        if self.triggered_exposure > self.recovering_exposure:
+            raise ValueError(f"triggered_exposure ({self.triggered_exposure:g}) must not exceed recovering_exposure "
+                             f"({self.recovering_exposure:g})")
+        return self
+
+
 # ---------------------------------------------------------------------------- ops
 class MonitoringSettings(Strict):
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
@@ -424,6 +513,7 @@ class Settings(Strict):
     agents: AgentsSettings
     crew: CrewSettings = CrewSettings()
     risk_management: RiskSettings = RiskSettings()
+    protection_policy: ProtectionPolicySettings = ProtectionPolicySettings()
     execution: ExecutionSettings = ExecutionSettings()
     monitoring: MonitoringSettings = MonitoringSettings()
     performance: PerformanceSettings = PerformanceSettings()

@@ -26,6 +26,12 @@ class ListFeed(PacedFeed):
         return iter(self._list)
 
 
+def without_slow_rules(settings):
+    cb = settings.circuit_breaker
+    return settings.model_copy(update={"circuit_breaker": cb.model_copy(
+        update={"slow_crash": cb.slow_crash.model_copy(update={"enabled": False})})})
+
+
 def make_engine(settings, cadence_ms: int = 1000) -> Engine:
     return Engine(settings, ListFeed(cadence_ms=cadence_ms))
 

@@ -14,6 +14,12 @@ Rules (all thresholds from config, all times event times):
   condition, only with auto_resume on and an episode shallower than `deep_level_percent`.
 - After a clear, a condition that is still true does not re-fire until it has reset
   below its clear level (or the market makes a new low): an operator's clear sticks.
+- Slow crashes: each reference's drop from its high over each `slow_crash.horizons` entry
+  (4 and 24 hours by default) has its own WARNING and TRIGGERED level, and so has breadth
+  over `slow_crash.market_wide.horizon`. They follow the same arming and hysteresis.
+- RECOVERING -> SAFE also needs the market stable: no new low for `recovery.stable_minutes`,
+  one-minute volatility back under `volatility_multiple` x its pre-crash level, breadth
+  recovered (assess_recovery reports each).
 - A live feed (wall-clock time) whose reference symbol stays silent past the stale rule and
   then for `blind_seconds` is blind: TRIGGERED (trigger_type feed_blind). When its data
   returns (the feed backfills the gap before it resumes), RECOVERING, then the usual
@@ -48,6 +54,31 @@ SAFE, WARNING, TRIGGERED, RECOVERING = (
 
 
 @dataclass
+class _SlowRule:
+    """A reference's drawdown rule over one long horizon (core.market.windows long_high)."""
+
+    label: str  # "4h"
+    minutes: int
+    j: int  # the horizon's index in the windows
+    warn: float
+    trigger: float
+    clear: float
+    trigger_type: str
+    armed: bool = True
+    disarmed_low: float = 0.0
+
+
+@dataclass
+class _Fire:
+    """A trigger condition: a reference's rule (ref set) or breadth (ref None); `slow` is the
+    long-horizon rule or None for the 60-minute ones."""
+
+    reason_of: Callable[[], str]
+    ref: "_Reference | None"
+    slow: _SlowRule | None = None
+
+
+@dataclass
 class _Reference:
     symbol: str
     trigger: float  # percent
@@ -65,6 +96,7 @@ class _Reference:
     ended: bool = False
     gap_ewma_ms: float = 0.0
     prev_t: int | None = None
+    slow: list[_SlowRule] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -81,7 +113,8 @@ class VenueHold:
 class _EpisodeLeg:
     trough: float
     trough_time: int
-    peak: float  # the 60-minute high when the leg was opened
+    peak: float  # the high of the rule's window when the leg was opened
+    pre_sigma: float = 0.0  # one-minute volatility before the crash (the slow EWMA), for the recovery
 
 
 @dataclass
@@ -124,6 +157,13 @@ class Guardian:
                             t.warning_1h_percent * ratio, t.warning_5m_percent * ratio, self._k5, self._k60)
             for sym, t in settings.references.items()
         }
+        slow = settings.slow_crash
+        long_minutes = market.long_minutes
+        for ref in self.refs.values():
+            ref.slow = [self._slow_rule(ref, label, h.minutes, h.warning_percent, h.trigger_percent, long_minutes,
+                                        ratio)
+                        for label, h in sorted(slow.horizons.items(), key=lambda kv: kv[1].minutes)] \
+                if slow.enabled else []
         mw = settings.market_wide
         self._mw_enabled = mw.enabled
         self._mw_trigger = mw.dump_1h_percent
@@ -132,6 +172,16 @@ class Guardian:
         self._mw_count_warn = 0
         self._mw_count_trigger = 0
         self._mw_armed = True
+        # breadth over the long horizon: same counting, its own levels
+        self._mws: _SlowRule | None = None
+        if slow.enabled and mw.enabled and slow.horizons:
+            h = slow.horizons[slow.market_wide.horizon]
+            self._mws = _SlowRule(slow.market_wide.horizon, h.minutes, self._long_index(h.minutes, long_minutes),
+                                  slow.market_wide.warning_percent, slow.market_wide.trigger_percent,
+                                  slow.market_wide.warning_percent * ratio, f"market_wide_{slow.market_wide.horizon}")
+        self._mws_down: dict[str, int] = {}
+        self._mws_count_warn = 0
+        self._mws_count_trigger = 0
         self.feed_cadence_ms = feed_cadence_ms
         self._stale_floor_ms = settings.stale_data.seconds * 1000.0
         self._stale_mult = settings.stale_data.cadence_multiple
@@ -147,6 +197,17 @@ class Guardian:
         self.venue_holds: dict[str, VenueHold] = {}
         breaker.subscribe(self._on_breaker_change)
         breaker.agent_trigger_guard = self.agent_trigger_refusal
+
+    @staticmethod
+    def _long_index(minutes: int, long_minutes: tuple[int, ...]) -> int:
+        if minutes not in long_minutes:
+            raise ValueError(f"the market keeps no {minutes}-minute horizon (has {list(long_minutes)})")
+        return long_minutes.index(minutes)
+
+    def _slow_rule(self, ref: _Reference, label: str, minutes: int, warn: float, trigger: float,
+                   long_minutes: tuple[int, ...], ratio: float) -> _SlowRule:
+        return _SlowRule(label, minutes, self._long_index(minutes, long_minutes), warn, trigger, warn * ratio,
+                         f"{ref.trigger_type}_{label}")
 
     # ------------------------------------------------------------------ feed hooks
     def on_tick(self, w: SymbolWindows, t: int) -> None:
@@ -196,17 +257,34 @@ class Guardian:
         drop = w.drop_pct(self._k60)
         level = 2 if drop >= self._mw_trigger else 1 if drop >= self._mw_warn else 0
         old = self._mw_down.get(w.symbol, -1)
+        moved = level != old
+        if moved:
+            if old >= 1:
+                self._mw_count_warn -= 1
+            if old == 2:
+                self._mw_count_trigger -= 1
+            if level >= 1:
+                self._mw_count_warn += 1
+            if level == 2:
+                self._mw_count_trigger += 1
+            self._mw_down[w.symbol] = level
+        rule = self._mws
+        if rule is None:
+            return moved
+        drop = w.long_drop_pct(rule.j)
+        level = 2 if drop >= rule.trigger else 1 if drop >= rule.warn else 0
+        old = self._mws_down.get(w.symbol, -1)
         if level == old:
-            return False
+            return moved
         if old >= 1:
-            self._mw_count_warn -= 1
+            self._mws_count_warn -= 1
         if old == 2:
-            self._mw_count_trigger -= 1
+            self._mws_count_trigger -= 1
         if level >= 1:
-            self._mw_count_warn += 1
+            self._mws_count_warn += 1
         if level == 2:
-            self._mw_count_trigger += 1
-        self._mw_down[w.symbol] = level
+            self._mws_count_trigger += 1
+        self._mws_down[w.symbol] = level
         return True
 
     def _breadth(self) -> tuple[int, bool, bool]:
@@ -216,12 +294,20 @@ class Guardian:
             return n, False, False
         return n, self._mw_count_trigger >= mw.breadth_fraction * n, self._mw_count_warn >= mw.breadth_fraction * n
 
+    def _slow_breadth(self) -> tuple[bool, bool]:
+        """(trigger, warning) of the long-horizon breadth rule."""
+        n = len(self._mws_down)
+        mw = self.settings.market_wide
+        if self._mws is None or n < mw.min_symbols:
+            return False, False
+        return self._mws_count_trigger >= mw.breadth_fraction * n, self._mws_count_warn >= mw.breadth_fraction * n
+
     # ------------------------------------------------------------------ the rules
     def _evaluate(self, t: int) -> None:
         status = self.breaker.status
         market = self.market.symbols
         # reasons are callables: formatting text on every tick would cost more than the rules
-        trigger: tuple[Callable[[], str], _Reference | None] | None = None
+        trigger: _Fire | None = None
         warn: tuple[Callable[[], str], str, str | None] | None = None  # reason, trigger_type, symbol
         calm = True
         blind: _Reference | None = None
@@ -246,23 +332,47 @@ class Guardian:
                 ref.armed = True
             if d60 >= ref.trigger:
                 if ref.armed and trigger is None:
-                    trigger = (partial(self._drop_reason, ref.symbol, w, ref.k60, d60, 60), ref)
+                    trigger = _Fire(partial(self._drop_reason, ref.symbol, w, ref.k60, d60, 60), ref)
             if d60 >= ref.warn_1h and warn is None:
                 warn = (partial(self._drop_reason, ref.symbol, w, ref.k60, d60, 60), ref.trigger_type, ref.symbol)
             elif d5 >= ref.warn_5m and warn is None:
                 warn = (partial(self._drop_reason, ref.symbol, w, ref.k5, d5, 5), ref.trigger_type, ref.symbol)
             if d60 >= ref.clear_1h or d5 >= ref.clear_5m:
                 calm = False
+            for rule in ref.slow:
+                d = w.long_drop_pct(rule.j)
+                if not rule.armed and (d < rule.clear or w.last_price < rule.disarmed_low):
+                    rule.armed = True
+                if d >= rule.trigger and rule.armed and trigger is None:
+                    trigger = _Fire(partial(self._long_drop_reason, ref.symbol, w, rule, d), ref, rule)
+                if d >= rule.warn and warn is None:
+                    warn = (partial(self._long_drop_reason, ref.symbol, w, rule, d), rule.trigger_type, ref.symbol)
+                if d >= rule.clear:
+                    calm = False
         n, mw_trigger, mw_warn = self._breadth()
         if mw_trigger:
             if self._mw_armed and trigger is None:
-                trigger = (partial(self._breadth_reason, n, self._mw_count_trigger, self._mw_trigger), None)
+                trigger = _Fire(partial(self._breadth_reason, n, self._mw_count_trigger, self._mw_trigger, 60), None)
         elif not self._mw_armed and not mw_warn:
             self._mw_armed = True
         if mw_warn:
             calm = False
             if warn is None:
-                warn = (partial(self._breadth_reason, n, self._mw_count_warn, self._mw_warn), "market_wide", None)
+                warn = (partial(self._breadth_reason, n, self._mw_count_warn, self._mw_warn, 60), "market_wide", None)
+        rule = self._mws
+        if rule is not None:
+            mws_trigger, mws_warn = self._slow_breadth()
+            if mws_trigger:
+                if rule.armed and trigger is None:
+                    trigger = _Fire(partial(self._breadth_reason, n, self._mws_count_trigger, rule.trigger,
+                                            rule.minutes), None, rule)
+            elif not rule.armed and not mws_warn:
+                rule.armed = True
+            if mws_warn:
+                calm = False
+                if warn is None:
+                    warn = (partial(self._breadth_reason, n, self._mws_count_warn, rule.warn, rule.minutes),
+                            rule.trigger_type, None)
         venue: VenueHold | None = None
         for hold in self.venue_holds.values():
             calm = False
@@ -278,7 +388,7 @@ class Guardian:
             # thread); the rules look again on the next tick, from the state as it is now
             log.info("guardian deferred a move: %s", exc)
 
-    def _act(self, t: int, status: BreakerStatus, trigger: tuple[Callable[[], str], _Reference | None] | None,
+    def _act(self, t: int, status: BreakerStatus, trigger: _Fire | None,
              warn: tuple[Callable[[], str], str, str | None] | None, calm: bool, blind: _Reference | None,
              venue: VenueHold | None = None) -> None:
         if status is SAFE or status is WARNING:
@@ -303,8 +413,8 @@ class Guardian:
                 else:
                     self._calm_since = None
         elif status is TRIGGERED:
-            if trigger is not None and self.episode is not None and self._is_fresh(trigger[1], self.episode):
-                self._join_episode(t, trigger[1])  # a second market falling joins the halt it is in
+            if trigger is not None and self.episode is not None and self._is_fresh(trigger.ref, self.episode):
+                self._join_episode(t, trigger)  # a second market falling joins the halt it is in
             if blind is not None and self.episode is not None:
                 self.episode.blind.add(blind.symbol)  # the recovery waits for its data too
             if venue is not None and self.episode is not None:
@@ -326,14 +436,14 @@ class Guardian:
                     f"{new_low} made a new low while recovering", self._details(new_low), self.snapshot(),
                     time_ms=t, symbol=new_low, trigger_type=ep.trigger_type if ep else "new_low",
                 )
-            elif trigger is not None and self._is_fresh(trigger[1], ep):
+            elif trigger is not None and self._is_fresh(trigger.ref, ep):
                 self._trigger(t, trigger)  # a fresh condition, not the one being recovered from
             elif blind is not None:
                 self._trigger_blind(t, blind)
             elif venue is not None:
                 self._trigger_venue(t, venue)
             elif ep is not None and self.settings.auto_resume and not ep.deep(self.settings.deep_level_percent):
-                if calm and warn is None:
+                if calm and warn is None and self._stable(t, ep):
                     if self._recover_calm_since is None:
                         self._recover_calm_since = max(t, self._recovering_since)
                     if t - self._recover_calm_since >= self.settings.recovery.cooldown_minutes * MINUTE_MS:
@@ -350,31 +460,40 @@ class Guardian:
             return not ep.market_wide
         return ref.symbol not in ep.legs
 
-    def _episode_symbols(self, ref: _Reference | None) -> list[str]:
-        return [ref.symbol] if ref is not None else [s for s, lvl in self._mw_down.items() if lvl == 2]
+    def _episode_symbols(self, fire: _Fire) -> list[str]:
+        if fire.ref is not None:
+            return [fire.ref.symbol]
+        down = self._mws_down if fire.slow is not None else self._mw_down
+        return [s for s, lvl in down.items() if lvl == 2]
 
-    def _join_episode(self, t: int, ref: _Reference | None) -> None:
-        ep = self.episode
-        assert ep is not None
-        for s in self._episode_symbols(ref):
+    def _open_legs(self, episode: Episode, t: int, fire: _Fire) -> None:
+        for s in self._episode_symbols(fire):
+            if s in episode.legs:
+                continue
             w = self.market.symbols[s]
-            ep.legs.setdefault(s, _EpisodeLeg(w.last_price, t, w.high(self._k60)))
-        if ref is None:
-            ep.market_wide = True
+            peak = w.long_high(fire.slow.j) if fire.slow is not None else w.high(self._k60)
+            episode.legs[s] = _EpisodeLeg(w.last_price, t, peak, w.sigma_1m_slow())
+        if fire.ref is None:
+            episode.market_wide = True
 
-    def _trigger(self, t: int, trigger: tuple[Callable[[], str], _Reference | None]) -> None:
-        reason_of, ref = trigger
-        symbols = self._episode_symbols(ref)
-        trigger_type, symbol = (ref.trigger_type, ref.symbol) if ref is not None else ("market_wide", None)
+    def _join_episode(self, t: int, fire: _Fire) -> None:
+        assert self.episode is not None
+        self._open_legs(self.episode, t, fire)
+
+    def _trigger(self, t: int, fire: _Fire) -> None:
+        ref = fire.ref
+        if ref is not None:
+            trigger_type = fire.slow.trigger_type if fire.slow is not None else ref.trigger_type
+            symbol: str | None = ref.symbol
+        else:
+            trigger_type = fire.slow.trigger_type if fire.slow is not None else "market_wide"
+            symbol = None
         episode = self.episode if self.breaker.status is RECOVERING and self.episode else Episode(trigger_type, t)
-        for s in symbols:
-            w = self.market.symbols[s]
-            episode.legs.setdefault(s, _EpisodeLeg(w.last_price, t, w.high(self._k60)))
-        episode.market_wide = episode.market_wide or ref is None
+        self._open_legs(episode, t, fire)
         self.episode = episode
         self._follow_episode(t)
-        self.breaker.trigger(reason_of(), self._details(symbol), self.snapshot(), time_ms=t, symbol=symbol,
-                             trigger_type=trigger_type)
+        self.breaker.trigger(fire.reason_of(), self._details(symbol, fire.slow), self.snapshot(), time_ms=t,
+                             symbol=symbol, trigger_type=trigger_type)
 
     def _trigger_blind(self, t: int, ref: _Reference) -> None:
         episode = self.episode if self.breaker.status is RECOVERING and self.episode else Episode("feed_blind", t)
@@ -427,6 +546,17 @@ class Guardian:
                 return False
         return True
 
+    def _stable(self, t: int, ep: Episode) -> bool:
+        """The market has settled: no new low for stable_minutes, volatility back near its
+        pre-crash level (breadth is part of `calm`)."""
+        rec = self.settings.recovery
+        for s, leg in ep.legs.items():
+            if t - leg.trough_time < rec.stable_minutes * MINUTE_MS:
+                return False
+            if leg.pre_sigma > 0 and self.market.symbols[s].sigma_1m() > rec.volatility_multiple * leg.pre_sigma:
+                return False
+        return True
+
     def assess_recovery(self, t: int | None = None) -> dict[str, Any]:
         """The recovery conditions as data (for the journal, the console and the agents)."""
         t = self.last_time_ms if t is None else t
@@ -440,10 +570,16 @@ class Guardian:
             w = self.market.symbols[s]
             minutes_since_low = (t - leg.trough_time) / MINUTE_MS
             rebound = (w.last_price / leg.trough - 1.0) * 100.0
+            sigma = w.sigma_1m()
+            volatility_back = leg.pre_sigma <= 0 or sigma <= rec.volatility_multiple * leg.pre_sigma
             legs[s] = {
                 "trough": leg.trough, "last_price": w.last_price, "minutes_since_low": round(minutes_since_low, 2),
                 "rebound_percent": round(rebound, 3),
                 "met": minutes_since_low >= rec.no_new_low_minutes and rebound >= rec.rebound_percent,
+                # what RECOVERING -> SAFE needs beyond that
+                "stable": minutes_since_low >= rec.stable_minutes and volatility_back,
+                "volatility_1m_percent": round(sigma * 100, 4),
+                "pre_crash_volatility_1m_percent": round(leg.pre_sigma * 100, 4),
             }
         deep = ep.deep(self.settings.deep_level_percent)
         blind = {s: {"data_back": not self.refs[s].stale} for s in sorted(ep.blind)}
@@ -455,6 +591,9 @@ class Guardian:
             "recovery_conditions_met": all(v["met"] for v in legs.values()) and all(
                 v["data_back"] for v in blind.values()) and all(v["released"] for v in held.values()),
             "legs": legs, "blind": blind, **({"venue_holds": held} if held else {}),
+            "breadth_recovered": not self._breadth()[2] and not self._slow_breadth()[1],
+            "stabilisation": {"stable_minutes": rec.stable_minutes, "volatility_multiple": rec.volatility_multiple,
+                              "met": all(v["stable"] for v in legs.values())},
         }
 
     # ------------------------------------------------------------------ start-up on an exchange
@@ -534,11 +673,19 @@ class Guardian:
             # conditions still true at a clear must reset before they fire again
             for ref in self.refs.values():
                 w = self.market.symbols.get(ref.symbol)
-                if w is not None and w.ticks and w.drop_pct(ref.k60) >= ref.clear_1h:
+                if w is None or not w.ticks:
+                    continue
+                if w.drop_pct(ref.k60) >= ref.clear_1h:
                     ref.armed = False
                     ref.disarmed_low = w.low(ref.k60)
+                for rule in ref.slow:
+                    if w.long_drop_pct(rule.j) >= rule.clear:
+                        rule.armed = False
+                        rule.disarmed_low = w.low(ref.k60)
             if self._breadth()[2]:
                 self._mw_armed = False
+            if self._mws is not None and self._slow_breadth()[1]:
+                self._mws.armed = False
         elif change.status is TRIGGERED and change.actor is not Actor.RULE:
             self.episode = None  # an operator's or agent's halt is cleared by the operator
 
@@ -547,20 +694,40 @@ class Guardian:
         return (f"{symbol} down {drop:.2f}% from its {minutes}-minute high "
                 f"({_fmt(w.high(k))} -> {_fmt(w.last_price)})")
 
-    def _breadth_reason(self, n: int, count: int, level: float) -> str:
-        return f"market-wide: {count} of {n} symbols down >= {level:g}% in 60 minutes"
+    def _long_drop_reason(self, symbol: str, w: SymbolWindows, rule: _SlowRule, drop: float) -> str:
+        return (f"{symbol} down {drop:.2f}% from its {rule.label} high "
+                f"({_fmt(w.long_high(rule.j))} -> {_fmt(w.last_price)})")
 
-    def _details(self, symbol: str | None) -> dict[str, Any]:
+    def _breadth_reason(self, n: int, count: int, level: float, minutes: int) -> str:
+        span = "60 minutes" if minutes == 60 else f"{minutes / 60:g} hours"
+        return f"market-wide: {count} of {n} symbols down >= {level:g}% in {span}"
+
+    def _long_drops(self, w: SymbolWindows) -> dict[str, float]:
+        rules = next(iter(self.refs.values())).slow if self.refs else []
+        return {f"drop_{r.label}_percent": round(w.long_drop_pct(r.j), 4) for r in rules}
+
+    def _details(self, symbol: str | None, slow: _SlowRule | None = None) -> dict[str, Any]:
         if symbol is None or symbol not in self.market.symbols:
             n, _, _ = self._breadth()
-            return {"symbols_monitored": n, "down_trigger_level": self._mw_count_trigger,
-                    "down_warning_level": self._mw_count_warn}
+            details: dict[str, Any] = {"symbols_monitored": n, "down_trigger_level": self._mw_count_trigger,
+                                       "down_warning_level": self._mw_count_warn}
+            if self._mws is not None:
+                details.update({f"down_{self._mws.label}_trigger_level": self._mws_count_trigger,
+                                f"down_{self._mws.label}_warning_level": self._mws_count_warn})
+            if slow is not None:
+                details["window_minutes"] = slow.minutes
+            return details
         w = self.market.symbols[symbol]
-        return {
-            "symbol": symbol, "price_from": w.high(self._k60), "price_to": w.last_price,
-            "drop_percent": round(w.drop_pct(self._k60), 4), "drop_5m_percent": round(w.drop_pct(self._k5), 4),
-            "window_minutes": 60, "high_time_ms": w.high_time(self._k60),
+        price_from, minutes = (w.long_high(slow.j), slow.minutes) if slow is not None else (w.high(self._k60), 60)
+        details = {
+            "symbol": symbol, "price_from": price_from, "price_to": w.last_price,
+            "drop_percent": round((price_from - w.last_price) / price_from * 100.0, 4),
+            "drop_5m_percent": round(w.drop_pct(self._k5), 4),
+            "window_minutes": minutes, **self._long_drops(w),
         }
+        if slow is None:
+            details["high_time_ms"] = w.high_time(self._k60)
+        return details
 
     def snapshot(self) -> dict[str, Any]:
         refs = {}
@@ -568,7 +735,7 @@ class Guardian:
             w = self.market.symbols.get(sym)
             if w is not None and w.ticks:
                 refs[sym] = {"price": w.last_price, "drop_60m_percent": round(w.drop_pct(self._k60), 4),
-                             "drop_5m_percent": round(w.drop_pct(self._k5), 4)}
+                             "drop_5m_percent": round(w.drop_pct(self._k5), 4), **self._long_drops(w)}
         n, _, _ = self._breadth()
         return {"references": refs, "symbols_monitored": n, "down_trigger_level": self._mw_count_trigger,
                 "down_warning_level": self._mw_count_warn}

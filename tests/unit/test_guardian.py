@@ -3,8 +3,17 @@ hysteresis, recovery and the operator's clear."""
 
 from __future__ import annotations
 
+import pytest
+
 from core.events import Actor, BreakerStatus, Tick
-from tests.helpers import MIN, SEC, T0, interleave, make_engine, path, states
+from tests.helpers import MIN, SEC, T0, interleave, make_engine, path, states, without_slow_rules
+
+
+@pytest.fixture
+def settings(settings):
+    """These paths test the 60-minute rules; the slow-crash rules (test_slow_crash.py) would
+    fire on some of them first."""
+    return without_slow_rules(settings)
 
 
 def test_triggers_at_exactly_fifteen_percent_from_the_trailing_high(settings):
