@@ -11,6 +11,7 @@ methods below, and everything they show arrives as events on `bus`.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import inspect
 import logging
 import time
@@ -43,6 +44,7 @@ from core.market.state import MarketState
 from core.settings import Settings
 from core.trading.exchange import Exchange
 from core.trading.book_view import EquityCurve, PositionView, position_views
+from core.trading.derisk import ExposurePolicy, PolicyAction, describe, policy_applies
 from core.trading.gate import OrderGate
 from core.trading.orders import Order, OrderStatus, OrderType, Origin, Side, new_client_order_id
 from core.trading.paper import QUOTE, PaperExchange, base_asset
@@ -131,6 +133,11 @@ class Session:
         self.background: list[Callable[[], Any]] = []  # coroutine factories run() starts (and close() stops)
         self.breaker_backend_problem: str | None = None  # "breaker backend unreachable: ..." while it is
         self.approvals.on_status.append(self._pace_for_decisions)
+        self._loop: asyncio.AbstractEventLoop | None = None  # the loop run() runs on (policy orders go there)
+        policy = settings.protection_policy
+        self.policy: ExposurePolicy | None = ExposurePolicy(
+            policy, tuple(settings.circuit_breaker.references), holdings=self._long_holdings,
+            last_price=self._last_price) if policy_applies(policy, live=self.mode == "LIVE") else None
         self.engine.tick_listeners.append(self._on_tick)
         self.engine.on_spike(self._on_spike)
         self.breaker.subscribe(self._on_breaker_change)
@@ -139,6 +146,8 @@ class Session:
     def _on_tick(self, tick: Tick) -> None:
         self.gate.on_market_tick(tick)
         self.approvals.on_price(tick.symbol, tick.price)
+        if self.policy is not None and self.policy.baseline:
+            self._apply_policy(self.policy.on_price(tick.symbol, tick.price, tick.time_ms))
 
     def _on_breaker_change(self, change: BreakerChanged) -> None:
         self.reason("guardian", "reason", f"{change.previous.value} -> {change.status.value}: {change.reason}"
@@ -150,6 +159,49 @@ class Session:
         if self.journal is not None:
             self._breaker_rows[change.epoch] = self.journal.enqueue_breaker_change(
                 change, self.breaker.snapshot().to_dict())
+        if self.policy is not None:
+            self._apply_policy(self.policy.on_breaker(change))
+
+    # ------------------------------------------------------------------ the de-risking policy
+    def _long_holdings(self) -> dict[str, float]:
+        return {s: p.quantity for s, p in self.portfolio.positions().items() if p.quantity > 0}
+
+    def _last_price(self, symbol: str) -> float | None:
+        w = self.engine.market.symbols.get(symbol)
+        return w.last_price if w is not None and w.ticks else None
+
+    def policy_line(self, short: bool = False) -> str:
+        """The banner's words: the policy's tiers and, while it holds exposure back, how much."""
+        line = describe(self.settings.protection_policy, self.policy is not None, short)
+        if self.policy is not None and self.policy.baseline:
+            line += f" @{self.policy.exposure:.0%}" if short else f"; holding {self.policy.exposure:.0%}"
+        return line
+
+    def _apply_policy(self, action: PolicyAction | None) -> None:
+        """Journal the policy's decision (actor=policy) and send its orders through the gate.
+        A breaker change may come from any thread: the orders go to the session's loop."""
+        if action is None:
+            return
+        details = action.details()
+        self.history.on_action(f"policy_{action.kind}", action.reason, details, "policy", action.time_ms)
+        self.reason("guardian", "reason", f"policy: {action.reason}", action.time_ms)
+        if self.journal is not None:
+            self.journal.enqueue_operator_action(f"policy_{action.kind}", action.reason, details, actor="policy",
+                                                 time_ms=action.time_ms)
+        loop = self._loop
+        if loop is None:
+            with contextlib.suppress(RuntimeError):  # not on a loop: nothing can trade
+                loop = asyncio.get_running_loop()
+        if loop is None or loop.is_closed() or not action.orders:
+            return
+        loop.call_soon_threadsafe(lambda: self._spawn(self._send_policy_orders(action)))
+
+    async def _send_policy_orders(self, action: PolicyAction) -> None:
+        for order in action.orders:
+            done = await self.gate.submit(order)
+            if done.status is OrderStatus.DENIED:
+                self.alert("policy", f"policy {action.kind}: {order.side.value} {order.symbol} refused: {done.reason}",
+                           symbol=order.symbol)
 
     def _pace_for_decisions(self, *_: Any) -> None:
         """A sim or replay slows to `testing.decision_speed` while a proposal waits, and goes
@@ -435,7 +487,7 @@ class Session:
         return await self.venue.start(confirm_live)
 
     async def run(self, on_batch: Callable[[], None] | None = None) -> None:
-        loop = asyncio.get_running_loop()
+        loop = self._loop = asyncio.get_running_loop()
         self.bus.bind_loop(loop)
         if self.journal is None and self.journal_path is not None:
             await self.open_journal(self.journal_path, key=self._journal_key, force=self._journal_force)

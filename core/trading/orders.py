@@ -57,7 +57,8 @@ class Origin(str, enum.Enum):
     OPERATOR = "operator"
     RETRY = "retry"
     RECONCILE = "reconcile"
-    PROTECTION = "protection"  # the replay's protective flatten
+    PROTECTION = "protection"  # the replay's counterfactual books
+    POLICY = "policy"  # the de-risking policy (core.trading.derisk)
 
 
 def new_client_order_id(prefix: str = "sg") -> str:

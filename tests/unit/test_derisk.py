@@ -1,0 +1,105 @@
+"""The de-risking policy's decisions: cuts at once, re-entry only after a confirmed recovery,
+in steps, never beyond what it cut."""
+
+from __future__ import annotations
+
+from core.events import Actor, BreakerChanged, BreakerStatus
+from core.settings import ProtectionPolicySettings, ReEntry
+from core.trading.derisk import ExposurePolicy, describe, policy_applies
+from core.trading.orders import Origin, Side
+
+MIN = 60_000
+S, W, T, R = BreakerStatus.SAFE, BreakerStatus.WARNING, BreakerStatus.TRIGGERED, BreakerStatus.RECOVERING
+
+
+def change(status: BreakerStatus, t: int) -> BreakerChanged:
+    return BreakerChanged(epoch=1, previous=S, status=status, reason="test", actor=Actor.RULE, time_ms=t)
+
+
+class Book:
+    def __init__(self, **held: float) -> None:
+        self.held = dict(held)
+        self.prices = {"BTCUSDT": 100.0, "ETHUSDT": 10.0}
+
+    def fill(self, action) -> None:
+        for o in action.orders:
+            self.held[o.symbol] = self.held.get(o.symbol, 0.0) + (o.quantity if o.side is Side.BUY else -o.quantity)
+
+
+def policy(book: Book, **kw) -> ExposurePolicy:
+    settings = ProtectionPolicySettings(**{"warning_exposure": 0.5, "recovering_exposure": 0.5,
+                                           "reentry": ReEntry(confirm_minutes=30, steps=2), **kw})
+    return ExposurePolicy(settings, ("BTCUSDT",), holdings=lambda: dict(book.held),
+                          last_price=book.prices.get)
+
+
+def test_a_warning_cuts_to_its_fraction_and_a_trigger_flattens_reduce_only():
+    book = Book(BTCUSDT=2.0, ETHUSDT=10.0)
+    p = policy(book)
+    cut = p.on_breaker(change(W, 0))
+    assert [(o.symbol, o.side, o.quantity, o.reduce_only, o.origin) for o in cut.orders] == [
+        ("BTCUSDT", Side.SELL, 1.0, True, Origin.POLICY), ("ETHUSDT", Side.SELL, 5.0, True, Origin.POLICY)]
+    book.fill(cut)
+    flat = p.on_breaker(change(T, MIN))
+    assert [(o.symbol, o.quantity) for o in flat.orders] == [("BTCUSDT", 1.0), ("ETHUSDT", 5.0)]
+    assert all(o.reduce_only for o in flat.orders)
+    assert p.exposure == 0.0 and p.baseline == {"BTCUSDT": 2.0, "ETHUSDT": 10.0}
+
+
+def test_a_floor_keeps_part_of_the_position():
+    book = Book(BTCUSDT=2.0)
+    p = policy(book, triggered_exposure=0.25)
+    book.fill(p.on_breaker(change(T, 0)))
+    assert book.held["BTCUSDT"] == 0.5
+
+
+def test_re_entry_waits_for_the_confirmation_and_a_new_low_restarts_it():
+    book = Book(BTCUSDT=2.0)
+    p = policy(book)
+    book.fill(p.on_breaker(change(T, 0)))
+    assert p.on_price("BTCUSDT", 80.0, 5 * MIN) is None  # the trough
+    p.on_breaker(change(R, 20 * MIN))
+    assert p.on_price("BTCUSDT", 85.0, 49 * MIN) is None  # 29 minutes of RECOVERING
+    assert p.on_price("BTCUSDT", 79.0, 50 * MIN) is None  # a new low: the wait starts again
+    assert p.on_price("BTCUSDT", 85.0, 79 * MIN) is None
+    step = p.on_price("BTCUSDT", 85.0, 80 * MIN)
+    assert step is not None and step.kind == "reenter"
+    assert [(o.side, o.quantity, o.reduce_only) for o in step.orders] == [(Side.BUY, 1.0, False)]
+    book.fill(step)
+    # RECOVERING allows half: no more until SAFE
+    assert p.on_price("BTCUSDT", 90.0, 200 * MIN) is None
+    p.on_breaker(change(S, 210 * MIN))
+    assert p.on_price("BTCUSDT", 90.0, 239 * MIN) is None
+    last = p.on_price("BTCUSDT", 90.0, 240 * MIN)
+    assert [(o.side, o.quantity) for o in last.orders] == [(Side.BUY, 1.0)]
+    book.fill(last)
+    assert book.held["BTCUSDT"] == 2.0 and p.baseline == {} and p.exposure == 1.0
+
+
+def test_it_never_buys_beyond_the_baseline_or_back_what_the_operator_sold():
+    book = Book(BTCUSDT=2.0)
+    p = policy(book, recovering_exposure=1.0, reentry=ReEntry(confirm_minutes=0, steps=1))
+    book.fill(p.on_breaker(change(W, 0)))
+    book.held["BTCUSDT"] = 1.5  # the operator bought some back by hand
+    p.on_breaker(change(S, MIN))
+    step = p.on_price("BTCUSDT", 100.0, 2 * MIN)
+    assert [(o.side, o.quantity) for o in step.orders] == [(Side.BUY, 0.5)]
+
+
+def test_a_worse_state_while_waiting_cancels_the_wait():
+    book = Book(BTCUSDT=2.0)
+    p = policy(book)
+    book.fill(p.on_breaker(change(W, 0)))
+    p.on_breaker(change(S, MIN))
+    p.on_breaker(change(W, 10 * MIN))  # back to WARNING: exposure 0.5 already, nothing to cut
+    assert p.on_price("BTCUSDT", 100.0, 60 * MIN) is None
+    assert p.better_since is None
+
+
+def test_live_needs_the_operator_and_the_banner_says_so():
+    s = ProtectionPolicySettings()
+    assert policy_applies(s, live=False) and not policy_applies(s, live=True)
+    assert policy_applies(s.model_copy(update={"live": True}), live=True)
+    assert not policy_applies(s.model_copy(update={"enabled": False}), live=False)
+    assert describe(s, True).startswith("de-risking: WARNING keep 0%, TRIGGERED flatten")
+    assert describe(s, False) == "de-risking off"
