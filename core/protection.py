@@ -1,15 +1,25 @@
-"""Capital protection, measured: two long-exposure paper books over the same replay.
+"""Capital protection, measured: counterfactual paper books over the same replay.
 
-Book "with breaker" holds the replayed symbols and flattens when the breaker trips (as
-an operator following it would), then re-enters when it is SAFE again. Book "without"
-holds throughout. Both trade on paper exchanges with the same fees, spread, slippage and
-depth as the product's, through order gates with the product's breaker policy (the
-"without" book's gate sees a breaker that never moves). The books are counterfactual, so
-they are not journaled.
+Each book trades on its own paper exchange with the product's fees, spread, slippage and
+depth, through its own order gate with the product's breaker policy. A book "without" the
+breaker has a gate whose breaker never moves. The books are counterfactual, so they are
+not journaled.
 
-capital_saved is the protected book's equity minus the unprotected one's at the
-unprotected book's lowest point; the difference at the end is reported as it is, also
-when it is negative (the protected book may miss a rebound).
+- passive: the replayed symbols bought at the start and held (equal shares of capital).
+- flatten_at_trigger: the passive book sold at TRIGGERED and bought back at SAFE (the
+  plain reading of the breaker; the report's first keys describe it and passive).
+- policy: the passive book under the de-risking tiers (core.trading.derisk) with the
+  configured protection_policy.
+- dip_buyer_with_breaker / dip_buyer_without_breaker: a bot that buys DIP_NOTIONAL_USD of
+  a symbol each time it trades DIP_STEP_PERCENT below its last buy (or its first price),
+  within the gate's order, position and open-position caps. With the breaker it does not
+  enter in WARNING or TRIGGERED (and the gate enforces TRIGGERED); without, it keeps buying.
+  The loss limits are lifted for both bots: they would stop both at the same point, and
+  the comparison is of the breaker.
+
+capital_saved is the flatten book's equity minus the passive one's at the passive book's
+lowest point; the difference at the end is reported as it is, also when it is negative
+(a protected book may miss a rebound).
 """
 
 from __future__ import annotations
@@ -21,10 +31,15 @@ from core.breaker.state import CircuitBreakerState
 from core.events import BreakerChanged, BreakerStatus, Tick, iso_utc
 from core.market.state import MarketState
 from core.settings import Settings
+from core.trading.derisk import ExposurePolicy, PolicyAction
 from core.trading.gate import OrderGate
-from core.trading.orders import Order, OrderType, Origin, Side
+from core.trading.orders import Fill, Order, OrderStatus, OrderType, Origin, Side
 from core.trading.paper import PaperExchange
 from core.trading.portfolio import Portfolio
+
+DIP_NOTIONAL_USD = 250.0
+DIP_STEP_PERCENT = 3.0
+_ENTRY_BUDGET = 0.995  # of the cash per symbol: room for fees and slippage
 
 
 @dataclass
@@ -41,9 +56,14 @@ class _Book:
     low: float = float("inf")
     low_time: int | None = None
     denied: int = 0
+    orders: int = 0
+    round_trips: int = 0  # a buy of a symbol the book sold before
+    _sold: set[str] = field(default_factory=set)
 
-    def on_fill(self, fill) -> None:
+    def on_fill(self, fill: Fill) -> None:
         self.qty[fill.symbol] = self.portfolio.quantity(fill.symbol)
+        if fill.side is Side.SELL:
+            self._sold.add(fill.symbol)
         self.recompute()
 
     def recompute(self) -> None:
@@ -61,6 +81,31 @@ class _Book:
             dd = (self.peak - self.equity) / self.peak * 100.0
             if dd > self.max_drawdown:
                 self.max_drawdown = dd
+        if self.equity < self.low:
+            self.low, self.low_time = self.equity, t
+
+    def submit(self, order: Order) -> Order:
+        if order.side is Side.BUY and order.symbol in self._sold:
+            self._sold.discard(order.symbol)
+            self.round_trips += 1
+        done = self.gate.submit_now(order)
+        self.orders += 1
+        if done.status is OrderStatus.DENIED:
+            self.denied += 1
+        return done
+
+    def summary(self) -> dict[str, Any]:
+        self.recompute()
+        return {
+            "max_drawdown_pct": round(self.max_drawdown, 3),
+            "equity_end": round(self.equity, 2),
+            "lowest_equity": round(min(self.low, self.equity), 2),
+            "lowest_equity_time": iso_utc(self.low_time),
+            "fees": round(self.portfolio.fees_paid, 2),
+            "round_trips": self.round_trips,
+            "orders": self.orders,
+            "orders_denied": self.denied,
+        }
 
 
 class ProtectionStudy:
@@ -70,23 +115,37 @@ class ProtectionStudy:
         self.breaker = breaker
         self.symbols = symbols
         self.capital = settings.execution.paper.starting_balance_usd
-        # the books trade the whole capital: per-order caps belong to the live desk, not to the study
-        risk = settings.risk_management.model_copy(update={
+        # the holding books trade the whole capital: per-order caps belong to the live desk, not to the study
+        lifted = settings.risk_management.model_copy(update={
             "max_order_notional_usd": self.capital * 10, "max_position_notional_usd": self.capital * 10,
             "max_order_quantity": {}, "max_open_positions": max(1, len(symbols)), "max_orders_per_minute": 10_000,
             "daily_loss_limit_usd": self.capital * 10, "weekly_loss_limit_usd": self.capital * 10,
             "warning_size_factor": 1.0, "recovering_size_factor": 1.0,
         })
+        bot_caps = settings.risk_management.model_copy(update={
+            "daily_loss_limit_usd": self.capital * 10, "weekly_loss_limit_usd": self.capital * 10,
+            "max_orders_per_minute": 10_000,
+        })
+        never = CircuitBreakerState()  # a breaker that never moves
         self.books = {
-            "with": self._book("with", settings, risk, breaker, clock),
-            "without": self._book("without", settings, risk, CircuitBreakerState(), clock),
+            "passive": self._book("passive", settings, lifted, never, clock),
+            "flatten_at_trigger": self._book("flatten_at_trigger", settings, lifted, breaker, clock),
+            "policy": self._book("policy", settings, lifted, breaker, clock),
+            "dip_buyer_with_breaker": self._book("dip_buyer_with_breaker", settings, bot_caps, breaker, clock),
+            "dip_buyer_without_breaker": self._book("dip_buyer_without_breaker", settings, bot_caps, never, clock),
         }
-        self.entered: dict[str, set[str]] = {"with": set(), "without": set()}
+        self._holders = ("passive", "flatten_at_trigger", "policy")
+        self.entered: dict[str, set[str]] = {name: set() for name in self._holders}
+        policy_book = self.books["policy"]
+        self.policy = ExposurePolicy(settings.protection_policy, tuple(settings.circuit_breaker.references),
+                                     holdings=lambda: dict(policy_book.qty),
+                                     last_price=self._last_price)
+        self._dip_ref: dict[str, dict[str, float]] = {"dip_buyer_with_breaker": {}, "dip_buyer_without_breaker": {}}
         self.flattened_at: list[str] = []
         self.reentered_at: list[str] = []
         self.flat = False
         self.now = 0
-        self._with_at_low = self.capital
+        self._flatten_at_low = self.capital
         breaker.subscribe(self._on_breaker)
 
     def _book(self, name: str, settings: Settings, risk, breaker: CircuitBreakerState, clock) -> _Book:
@@ -97,63 +156,83 @@ class ProtectionStudy:
         gate.fill_listeners.append(book.on_fill)
         return book
 
+    def _last_price(self, symbol: str) -> float | None:
+        w = self.market.symbols.get(symbol)
+        return w.last_price if w is not None and w.ticks else None
+
     # ------------------------------------------------------------------ ticks
     def on_tick(self, tick: Tick) -> None:
-        self.now = tick.time_ms
+        self.now = t = tick.time_ms
+        symbol, price = tick.symbol, tick.price
         for name, book in self.books.items():
             book.gate.on_market_tick(tick)
-            book.mark(tick.symbol, tick.price, tick.time_ms)
-            if tick.symbol not in self.entered[name] and not (name == "with" and self.flat):
-                self._enter(book, name, tick.symbol)
-        without = self.books["without"]
-        if without.equity < without.low:
-            without.low, without.low_time = without.equity, tick.time_ms
-            self._with_at_low = self.books["with"].equity
+            book.mark(symbol, price, t)
+        for name in self._holders:
+            if symbol not in self.entered[name] and not (name == "flatten_at_trigger" and self.flat):
+                self._enter(self.books[name], name, symbol)
+        self._apply(self.policy.on_price(symbol, price, t))
+        self._dip(symbol, price)
+        passive = self.books["passive"]
+        if passive.low_time == t and passive.low == passive.equity:
+            self._flatten_at_low = self.books["flatten_at_trigger"].equity
 
     def _enter(self, book: _Book, name: str, symbol: str) -> None:
         remaining = [s for s in self.symbols if s not in self.entered[name]]
-        budget = book.portfolio.cash / max(1, len(remaining)) * 0.995  # leave room for fees and slippage
+        budget = book.portfolio.cash / max(1, len(remaining)) * _ENTRY_BUDGET
         price = self.market.symbols[symbol].last_price
         qty = budget / price
         if qty <= 0:
             return
-        order = book.gate.submit_now(Order(symbol=symbol, side=Side.BUY, type=OrderType.MARKET, quantity=qty,
-                                           origin=Origin.PROTECTION))
-        if order.status.value == "DENIED":
-            book.denied += 1
-            return
-        self.entered[name].add(symbol)
+        order = book.submit(Order(symbol=symbol, side=Side.BUY, type=OrderType.MARKET, quantity=qty,
+                                  origin=Origin.PROTECTION))
+        if order.status is not OrderStatus.DENIED:
+            self.entered[name].add(symbol)
+
+    def _dip(self, symbol: str, price: float) -> None:
+        blocked = self.breaker.status in (BreakerStatus.WARNING, BreakerStatus.TRIGGERED)
+        for name, refs in self._dip_ref.items():
+            ref = refs.get(symbol)
+            if ref is None:
+                refs[symbol] = price
+                continue
+            if price > ref * (1.0 - DIP_STEP_PERCENT / 100.0) or (blocked and name == "dip_buyer_with_breaker"):
+                continue
+            order = self.books[name].submit(Order(symbol=symbol, side=Side.BUY, type=OrderType.MARKET,
+                                                  quantity=DIP_NOTIONAL_USD / price, origin=Origin.PROTECTION))
+            if order.status is not OrderStatus.DENIED:
+                refs[symbol] = price
 
     # ------------------------------------------------------------------ the breaker
+    def _apply(self, action: PolicyAction | None) -> None:
+        if action is not None:
+            for order in action.orders:
+                self.books["policy"].submit(order)
+
     def _on_breaker(self, change: BreakerChanged) -> None:
-        book = self.books["with"]
+        self._apply(self.policy.on_breaker(change))
+        book = self.books["flatten_at_trigger"]
         if change.status is BreakerStatus.TRIGGERED and not self.flat:
             self.flat = True
             self.flattened_at.append(iso_utc(change.time_ms))
             for symbol in list(book.qty):
                 qty = book.portfolio.quantity(symbol)
                 if qty > 0:
-                    order = book.gate.submit_now(Order(
-                        symbol=symbol, side=Side.SELL, type=OrderType.MARKET, quantity=qty, reduce_only=True,
-                        origin=Origin.PROTECTION))
-                    if order.status.value == "DENIED":
-                        book.denied += 1
+                    book.submit(Order(symbol=symbol, side=Side.SELL, type=OrderType.MARKET, quantity=qty,
+                                      reduce_only=True, origin=Origin.PROTECTION))
         elif change.status is BreakerStatus.SAFE and self.flat:
             self.flat = False
             self.reentered_at.append(iso_utc(change.time_ms))
-            self.entered["with"].clear()
+            self.entered["flatten_at_trigger"].clear()
             held = [s for s in self.symbols if s in self.market.symbols and self.market.symbols[s].ticks]
             for symbol in held:
-                self._enter(book, "with", symbol)
+                self._enter(book, "flatten_at_trigger", symbol)
 
     # ------------------------------------------------------------------ the figures
     def report(self) -> dict[str, Any]:
-        w, wo = self.books["with"], self.books["without"]
-        for book in (w, wo):
-            book.recompute()
-        with_at_low = self._with_at_low
+        books = {name: book.summary() for name, book in self.books.items()}
+        w, wo = self.books["flatten_at_trigger"], self.books["passive"]
         return {
-            "capital_saved": round(with_at_low - wo.low, 2) if wo.low_time is not None else 0.0,
+            "capital_saved": round(self._flatten_at_low - wo.low, 2) if wo.low_time is not None else 0.0,
             "max_drawdown_with_breaker_pct": round(w.max_drawdown, 3),
             "max_drawdown_without_pct": round(wo.max_drawdown, 3),
             "equity_difference_at_end": round(w.equity - wo.equity, 2),
@@ -166,4 +245,7 @@ class ProtectionStudy:
             "flattened_at": self.flattened_at,
             "reentered_at": self.reentered_at,
             "orders_denied": w.denied + wo.denied,
+            "books": books,
+            "policy_actions": [{"time": iso_utc(a.time_ms), "kind": a.kind, "reason": a.reason, **a.details()}
+                               for a in self.policy.actions],
         }
