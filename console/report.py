@@ -52,23 +52,33 @@ def print_report(report: dict[str, Any], title: str, console: Console | None = N
             where = f"{ex['file']}:{ex['line']}" if ex["line"] is not None else ex["file"]
             console.print(f"  {where}: {ex['error']}")
     if "protection" in report:
+        console.print(protection_table(report["protection"]))
         p = report["protection"]
-        t = Table(title="Capital protection (two long paper books, after fees and slippage)")
-        t.add_column("")
-        t.add_column("with breaker", justify="right")
-        t.add_column("without", justify="right")
-        t.add_row("max drawdown", f"{p['max_drawdown_with_breaker_pct']:.2f}%", f"{p['max_drawdown_without_pct']:.2f}%")
-        t.add_row("equity at end", f"{p['equity_with_breaker_end']:,.2f}", f"{p['equity_without_end']:,.2f}")
-        t.add_row("fees", f"{p['fees_with_breaker']:,.2f}", f"{p['fees_without']:,.2f}")
-        console.print(t)
-        console.print(f"capital saved at the unprotected book's lowest point ({_short(p['lowest_point_time'] or '-')}): "
-                      f"{p['capital_saved']:+,.2f} USD; equity difference at the end: "
-                      f"{p['equity_difference_at_end']:+,.2f} USD"
-                      + (" (the protected book missed the rebound)" if p["equity_difference_at_end"] < 0 else ""))
+        console.print(f"capital saved at the passive book's lowest point ({_short(p['lowest_point_time'] or '-')}) "
+                      f"by flattening at TRIGGERED: {p['capital_saved']:+,.2f} USD")
     if "proposals" in report:
         console.print(_desk_line(report), highlight=False)
     if stats.get("journal"):
         console.print(f"journal: {stats['journal']}")
+
+
+BOOK_TITLES = {"passive": "passive", "flatten_at_trigger": "flatten at trigger", "policy": "de-risking policy",
+               "dip_buyer_with_breaker": "dip buyer, breaker", "dip_buyer_without_breaker": "dip buyer, none"}
+
+
+def protection_table(protection: dict[str, Any], title: str = "Capital protection") -> Table:
+    """The protection books side by side (paper, after fees, spread and slippage)."""
+    t = Table(title=f"{title} (paper books after fees, spread and slippage)")
+    t.add_column("")
+    books = protection["books"]
+    for name in books:
+        t.add_column(BOOK_TITLES.get(name, name), justify="right")
+    t.add_row("max drawdown", *(f"{b['max_drawdown_pct']:.2f}%" for b in books.values()))
+    t.add_row("lowest equity", *(f"{b['lowest_equity']:,.2f}" for b in books.values()))
+    t.add_row("equity at end", *(f"{b['equity_end']:,.2f}" for b in books.values()))
+    t.add_row("fees", *(f"{b['fees']:,.2f}" for b in books.values()))
+    t.add_row("round trips", *(str(b["round_trips"]) for b in books.values()))
+    return t
 
 
 def _desk_line(report: dict[str, Any]) -> str:
