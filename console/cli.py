@@ -123,6 +123,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("files", nargs="+", metavar="FILE", help="Binance kline or aggTrades CSV files")
     p.add_argument("--symbol", metavar="SYMBOL", default=None,
                    help="the symbol of a single FILE whose name does not say it (e.g. BTCUSDT)")
+    p.add_argument("--shadow", action="append", default=[], metavar="FILE.yaml",
+                   help="run this breaker config (circuit_breaker and protection_policy keys) as a shadow beside "
+                        "the real one; a `shadows:` mapping holds several; repeatable")
+    p.add_argument("--shadow-set", action="append", default=[], metavar="KEY=VALUE",
+                   help="one more shadow with these changes (repeatable: together they make one shadow)")
+
+    p = sub.add_parser("tune", parents=[common], help="sweep a grid of breaker settings over a folder of CSV files")
+    p.add_argument("folder", metavar="FOLDER", help="a folder of Binance kline or aggTrades CSV files")
+    p.add_argument("--grid", action="append", default=[], metavar="KEY=V1,V2,...",
+                   help="a breaker setting and its values (repeatable: the grid is every combination)")
+    p.add_argument("--csv", metavar="FILE", default=None, help="write the scores to FILE as CSV")
+    p.add_argument("--json", action="store_true", help="print exactly one JSON object to stdout")
 
     p = sub.add_parser("simulate", parents=[common], help="run the engine headless over a sim scenario")
     p.add_argument("--scenario", default="flash-crash", help="calm, flash-crash, slow-bleed, pump-and-dump, "
@@ -357,8 +369,38 @@ def cmd_replay(args: argparse.Namespace, loaded: Any, paths: Any) -> int:
         loaded.settings = loaded.settings.model_copy(update={"execution": loaded.settings.execution.model_copy(
             update={"auto_approve_paper": True})})
     journal = journal_choice(args, paths) if args.db else None
+    from core.shadow import load_shadows
+
+    shadows = load_shadows(loaded.settings, [Path(f) for f in args.shadow], args.shadow_set)
     return _run_headless(args, loaded, built.feed, title=", ".join(Path(f).name for f in args.files),
-                         journal=journal)
+                         journal=journal, shadows=shadows)
+
+
+def cmd_tune(args: argparse.Namespace, loaded: Any, paths: Any) -> int:
+    from console.tuning import TuneError, csv_files, parse_grid, print_tune, sweep, write_csv
+
+    try:
+        grid = parse_grid(args.grid)
+        files = csv_files(Path(args.folder))
+        scores = sweep(loaded.settings, files, grid, progress=None if args.json or not sys.stderr.isatty() else
+                       lambda n, path: print(f"[{n + 1}/{len(files)}] {path.name}", file=sys.stderr))
+        if args.csv:
+            write_csv(scores, Path(args.csv))
+    except TuneError as exc:
+        raise UsageError(str(exc)) from None
+    if args.json:
+        import orjson
+
+        sys.stdout.buffer.write(orjson.dumps({"files": [p.name for p in files],
+                                              "points": [s.row() for s in scores]}) + b"\n")
+        sys.stdout.flush()
+    else:
+        from rich.console import Console
+
+        print_tune(scores, len(files), Console())
+        if args.csv:
+            print(f"scores written to {args.csv}")
+    return EXIT_OK
 
 
 def cmd_simulate(args: argparse.Namespace, loaded: Any, paths: Any) -> int:
@@ -381,7 +423,8 @@ def _feed(loaded: Any, choice: Any) -> Any:
         raise UsageError(str(exc)) from None
 
 
-def _run_headless(args: argparse.Namespace, loaded: Any, feed: Any, title: str, journal: Any = None) -> int:
+def _run_headless(args: argparse.Namespace, loaded: Any, feed: Any, title: str, journal: Any = None,
+                  shadows: list | None = None) -> int:
     """Run, print the report, and fail (exit 1, one line) when the journal could not keep it."""
     from core.headless import run_headless
     from core.journal import JournalError
@@ -393,7 +436,8 @@ def _run_headless(args: argparse.Namespace, loaded: Any, feed: Any, title: str, 
             loaded.settings, feed, progress=progress_cb, agents=getattr(args, "agents", False),
             llm=getattr(args, "llm", None), db_path=journal.path if journal else None,
             journal_key=journal.key if journal else None, journal_force=journal.force if journal else False,
-            provider_errors=lambda line: print(one_line(f"provider error: {line}", 300), file=sys.stderr)))
+            provider_errors=lambda line: print(one_line(f"provider error: {line}", 300), file=sys.stderr),
+            shadows=shadows))
     except JournalError as exc:
         raise UsageError(str(exc)) from None
     finally:
@@ -593,7 +637,7 @@ def cmd_guardian(args: argparse.Namespace, loaded: Any, paths: Any) -> int:
 
 _COMMANDS = {"config": cmd_config, "replay": cmd_replay, "simulate": cmd_simulate, "console": cmd_console,
              "db": cmd_db, "audit": cmd_audit, "serve": cmd_serve, "data": cmd_data, "agents": cmd_agents,
-             "breaker": cmd_breaker, "guardian": cmd_guardian}
+             "breaker": cmd_breaker, "guardian": cmd_guardian, "tune": cmd_tune}
 
 
 if __name__ == "__main__":

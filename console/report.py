@@ -56,6 +56,10 @@ def print_report(report: dict[str, Any], title: str, console: Console | None = N
         p = report["protection"]
         console.print(f"capital saved at the passive book's lowest point ({_short(p['lowest_point_time'] or '-')}) "
                       f"by flattening at TRIGGERED: {p['capital_saved']:+,.2f} USD")
+    if "shadows" in report:
+        from console.tuning import print_shadows
+
+        print_shadows(report["shadows"], console)
     if "proposals" in report:
         console.print(_desk_line(report), highlight=False)
     if stats.get("journal"):

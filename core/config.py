@@ -327,6 +327,40 @@ def load_config(
     return LoadedConfig(settings=settings, sources=sources, origin=origin)
 
 
+SHADOW_SECTIONS = ("circuit_breaker", "protection_policy")  # what a shadow breaker may change
+
+
+def shadow_variant(settings: Settings, layer: Mapping[str, Any] | None = None, overrides: list[str] | None = None,
+                   label: str = "--shadow") -> Settings:
+    """The settings with one shadow breaker's changes: a config layer (a --shadow file) and
+    KEY=VALUE overrides (--shadow-set), limited to SHADOW_SECTIONS so the shadow shares the
+    real breaker's market windows. Raises ConfigError with one line naming the key."""
+    data = settings.model_dump(mode="json")
+    origin: dict[str, str] = {}
+    for top in (layer or {}):
+        if top not in SHADOW_SECTIONS:
+            raise ConfigError(f"{label}: {top}: a shadow may change only {' and '.join(SHADOW_SECTIONS)}")
+    data = _deep_merge(data, layer or {})
+    for dotted in _flatten(layer or {}):
+        origin[dotted] = label
+    for item in overrides or []:
+        key, sep, raw = item.partition("=")
+        key = key.strip()
+        if not sep or not key:
+            raise ConfigError(f"--shadow-set {item!r}: expected KEY=VALUE, for example "
+                              f"circuit_breaker.references.BTCUSDT.dump_1h_percent=12")
+        if key.split(".")[0] not in SHADOW_SECTIONS:
+            raise ConfigError(f"--shadow-set {key}: a shadow may change only {' and '.join(SHADOW_SECTIONS)}")
+        one: dict[str, Any] = {}
+        _set_dotted(one, key, _scalar(raw, f"--shadow-set {key}"))
+        data = _deep_merge(data, one)
+        origin[key] = f"--shadow-set {key}"
+    try:
+        return Settings.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(_format_validation_error(exc, origin)) from None
+
+
 def redacted_dump(settings: Settings) -> dict[str, Any]:
     """The settings as plain data with every secret masked: safe to log or show."""
     data = settings.model_dump(mode="json")

@@ -65,6 +65,8 @@ class Engine:
         self.guardian = Guardian(settings.circuit_breaker, self.market, self.breaker, feed.cadence_ms,
                                  realtime=feed.realtime)
         self.scanner = Scanner(settings.spike_detection, self.market, self._on_spike)
+        # shadow breakers' guardians (core.shadow): the same windows, their own breakers, never acting
+        self.shadow_guardians: list[Guardian] = []
         self.latency = LatencyRecorder(settings.performance.decision_latency_sample)
         self.ticks = 0
         self.rejected_ticks = 0
@@ -118,6 +120,7 @@ class Engine:
         scanner_tick = scanner.on_tick
         record = self.latency.record
         listeners = self.tick_listeners
+        shadows = self.shadow_guardians
         clock = time.perf_counter_ns
         for ev in events:
             if type(ev) is Tick:
@@ -144,6 +147,9 @@ class Engine:
                 scanner_tick(w, t)
                 self.ticks += 1
                 record(clock() - t0)
+                if shadows:
+                    for g in shadows:
+                        g.on_tick(w, t)
                 if listeners:
                     for fn in listeners:
                         fn(ev)
@@ -166,6 +172,8 @@ class Engine:
             elif type(ev) is SymbolEnded:
                 self.market.ended.add(ev.symbol)
                 self.guardian.on_symbol_ended(ev.symbol)
+                for g in self.shadow_guardians:
+                    g.on_symbol_ended(ev.symbol)
             elif type(ev) is FeedHealth:
                 previous = self.feed_health.get(ev.stream)
                 self.feed_health[ev.stream] = ev
@@ -215,7 +223,10 @@ class Engine:
         """Wall-clock stale check for live feeds (a silent websocket sends no ticks to check on)."""
         while True:
             await asyncio.sleep(self.clock_interval_s)
-            self.guardian.on_clock(self.wall_ms())
+            now = self.wall_ms()
+            self.guardian.on_clock(now)
+            for g in self.shadow_guardians:
+                g.on_clock(now)
 
     def stop(self) -> None:
         self.feed.stop()

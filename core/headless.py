@@ -17,6 +17,7 @@ from core.events import BreakerChanged, SpikeDetected, iso_utc
 from core.market.feed import Feed
 from core.protection import ProtectionStudy
 from core.session import Session
+from core.shadow import attach_shadows, long_minutes_of
 from core.settings import Settings
 from core.wiring import JournalChoice, build_session
 
@@ -53,19 +54,24 @@ async def run_headless(
     journal_key: bytes | None = None,
     journal_force: bool = False,
     provider_errors: Callable[[str], None] | None = None,
+    shadows: list[tuple[str, Settings]] | None = None,
 ) -> tuple[Session, dict[str, Any]]:
     """Run a finite feed through a whole session. With `agents`, the crew answers every
     spike (the feed waits while a crew runs, so each crew reads the market at its spike).
 
     A journal that could not write everything by the end (a full disk) is reported in
     `stats.journal_error`, and the rows it holds are counted in `stats.journal_unwritten`:
-    the run's record is incomplete, and the command says so and fails."""
+    the run's record is incomplete, and the command says so and fails.
+
+    `shadows` (name, settings) run beside the real breaker in the same pass, never acting
+    (core.shadow); the report's `shadows` scores the real one first, then each."""
     from core.journal import JournalError
 
     tmpdir = Path(tempfile.mkdtemp(prefix="spikeguard-replay-"))
     path = db_path if db_path is not None else (tmpdir / "journal.db" if journal else None)
     key = journal_key if db_path is not None else None  # a throwaway journal needs no signature
-    session = build_session(settings, feed, JournalChoice(path, key, journal_force) if path is not None else None)
+    session = build_session(settings, feed, JournalChoice(path, key, journal_force) if path is not None else None,
+                            long_minutes=long_minutes_of(s for _, s in shadows or ()))
     session.desk_enabled = agents  # a plain replay measures the engine
     engine = session.engine
     changes: list[BreakerChanged] = []
@@ -76,6 +82,7 @@ async def run_headless(
     if protection:
         study = ProtectionStudy(settings, engine.market, engine.breaker, feed.symbols, engine.now_ms)
         engine.tick_listeners.append(study.on_tick)
+    scores = attach_shadows(engine, list(shadows), feed.symbols, protection) if shadows else None
     desk = None
     counts: dict[str, int] = {}
     journal_error: str | None = None
@@ -134,6 +141,9 @@ async def run_headless(
     }
     if study is not None:
         report["protection"] = study.report()
+    if scores is not None:
+        scores[0].study = study  # the real breaker's books are the report's own
+        report["shadows"] = [score.report() for score in scores]
     if desk_rows is not None:
         report.update(desk_rows)
         prices = engine.market.last_prices()

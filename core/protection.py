@@ -37,6 +37,8 @@ from core.trading.orders import Fill, Order, OrderStatus, OrderType, Origin, Sid
 from core.trading.paper import PaperExchange
 from core.trading.portfolio import Portfolio
 
+BOOKS = ("passive", "flatten_at_trigger", "policy", "dip_buyer_with_breaker", "dip_buyer_without_breaker")
+BREAKER_BOOKS = ("flatten_at_trigger", "policy", "dip_buyer_with_breaker")  # the ones a breaker changes
 DIP_NOTIONAL_USD = 250.0
 DIP_STEP_PERCENT = 3.0
 _ENTRY_BUDGET = 0.995  # of the cash per symbol: room for fees and slippage
@@ -110,7 +112,9 @@ class _Book:
 
 class ProtectionStudy:
     def __init__(self, settings: Settings, market: MarketState, breaker: CircuitBreakerState,
-                 symbols: tuple[str, ...], clock) -> None:
+                 symbols: tuple[str, ...], clock, books: tuple[str, ...] = BOOKS) -> None:
+        """`books`: which of BOOKS to keep (a shadow breaker keeps only BREAKER_BOOKS: the
+        others do not depend on the breaker)."""
         self.market = market
         self.breaker = breaker
         self.symbols = symbols
@@ -127,20 +131,17 @@ class ProtectionStudy:
             "max_orders_per_minute": 10_000,
         })
         never = CircuitBreakerState()  # a breaker that never moves
-        self.books = {
-            "passive": self._book("passive", settings, lifted, never, clock),
-            "flatten_at_trigger": self._book("flatten_at_trigger", settings, lifted, breaker, clock),
-            "policy": self._book("policy", settings, lifted, breaker, clock),
-            "dip_buyer_with_breaker": self._book("dip_buyer_with_breaker", settings, bot_caps, breaker, clock),
-            "dip_buyer_without_breaker": self._book("dip_buyer_without_breaker", settings, bot_caps, never, clock),
-        }
-        self._holders = ("passive", "flatten_at_trigger", "policy")
+        plan = {"passive": (lifted, never), "flatten_at_trigger": (lifted, breaker), "policy": (lifted, breaker),
+                "dip_buyer_with_breaker": (bot_caps, breaker), "dip_buyer_without_breaker": (bot_caps, never)}
+        self.books = {name: self._book(name, settings, *plan[name], clock) for name in BOOKS if name in books}
+        self._holders = tuple(n for n in ("passive", "flatten_at_trigger", "policy") if n in self.books)
         self.entered: dict[str, set[str]] = {name: set() for name in self._holders}
-        policy_book = self.books["policy"]
+        policy_book = self.books.get("policy")
         self.policy = ExposurePolicy(settings.protection_policy, tuple(settings.circuit_breaker.references),
-                                     holdings=lambda: dict(policy_book.qty),
+                                     holdings=lambda: dict(policy_book.qty) if policy_book else {},
                                      last_price=self._last_price)
-        self._dip_ref: dict[str, dict[str, float]] = {"dip_buyer_with_breaker": {}, "dip_buyer_without_breaker": {}}
+        self._dip_ref: dict[str, dict[str, float]] = {
+            n: {} for n in ("dip_buyer_with_breaker", "dip_buyer_without_breaker") if n in self.books}
         self.flattened_at: list[str] = []
         self.reentered_at: list[str] = []
         self.flat = False
@@ -170,11 +171,12 @@ class ProtectionStudy:
         for name in self._holders:
             if symbol not in self.entered[name] and not (name == "flatten_at_trigger" and self.flat):
                 self._enter(self.books[name], name, symbol)
-        self._apply(self.policy.on_price(symbol, price, t))
+        if policy_book := self.books.get("policy"):
+            self._apply(self.policy.on_price(symbol, price, t), policy_book)
         self._dip(symbol, price)
-        passive = self.books["passive"]
-        if passive.low_time == t and passive.low == passive.equity:
-            self._flatten_at_low = self.books["flatten_at_trigger"].equity
+        passive, flatten = self.books.get("passive"), self.books.get("flatten_at_trigger")
+        if passive is not None and flatten is not None and passive.low_time == t and passive.low == passive.equity:
+            self._flatten_at_low = flatten.equity
 
     def _enter(self, book: _Book, name: str, symbol: str) -> None:
         remaining = [s for s in self.symbols if s not in self.entered[name]]
@@ -203,14 +205,18 @@ class ProtectionStudy:
                 refs[symbol] = price
 
     # ------------------------------------------------------------------ the breaker
-    def _apply(self, action: PolicyAction | None) -> None:
+    @staticmethod
+    def _apply(action: PolicyAction | None, book: _Book) -> None:
         if action is not None:
             for order in action.orders:
-                self.books["policy"].submit(order)
+                book.submit(order)
 
     def _on_breaker(self, change: BreakerChanged) -> None:
-        self._apply(self.policy.on_breaker(change))
-        book = self.books["flatten_at_trigger"]
+        if policy_book := self.books.get("policy"):
+            self._apply(self.policy.on_breaker(change), policy_book)
+        book = self.books.get("flatten_at_trigger")
+        if book is None:
+            return
         if change.status is BreakerStatus.TRIGGERED and not self.flat:
             self.flat = True
             self.flattened_at.append(iso_utc(change.time_ms))
@@ -230,13 +236,17 @@ class ProtectionStudy:
     # ------------------------------------------------------------------ the figures
     def report(self) -> dict[str, Any]:
         books = {name: book.summary() for name, book in self.books.items()}
-        w, wo = self.books["flatten_at_trigger"], self.books["passive"]
+        out: dict[str, Any] = {"starting_capital": self.capital, "books": books,
+                               "policy_actions": [{"time": iso_utc(a.time_ms), "kind": a.kind, "reason": a.reason,
+                                                   **a.details(ids=False)} for a in self.policy.actions]}
+        w, wo = self.books.get("flatten_at_trigger"), self.books.get("passive")
+        if w is None or wo is None:
+            return out
         return {
             "capital_saved": round(self._flatten_at_low - wo.low, 2) if wo.low_time is not None else 0.0,
             "max_drawdown_with_breaker_pct": round(w.max_drawdown, 3),
             "max_drawdown_without_pct": round(wo.max_drawdown, 3),
             "equity_difference_at_end": round(w.equity - wo.equity, 2),
-            "starting_capital": self.capital,
             "equity_with_breaker_end": round(w.equity, 2),
             "equity_without_end": round(wo.equity, 2),
             "lowest_point_time": iso_utc(wo.low_time),
@@ -245,7 +255,5 @@ class ProtectionStudy:
             "flattened_at": self.flattened_at,
             "reentered_at": self.reentered_at,
             "orders_denied": w.denied + wo.denied,
-            "books": books,
-            "policy_actions": [{"time": iso_utc(a.time_ms), "kind": a.kind, "reason": a.reason, **a.details()}
-                               for a in self.policy.actions],
+            **out,
         }

@@ -87,12 +87,12 @@ class Session:
     def __init__(self, settings: Settings, feed: Feed, *, journal: Any = None, journal_path: Path | None = None,
                  journal_key: bytes | None = None, journal_force: bool = False,
                  breaker: CircuitBreakerState | None = None, wall_clock: Callable[[], int] | None = None,
-                 exchange_factory: ExchangeFactory | None = None) -> None:
+                 exchange_factory: ExchangeFactory | None = None, long_minutes: tuple[int, ...] = ()) -> None:
         self.settings = settings
         self.feed = feed
         self.wall_clock = wall_clock or (lambda: time.time_ns() // 1_000_000)
         self.bus = EventBus()
-        self.engine = Engine(settings, feed, breaker=breaker, bus=self.bus)
+        self.engine = Engine(settings, feed, breaker=breaker, bus=self.bus, long_minutes=long_minutes)
         self.breaker = self.engine.breaker
         self.journal = journal
         self.journal_path = journal_path

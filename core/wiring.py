@@ -231,15 +231,17 @@ def attach_breaker_sync(session: Session, settings: Settings) -> None:
 
 
 def build_session(settings: Settings, feed: Feed, journal: JournalChoice | None = None, *,
-                  venue: Venue | None = None, wall_clock: Callable[[], int] | None = None) -> Session:
+                  venue: Venue | None = None, wall_clock: Callable[[], int] | None = None,
+                  long_minutes: tuple[int, ...] = ()) -> Session:
     """A session over `feed`, its parts chosen from the settings (`venue` from
     resolve_venue; paper when not given). The journal is opened by `open_journal` (it needs
-    the running loop)."""
+    the running loop). `long_minutes`: horizons the market keeps for shadow breakers."""
     venue = venue or Venue("paper", "live")
     session = Session(settings, feed, breaker=build_breaker(settings),
                       exchange_factory=exchange_factory(settings, venue, feed),
                       journal_path=journal.path if journal else None, journal_key=journal.key if journal else None,
-                      journal_force=journal.force if journal else False, wall_clock=wall_clock)
+                      journal_force=journal.force if journal else False, wall_clock=wall_clock,
+                      long_minutes=long_minutes)
     attach_breaker_sync(session, settings)
     return session
 

@@ -41,11 +41,12 @@ class PolicyAction:
     time_ms: int
     orders: tuple[Order, ...] = ()
 
-    def details(self) -> dict:
+    def details(self, ids: bool = True) -> dict:
+        """As journaled; without `ids` (random per run) for a report that must repeat exactly."""
         return {"status": self.status.value, "exposure_from": round(self.exposure_from, 4),
                 "exposure_to": round(self.exposure_to, 4),
                 "orders": [{"symbol": o.symbol, "side": o.side.value, "quantity": o.quantity,
-                            "client_order_id": o.client_order_id} for o in self.orders]}
+                            **({"client_order_id": o.client_order_id} if ids else {})} for o in self.orders]}
 
 
 @dataclass
