@@ -363,7 +363,8 @@ class SpikeguardApp(App[int]):
         state = BannerState(record.status, reason, record.epoch, int(self.wall_clock() - self._state_since),
                             record.actor.value, saving=not self.session.breaker_saved(record.epoch),
                             journal_failing=failing, waiting_for_operator=self._waiting_for_operator,
-                            backend_problem=self.session.breaker_backend_problem)
+                            backend_problem=self.session.breaker_backend_problem,
+                            protection=(self.session.policy_line(), self.session.policy_line(short=True)))
         if self._changed("banner", state):
             views.banner.show(state)
 
@@ -419,7 +420,7 @@ class SpikeguardApp(App[int]):
             feed_detail=", ".join(filter(None, (feed_detail(engine.feed_health.values()),
                                                 self.session.venue.status() if self.session.venue else ""))),
             scanner_paused=self._scanner_paused, feed_paused=self._feed_paused,
-            pending=len(self.session.approvals.pending()),
+            pending=len(self.session.approvals.pending()), shadows=self.session.shadow_line(),
             desk=self.session.agent_desk.status_label() if self.session.agent_desk is not None else self.desk_label)
         if self._changed("status", info):
             views.status.show(info)

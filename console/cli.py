@@ -100,6 +100,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--force", action="store_true", help=FORCE_HELP)
     p.add_argument("--attach", metavar="URL", default=None,
                    help="share the breaker on Redis at URL (redis:// or rediss://) and show the guardian's spikes")
+    p.add_argument("--shadow", action="append", default=[], metavar="FILE.yaml",
+                   help="run this breaker config live as a shadow: shown, never acting (repeatable)")
+    p.add_argument("--shadow-set", action="append", default=[], metavar="KEY=VALUE",
+                   help="one more live shadow with these changes")
     p.add_argument("--live", action="store_true",
                    help="trade on live Binance: needs execution.mode: live, Binance keys, --feed binance, and the "
                         "account's confirmation phrase typed at start-up")

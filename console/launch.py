@@ -47,12 +47,17 @@ def launch_console(args: Any, loaded: Any, paths: Any, journal: Any) -> int:
         return 2
     from console.app import SpikeguardApp
 
+    from core.shadow import load_shadows, long_minutes_of
+
+    shadows = load_shadows(settings, [Path(f) for f in getattr(args, "shadow", [])], getattr(args, "shadow_set", []))
     paths.ensure()
     try:
-        session = build_session(settings, built.feed, journal, venue=venue)
+        session = build_session(settings, built.feed, journal, venue=venue,
+                                long_minutes=long_minutes_of(s for _, s in shadows))
     except WiringError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    session.add_shadows(shadows)
     if attach:
         follow_the_guardian(session, settings)
     loop = asyncio.new_event_loop()

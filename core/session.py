@@ -134,6 +134,7 @@ class Session:
         self.breaker_backend_problem: str | None = None  # "breaker backend unreachable: ..." while it is
         self.approvals.on_status.append(self._pace_for_decisions)
         self._loop: asyncio.AbstractEventLoop | None = None  # the loop run() runs on (policy orders go there)
+        self.shadows: list[Any] = []  # core.shadow.BreakerScore of each live shadow breaker
         policy = settings.protection_policy
         self.policy: ExposurePolicy | None = ExposurePolicy(
             policy, tuple(settings.circuit_breaker.references), holdings=self._long_holdings,
@@ -161,6 +162,21 @@ class Session:
                 change, self.breaker.snapshot().to_dict())
         if self.policy is not None:
             self._apply_policy(self.policy.on_breaker(change))
+
+    # ------------------------------------------------------------------ shadow breakers
+    def add_shadows(self, variants: list[tuple[str, Settings]]) -> None:
+        """Run these breaker configs live beside the real one (core.shadow): their moves are
+        told in the reasoning trail and the status bar, and never reach a gate."""
+        from core.shadow import attach_shadows
+
+        self.shadows = attach_shadows(self.engine, variants, (), protection=False)[1:] if variants else []
+        for score in self.shadows:
+            score.breaker.subscribe(lambda change, name=score.name: self.reason(
+                "guardian", "reason", f"shadow {name} would be {change.status.value}: {change.reason} (not acting)",
+                change.time_ms))
+
+    def shadow_line(self) -> str:
+        return "  ".join(f"{s.name} {s.breaker.status.value}" for s in self.shadows)
 
     # ------------------------------------------------------------------ the de-risking policy
     def _long_holdings(self) -> dict[str, float]:

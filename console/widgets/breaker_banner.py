@@ -1,7 +1,8 @@
 """The breaker banner: the state in its colour, who set it, what the state blocks, time in
 state, the epoch and the reason, on one line. The state is always spelled out, never colour
 only. When the full line does not fit, the policy is said in short and the reason is cut
-last: the state, the actor and the policy are never lost (80 columns hold them). A
+last: the state, the actor and the policy are never lost (80 columns hold them). The
+de-risking policy (core.trading.derisk) follows what blocks entries. A
 transition not yet on disk says "saving…"; a journal that cannot write says JOURNAL FAILING;
 a RECOVERING that waits for the operator says so."""
 
@@ -33,6 +34,7 @@ class BannerState:
     journal_failing: str | None = None  # why the journal cannot write (new entries are blocked)
     waiting_for_operator: str | None = None  # why RECOVERING will not clear by itself
     backend_problem: str | None = None  # the shared breaker cannot be read ("breaker backend unreachable: ...")
+    protection: tuple[str, str] = ("", "")  # the de-risking policy, in full and in short
 
 
 def fmt_duration(seconds: float) -> str:
@@ -71,13 +73,14 @@ class BreakerBanner(Static):
         for status, cls in STATE_CLASSES.items():
             self.set_class(status is state.status, cls)
         held = state.backend_problem or state.journal_failing  # entries blocked whatever the state allows
-        full = self.line(state, "new entries blocked; exits and cancels allowed" if held else STATE_POLICY[state.status])
+        full = self.line(state, "new entries blocked; exits and cancels allowed" if held else STATE_POLICY[state.status],
+                         state.protection[0])
         fits = len(full.plain) <= max(1, self.size.width - 2) if self.size.width else True
         short = "ENTRIES BLOCKED" if held else SHORT_POLICY[state.status]
-        self.update(full if fits else self.line(state, short), layout=False)
+        self.update(full if fits else self.line(state, short, state.protection[1]), layout=False)
 
     @staticmethod
-    def line(state: BannerState, policy: str) -> Text:
+    def line(state: BannerState, policy: str, protection: str = "") -> Text:
         text = Text()
         text.append(f"{ICONS[state.status]} {state.status.value}", style="bold")
         text.append(f" by {state.actor}")
@@ -93,5 +96,7 @@ class BreakerBanner(Static):
         if state.waiting_for_operator:
             text.append(" │ ")
             text.append(f"waiting for the operator (C to clear): {state.waiting_for_operator}", style="bold reverse")
+        if protection:
+            text.append(f" │ {protection}")
         text.append(f" │ {fmt_duration(state.seconds_in_state)} │ epoch {state.epoch} │ {state.reason}")
         return text

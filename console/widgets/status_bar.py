@@ -28,6 +28,7 @@ class StatusInfo:
     journal_failing: bool = False
     feed_detail: str = ""  # a live feed's streams: reconnecting, stale, reconnects and overflows so far
     pending: int = 0  # proposals waiting for the operator
+    shadows: str = ""  # the live shadow breakers' states (never acting)
 
 
 class StatusBar(Static):
@@ -52,6 +53,8 @@ class StatusBar(Static):
         if info.feed_detail:
             t.append(f" {info.feed_detail}", style="bold yellow")
         t.append(f"  desk {info.desk}", style="cyan")
+        if info.shadows:
+            t.append(f"  shadows: {info.shadows}", style="magenta")
         t.append(f"  {info.ticks_per_second:,.0f} ticks/s")
         if info.latency_ms is not None:
             t.append(f"  decide {info.latency_ms * 1000:.0f}µs")
