@@ -10,7 +10,7 @@ STAMP  := $(VENV)/.installed-stamp
 ARGS   ?=
 PYTEST_ARGS ?=
 
-.PHONY: run test bench venv system-deps clean-venv
+.PHONY: run test bench bench-tune venv system-deps clean-venv
 
 venv: $(STAMP)
 
@@ -32,6 +32,9 @@ test: $(STAMP) system-deps
 
 bench: $(STAMP)
 	$(BIN)/python bench/pipeline.py
+
+bench-tune: $(STAMP)
+	$(BIN)/python bench/tune.py
 
 clean-venv:
 	rm -rf $(VENV)

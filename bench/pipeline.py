@@ -5,6 +5,8 @@ Prints figures; asserts nothing (timing goals are measured here, not in unit tes
   (the sim's calm market pre-generated, so the feed's cost is not counted);
 - tick-to-halt: from receiving the crossing tick until the breaker is TRIGGERED and every
   subscriber (an order-gate stand-in, the event bus) has been notified;
+- the cost of the slow-crash rules, and of 3 shadow breakers in the same pass, as a ratio
+  to the pipeline without them (goal: at most 1.5x with the shadows);
 - peak RSS.
 Run: make bench   (or .venv/bin/python bench/pipeline.py [--quick])
 """
@@ -33,17 +35,27 @@ SYMBOLS = 50
 
 
 class _NullFeed:
-    name, realtime, cadence_ms = "bench", False, 100
+    name, realtime, cadence_ms, paused = "bench", False, 100, False
+
+    def __init__(self) -> None:
+        self.pause_marks: list[bool] = []  # the engine's pause hook (a paced feed appends to it)
 
 
-def throughput(settings, scenario: str, minutes: float, runs: int) -> list[float]:
+def throughput(settings, scenario: str, minutes: float, runs: int, shadows: int = 0) -> list[float]:
+    from core.config import shadow_variant
+    from core.shadow import attach_shadows, long_minutes_of
+
     feed = SimFeed(scenario=scenario, seed=3, symbols=fifty_symbols(), tick_interval_ms=100,
                    duration_s=minutes * 60)
     events = [e for e in feed._events() if type(e) is Tick]
     batches = [events[i:i + 512] for i in range(0, len(events), 512)]
+    variants = [(f"s{i}", shadow_variant(settings, overrides=[
+        f"circuit_breaker.slow_crash.horizons.4h.trigger_percent={10 + 2 * i}"])) for i in range(shadows)]
     rates = []
     for _ in range(runs):
-        engine = Engine(settings, _NullFeed())
+        engine = Engine(settings, _NullFeed(), long_minutes=long_minutes_of(s for _, s in variants))
+        if variants:
+            attach_shadows(engine, variants, (), protection=False)
         gc.collect()
         started = time.perf_counter()
         for batch in batches:
@@ -86,6 +98,16 @@ def main() -> None:
         print(f"pipeline throughput, {SYMBOLS} symbols at 10 Hz, {minutes} min of {scenario}, {runs} runs:")
         print(f"  median {statistics.median(rates):,.0f} ticks/s   (min {min(rates):,.0f}, max {max(rates):,.0f}; "
               f"goal >= 200,000)")
+    cb = settings.circuit_breaker
+    plain = settings.model_copy(update={"circuit_breaker": cb.model_copy(
+        update={"slow_crash": cb.slow_crash.model_copy(update={"enabled": False})})})
+    base = statistics.median(throughput(plain, "market-wide-crash", minutes, runs))
+    slow = statistics.median(throughput(settings, "market-wide-crash", minutes, runs))
+    shadowed = statistics.median(throughput(settings, "market-wide-crash", minutes, runs, shadows=3))
+    print(f"slow-crash rules and shadow breakers, {minutes} min of market-wide-crash, median of {runs}:")
+    print(f"  60-minute rules only {base:,.0f} ticks/s; with the slow-crash rules {slow:,.0f} ticks/s "
+          f"({base / slow:.2f}x the cost); plus 3 shadow breakers {shadowed:,.0f} ticks/s "
+          f"({base / shadowed:.2f}x; goal <= 1.5x)")
     lat = tick_to_halt(settings, trials)
     print(f"tick-to-halt latency over {trials} trials (crossing tick -> TRIGGERED -> subscribers notified):")
     print(f"  p50 {pct(lat, 0.5):.1f} us   p99 {pct(lat, 0.99):.1f} us   max {max(lat):.1f} us   (goal p99 <= 1000 us)")

@@ -307,8 +307,12 @@ class SymbolWindows:
         return hi
 
     def long_drop_pct(self, j: int) -> float:
-        """Percent below long horizon j's high (>= 0)."""
-        hi = self.long_high(j)
+        """Percent below long horizon j's high (>= 0). long_high inlined: breadth asks on every tick."""
+        h = self._lh_h[j]
+        highs = self._lh_p
+        hi = self._minute_high
+        if h < len(highs) and highs[h] > hi:
+            hi = highs[h]
         return (hi - self.last_price) / hi * 100.0
 
     def rise_pct(self, k: int) -> float:
