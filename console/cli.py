@@ -154,6 +154,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--db", metavar="FILE", help="the journal (default: journal.db in the data directory)")
     p.add_argument("--force", action="store_true", help=FORCE_HELP)
 
+    from console.incident_cli import add_parser as add_incident_parser
+
+    add_incident_parser(sub, common)
+
     p = sub.add_parser("audit", parents=[common], help="tamper evidence of the journal")
     p.add_argument("action", choices=("verify",), help="verify: walk the hash chain, name the first bad row")
     p.add_argument("--db", metavar="FILE", help="the journal (default: journal.db in the data directory)")
@@ -325,6 +329,19 @@ def cmd_db(args: argparse.Namespace, loaded: Any, paths: Any) -> int:
     print(f"journal ready: {path} (schema version {SCHEMA_VERSION}, {rows} rows, head signed with "
           f"{paths.config_dir / 'journal.key'})")
     return EXIT_OK
+
+
+def cmd_incident(args: argparse.Namespace, loaded: Any, paths: Any) -> int:
+    from console.incident_cli import check_args, run
+    from core.incident import IncidentError
+
+    problem = check_args(args)
+    if problem:
+        raise UsageError(problem)
+    try:
+        return run(args, _db_path(args, paths))
+    except IncidentError as exc:
+        raise UsageError(str(exc)) from None
 
 
 def cmd_audit(args: argparse.Namespace, loaded: Any, paths: Any) -> int:
@@ -641,7 +658,8 @@ def cmd_guardian(args: argparse.Namespace, loaded: Any, paths: Any) -> int:
 
 _COMMANDS = {"config": cmd_config, "replay": cmd_replay, "simulate": cmd_simulate, "console": cmd_console,
              "db": cmd_db, "audit": cmd_audit, "serve": cmd_serve, "data": cmd_data, "agents": cmd_agents,
-             "breaker": cmd_breaker, "guardian": cmd_guardian, "tune": cmd_tune}
+             "breaker": cmd_breaker, "guardian": cmd_guardian, "tune": cmd_tune,
+             "incident": cmd_incident}
 
 
 if __name__ == "__main__":

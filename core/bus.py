@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import AsyncIterator
+from collections.abc import Callable, AsyncIterator
 from typing import Any
 
 
@@ -19,6 +19,7 @@ class EventBus:
         self._loop = loop
         self._loop_thread: int | None = None
         self.published = 0
+        self.taps: list[Callable[[Any], None]] = []  # called with every event, on the loop (the flight recorder)
 
     def bind_loop(self, loop: asyncio.AbstractEventLoop) -> None:
         self._loop = loop
@@ -43,6 +44,8 @@ class EventBus:
 
     def _deliver(self, event: Any) -> None:
         self.published += 1
+        for tap in self.taps:
+            tap(event)
         for q in self._queues:
             try:
                 q.put_nowait(event)

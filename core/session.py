@@ -27,6 +27,8 @@ from core.desk.proposal import TradeProposal
 from core.desk.rules_proposer import RulesProposer, Skip
 from core.engine import Engine
 from core.history import HistoryBook, load_from_journal
+from core.incident import FlightRecorder
+from core.incident import encode as encode_record
 from core.events import (
     Actor,
     BreakerChanged,
@@ -141,6 +143,14 @@ class Session:
             last_price=self._last_price) if policy_applies(policy, live=self.mode == "LIVE") else None
         self.engine.tick_listeners.append(self._on_tick)
         self.engine.on_spike(self._on_spike)
+        self.recorder: FlightRecorder | None = None
+        self.incidents_unjournaled: list[dict[str, Any]] = []  # records of a session without a journal
+        if settings.flight_recorder.enabled:
+            self.recorder = FlightRecorder(settings, self.engine.market, self._write_incident)
+            self.engine.tick_listeners.append(self.recorder.on_tick)
+            self.breaker.subscribe(self.recorder.on_breaker)  # before the policy acts: its actions go in the record
+            self.gate.listeners.append(self.recorder.on_order)
+            self.bus.taps.append(self.recorder.on_event)
         self.breaker.subscribe(self._on_breaker_change)
 
     # ------------------------------------------------------------------ the hot-path hooks
@@ -162,6 +172,15 @@ class Session:
                 change, self.breaker.snapshot().to_dict())
         if self.policy is not None:
             self._apply_policy(self.policy.on_breaker(change))
+
+    # ------------------------------------------------------------------ the flight recorder
+    def _write_incident(self, record: dict[str, Any]) -> None:
+        trigger = record["trigger"]
+        if self.journal is None:
+            self.incidents_unjournaled.append(record)
+            return
+        self.journal.enqueue_incident(trigger["time_ms"], trigger["reason"], encode_record(record),
+                                      trigger_type=trigger["trigger_type"], symbol=trigger["symbol"])
 
     # ------------------------------------------------------------------ shadow breakers
     def add_shadows(self, variants: list[tuple[str, Settings]]) -> None:
@@ -199,6 +218,8 @@ class Session:
         if action is None:
             return
         details = action.details()
+        if self.recorder is not None:
+            self.recorder.on_policy(action)
         self.history.on_action(f"policy_{action.kind}", action.reason, details, "policy", action.time_ms)
         self.reason("guardian", "reason", f"policy: {action.reason}", action.time_ms)
         if self.journal is not None:
@@ -553,6 +574,8 @@ class Session:
             await self.agent_desk.close()
         for task in self._tasks:
             task.cancel()
+        if self.recorder is not None:
+            self.recorder.close("the session ended", self.engine.now_ms())
         cancelled = 0
         for order in self.gate.open_orders():
             if not order.reduce_only:

@@ -389,6 +389,16 @@ class ProtectionPolicySettings(Strict):
         return self
 
 
+class FlightRecorderSettings(Strict):
+    """Every TRIGGERED writes a self-contained record into the journal (core.incident)."""
+
+    enabled: bool = True
+    ticks_minutes: float = Field(120.0, ge=60, le=1440)  # raw ticks kept before a trip (the 60-minute rules see them)
+    bars_minutes: int = Field(1440, ge=0, le=10_080)  # one-minute bars before those (the slow rules' context)
+    after_minutes: float = Field(5.0, ge=0, le=240)  # the record closes this long after the trip, or at the next move
+    max_ticks_per_symbol: int = Field(200_000, ge=1_000, le=5_000_000)  # a bound on memory for a busy feed
+
+
 # ---------------------------------------------------------------------------- ops
 class MonitoringSettings(Strict):
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
@@ -514,6 +524,7 @@ class Settings(Strict):
     crew: CrewSettings = CrewSettings()
     risk_management: RiskSettings = RiskSettings()
     protection_policy: ProtectionPolicySettings = ProtectionPolicySettings()
+    flight_recorder: FlightRecorderSettings = FlightRecorderSettings()
     execution: ExecutionSettings = ExecutionSettings()
     monitoring: MonitoringSettings = MonitoringSettings()
     performance: PerformanceSettings = PerformanceSettings()

@@ -45,7 +45,7 @@ from core.journal.schema import GENESIS_HASH, JournalError
 
 CHAINED_TABLES: tuple[str, ...] = (
     "spike_events", "circuit_breaker_events", "agent_decisions", "agent_performance",
-    "orders", "fills", "proposals", "operator_actions", "row_updates",
+    "orders", "fills", "proposals", "operator_actions", "row_updates", "incidents",
 )
 
 CHAIN_COLUMNS: frozenset[str] = frozenset({"chain_seq", "prev_hash", "row_hash"})

@@ -494,6 +494,12 @@ class Journal:
         return self.submit("operator_action", action=action, reason=reason, details=details, actor=actor,
                            time_ms=time_ms)
 
+    def enqueue_incident(self, time_ms: int, reason: str, record: str, trigger_type: str | None = None,
+                         symbol: str | None = None) -> concurrent.futures.Future:
+        """A flight recorder's record (core.incident): `record` is its encoded form."""
+        return self.submit("incident", time_ms=time_ms, reason=reason, record=record, trigger_type=trigger_type,
+                           symbol=symbol)
+
     def breaker_subscriber(self, state: Any = None) -> Callable[[BreakerChanged], None]:
         """A subscriber for CircuitBreakerState.subscribe(): journals every transition with
         the breaker's record after it (state.snapshot().to_dict()), without blocking it."""
@@ -555,6 +561,11 @@ class Journal:
                                      actor: str = "operator", time_ms: int | None = None) -> int:
         return await self._call("operator_action", {"action": action, "reason": reason, "details": details,
                                                     "actor": actor, "time_ms": time_ms})
+
+    async def record_incident(self, time_ms: int, reason: str, record: str, trigger_type: str | None = None,
+                              symbol: str | None = None) -> int:
+        return await self._call("incident", {"time_ms": time_ms, "reason": reason, "record": record,
+                                             "trigger_type": trigger_type, "symbol": symbol})
 
     async def flush(self, timeout: float | None = None) -> None:
         """Wait until everything queued before this call is on disk. Raises JournalError when
@@ -624,6 +635,15 @@ class Journal:
     async def proposal(self, proposal_id: str) -> dict[str, Any] | None:
         rows = await self._fetch("SELECT * FROM proposals WHERE proposal_id = ?", (proposal_id,))
         return _decode("proposals", rows[0]) if rows else None
+
+    async def incidents(self) -> list[dict[str, Any]]:
+        """Every flight record's row, oldest first, without the record itself."""
+        return await self._fetch("SELECT id, time, trigger_type, symbol, reason, length(record) AS size "
+                                 "FROM incidents ORDER BY id")
+
+    async def incident(self, incident_id: int) -> dict[str, Any] | None:
+        rows = await self._fetch("SELECT * FROM incidents WHERE id = ?", (int(incident_id),))
+        return rows[0] if rows else None
 
     async def recent(self, table: str, limit: int = 50) -> list[dict[str, Any]]:
         """The newest rows of a journaled table, newest first, JSON columns decoded."""

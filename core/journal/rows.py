@@ -367,6 +367,12 @@ class RowBuilder:
         })
         return Req("operator_action", "operator_actions", row)
 
+    def _b_incident(self, time_ms: int, reason: str, record: str, trigger_type: str | None = None,
+                    symbol: str | None = None) -> Req:
+        row = self._row("incidents", {"time": iso_utc(time_ms), "trigger_type": trigger_type, "symbol": symbol,
+                                      "reason": reason, "record": record})
+        return Req("incident", "incidents", row)
+
     def _b_barrier(self) -> Req:
         return Req(BARRIER, None)
 
@@ -374,7 +380,8 @@ class RowBuilder:
         "spike": _b_spike, "spike_update": _b_spike_update, "breaker": _b_breaker,
         "breaker_notified": _b_breaker_notified, "agent_decision": _b_agent_decision,
         "agent_performance": _b_agent_performance, "order": _b_order, "fill": _b_fill, "proposal": _b_proposal,
-        "proposal_update": _b_proposal_update, "operator_action": _b_operator_action, BARRIER: _b_barrier,
+        "proposal_update": _b_proposal_update, "operator_action": _b_operator_action, "incident": _b_incident,
+        BARRIER: _b_barrier,
     }
 
     # ------------------------------------------------------------------ the open breaker episode

@@ -257,6 +257,15 @@ MIGRATIONS: list[tuple[int, list[str]]] = [
     (1, _V1),
     # the chain head's HMAC (core.journal.head), written by a writer that holds the key
     (2, ["ALTER TABLE audit_head ADD COLUMN head_signature TEXT"]),
+    # the flight recorder (core.incident): one self-contained record per TRIGGERED, zlib-compressed JSON in base64
+    (3, [f"""CREATE TABLE incidents (
+    id INTEGER PRIMARY KEY,
+    time TEXT NOT NULL,
+    trigger_type TEXT,
+    symbol TEXT,
+    reason TEXT NOT NULL,
+    record TEXT NOT NULL,{_CHAIN}
+)""", "CREATE INDEX ix_incidents_time ON incidents (time)"]),
 ]
 
 SCHEMA_VERSION = MIGRATIONS[-1][0]

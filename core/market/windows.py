@@ -297,6 +297,10 @@ class SymbolWindows:
         hi = self._mx_p[self._mx_h[k]]
         return (hi - self.last_price) / hi * 100.0
 
+    def last_tick(self) -> tuple[int, float, float]:
+        """(time, price, quantity) of the newest tick."""
+        return self._t[-1], self._p[-1], self._q[-1]
+
     def long_high(self, j: int) -> float:
         """Highest price over long horizon j (by index): the open minute and the closed ones
         inside the horizon."""

@@ -103,6 +103,8 @@ class ExposurePolicy:
     def _cut(self, to: float, change: BreakerChanged) -> PolicyAction | None:
         held = self.holdings()
         if not self.baseline:
+            if not any(q > 0 for q in held.values()):
+                return None  # nothing held: nothing to cut, nothing to take back later
             self.baseline = {s: q for s, q in held.items() if q > 0}
             self.troughs = {s: p for s in (*self.references, *self.baseline)
                             if (p := self.last_price(s)) is not None}

@@ -76,13 +76,14 @@ def fill_up(folder: Path) -> None:
 
 
 class TmpfsDisk:
-    """A real 1 MB tmpfs. Full: a filler file takes the rest. Freed: the filler deleted, or
-    the mount grown."""
+    """A real 2 MB tmpfs (at 1 MB, once the schema grew a table, the WAL and the database it
+    checkpoints into no longer fitted after the filler went). Full: a filler file takes the
+    rest. Freed: the filler deleted, or the mount grown."""
 
     def __init__(self, root: Path, free_by: str) -> None:
         self.dir = root / "mnt"
         self.free_by = free_by
-        self._mount = mounted(self.dir, "-t", "tmpfs", "-o", "size=1m", "tmpfs")
+        self._mount = mounted(self.dir, "-t", "tmpfs", "-o", "size=2m", "tmpfs")
 
     def __enter__(self) -> "TmpfsDisk":
         self._mount.__enter__()

@@ -11,6 +11,8 @@ from pathlib import Path
 
 import pytest
 
+from core.incident import encode
+
 from core.breaker.state import CircuitBreakerState
 from core.events import Actor, SpikeDetected, SpikeType
 from core.journal import Journal, JournalError, verify
@@ -32,7 +34,7 @@ async def journal(tmp_path: Path) -> Path:
     """A journal with rows in every table, some mutable columns updated. Chain order:
     1 spike1, 2 spike2, 3 order a, 4 breaker trig, 5 order a NEW, 6 fill, 7 update spike1,
     8 breaker recovering, 9 order b, 10 proposal, 11 update proposal, 12 decision,
-    13 operator action, 14 order b CANCELED, 15 breaker cleared, 16 agent performance."""
+    13 operator action, 14 order b CANCELED, 15 breaker cleared, 16 agent performance, 17 incident."""
     path = tmp_path / "journal.db"
     j = await Journal.open(path, batching=False)
     try:
@@ -67,6 +69,8 @@ async def _fill_every_table(j: Journal) -> None:
     await j.record_breaker_change(state.history[-1], state.snapshot().to_dict())
     await j.record_agent_performance("guardian", "daily", total_decisions=3, correct_decisions=2,
                                      incorrect_decisions=1, notes="fine", time_ms=T0 + 90)
+    await j.record_incident(T0 + 10, "BTC -16%", encode({"version": 1, "trigger": {"reason": "BTC -16%"}}),
+                            trigger_type="btc_dump", symbol="BTCUSDT")
 
 
 def sql(path: Path, statement: str, params: tuple = ()) -> list[tuple]:
@@ -93,8 +97,8 @@ def bad(path: Path) -> dict:
 def test_an_untouched_journal_verifies(journal: Path) -> None:
     result = verify(journal)
     assert result.ok, result.problems
-    assert result.rows_checked == 16 and result.first_bad is None and result.integrity == "ok"
-    assert result.head["last_seq"] == 16
+    assert result.rows_checked == 17 and result.first_bad is None and result.integrity == "ok"
+    assert result.head["last_seq"] == 17
     assert "ok" in result.summary()
 
 
@@ -204,6 +208,7 @@ def test_an_edited_update_row_is_named(journal: Path) -> None:
 
 
 def test_a_truncated_chain_is_named(journal: Path) -> None:
+    sql(journal, "DELETE FROM incidents WHERE id = 1")  # chain_seq 17
     sql(journal, "DELETE FROM agent_performance WHERE id = 1")  # chain_seq 16
     sql(journal, "DELETE FROM circuit_breaker_events WHERE id = 3")  # chain_seq 15
     sql(journal, "DELETE FROM orders WHERE id = 4")  # chain_seq 14
@@ -217,7 +222,7 @@ def test_a_truncated_chain_is_named(journal: Path) -> None:
 def test_an_edited_head_is_named(journal: Path) -> None:
     sql(journal, "UPDATE audit_head SET last_hash = ? WHERE id = 1", ("f" * 64,))
     fb = bad(journal)
-    assert (fb["table"], fb["chain_seq"]) == ("audit_head", 16)
+    assert (fb["table"], fb["chain_seq"]) == ("audit_head", 17)
 
 
 def test_an_edit_with_a_recomputed_hash_breaks_the_next_link(journal: Path) -> None:
@@ -235,9 +240,9 @@ def test_an_edit_with_a_recomputed_hash_breaks_the_next_link(journal: Path) -> N
 
 def test_a_row_inserted_behind_the_journal_is_named(journal: Path) -> None:
     sql(journal, "INSERT INTO operator_actions (id, time, actor, action, chain_seq, prev_hash, row_hash) "
-                 "VALUES (2, 't', 'operator', 'forged', 17, 'x', 'y')")
+                 "VALUES (2, 't', 'operator', 'forged', 18, 'x', 'y')")
     fb = bad(journal)
-    assert (fb["table"], fb["id"], fb["chain_seq"]) == ("operator_actions", 2, 17)
+    assert (fb["table"], fb["id"], fb["chain_seq"]) == ("operator_actions", 2, 18)
 
 
 async def test_journal_verify_runs_while_open(journal: Path) -> None:
@@ -245,9 +250,9 @@ async def test_journal_verify_runs_while_open(journal: Path) -> None:
     try:
         await j.record_operator_action("note", "still fine")
         result = await j.verify()
-        assert result.ok and result.rows_checked == 17
+        assert result.ok and result.rows_checked == 18
         head = await j.head()
-        assert head["last_seq"] == 17 and head["last_hash"] == result.head["last_hash"]
+        assert head["last_seq"] == 18 and head["last_hash"] == result.head["last_hash"]
     finally:
         await j.close()
 
@@ -356,7 +361,7 @@ async def signed(tmp_path: Path, key: bytes) -> Path:
 async def test_a_signed_journal_verifies_with_its_key_only(signed: Path, key: bytes) -> None:
     assert verify(signed, key).ok and verify(signed).ok
     fb = bad_with(signed, b"k" * 32)
-    assert (fb["table"], fb["chain_seq"]) == ("audit_head", 16) and "signature" in fb["problem"]
+    assert (fb["table"], fb["chain_seq"]) == ("audit_head", 17) and "signature" in fb["problem"]
     j = await Journal.open(signed, key=key)  # reopened and appended to, still signed
     try:
         await j.record_operator_action("note", "again")
@@ -424,13 +429,13 @@ async def test_a_corrupt_head_is_refused_without_a_key_too(journal: Path) -> Non
     with pytest.raises(JournalError) as err:
         await Journal.open(journal)
     msg = str(err.value)
-    assert "chain head says chain_seq 16" in msg and "--force" in msg and "\n" not in msg
+    assert "chain head says chain_seq 17" in msg and "--force" in msg and "\n" not in msg
     assert sql(journal, "SELECT * FROM audit_head") == before  # not appended to
     j = await Journal.open(journal, force=True)
     try:
         forced = (await j.recent("operator_actions", 1))[0]
         assert forced["action"] == "journal_forced_open" and forced["prev_hash"] == sql(
-            journal, "SELECT row_hash FROM agent_performance WHERE id = 1")[0][0]  # appended after the real last row
+            journal, "SELECT row_hash FROM incidents WHERE id = 1")[0][0]  # appended after the real last row
     finally:
         await j.close()
     assert verify(journal).ok
@@ -440,8 +445,8 @@ async def test_a_head_behind_its_rows_or_with_wrong_ids_is_refused(journal: Path
     sql(journal, "UPDATE audit_head SET last_ids = ? WHERE id = 1", ('{"orders":9}',))
     with pytest.raises(JournalError, match="last ids do not match the tables"):
         await Journal.open(journal)
-    sql(journal, "DELETE FROM agent_performance")  # the last row gone, the head left as it was
-    with pytest.raises(JournalError, match="the last row is chain_seq 15"):
+    sql(journal, "DELETE FROM incidents")  # the last row gone, the head left as it was
+    with pytest.raises(JournalError, match="the last row is chain_seq 16"):
         await Journal.open(journal)
 
 
