@@ -28,7 +28,6 @@ from core.desk.rules_proposer import RulesProposer, Skip
 from core.engine import Engine
 from core.history import HistoryBook, load_from_journal
 from core.incident import FlightRecorder
-from core.incident import encode as encode_record
 from core.events import (
     Actor,
     BreakerChanged,
@@ -56,6 +55,7 @@ from core.venue import ConfirmLive, VenueLink
 log = logging.getLogger("spikeguard.session")
 
 MODES = {"paper": "PAPER", "testnet": "TESTNET", "live": "LIVE"}
+POLICY_SEND_DRAIN_S = 10.0  # at close, how long the policy's orders in flight may take
 
 ExchangeFactory = Callable[[Settings, MarketState, Callable[[], int]], Exchange]
 
@@ -137,6 +137,7 @@ class Session:
         self.approvals.on_status.append(self._pace_for_decisions)
         self._loop: asyncio.AbstractEventLoop | None = None  # the loop run() runs on (policy orders go there)
         self.shadows: list[Any] = []  # core.shadow.BreakerScore of each live shadow breaker
+        self._policy_sends: set[asyncio.Task] = set()  # the policy's orders on their way (close waits for them)
         policy = settings.protection_policy
         self.policy: ExposurePolicy | None = ExposurePolicy(
             policy, tuple(settings.circuit_breaker.references), holdings=self._long_holdings,
@@ -144,9 +145,9 @@ class Session:
         self.engine.tick_listeners.append(self._on_tick)
         self.engine.on_spike(self._on_spike)
         self.recorder: FlightRecorder | None = None
-        self.incidents_unjournaled: list[dict[str, Any]] = []  # records of a session without a journal
+        self.incidents_unjournaled: list[str] = []  # encoded records of a session without a journal (incident.decode)
         if settings.flight_recorder.enabled:
-            self.recorder = FlightRecorder(settings, self.engine.market, self._write_incident)
+            self.recorder = FlightRecorder(settings, self.engine.market, self.breaker, self._write_incident)
             self.engine.tick_listeners.append(self.recorder.on_tick)
             self.breaker.subscribe(self.recorder.on_breaker)  # before the policy acts: its actions go in the record
             self.gate.listeners.append(self.recorder.on_order)
@@ -174,12 +175,13 @@ class Session:
             self._apply_policy(self.policy.on_breaker(change))
 
     # ------------------------------------------------------------------ the flight recorder
-    def _write_incident(self, record: dict[str, Any]) -> None:
+    def _write_incident(self, record: dict[str, Any], encoded: str) -> None:
+        """On the recorder's worker thread: enqueue_* is thread-safe and never blocks."""
         trigger = record["trigger"]
         if self.journal is None:
-            self.incidents_unjournaled.append(record)
+            self.incidents_unjournaled.append(encoded)
             return
-        self.journal.enqueue_incident(trigger["time_ms"], trigger["reason"], encode_record(record),
+        self.journal.enqueue_incident(trigger["time_ms"], trigger["reason"], encoded,
                                       trigger_type=trigger["trigger_type"], symbol=trigger["symbol"])
 
     # ------------------------------------------------------------------ shadow breakers
@@ -229,9 +231,18 @@ class Session:
         if loop is None:
             with contextlib.suppress(RuntimeError):  # not on a loop: nothing can trade
                 loop = asyncio.get_running_loop()
-        if loop is None or loop.is_closed() or not action.orders:
+        if loop is None or loop.is_closed() or not action.orders or self._closed:
             return
-        loop.call_soon_threadsafe(lambda: self._spawn(self._send_policy_orders(action)))
+        loop.call_soon_threadsafe(self._start_policy_send, action)
+
+    def _start_policy_send(self, action: PolicyAction) -> None:
+        if self._closed:
+            log.warning("policy %s not sent: the session is closing", action.kind)
+            return
+        task = asyncio.get_running_loop().create_task(self._send_policy_orders(action))
+        self._policy_sends.add(task)
+        task.add_done_callback(self._policy_sends.discard)
+        task.add_done_callback(log_task_error)
 
     async def _send_policy_orders(self, action: PolicyAction) -> None:
         for order in action.orders:
@@ -417,14 +428,19 @@ class Session:
             self.engine.tick_listeners.append(self.outcomes.on_tick)
 
     async def settle(self) -> None:
-        """Wait for the crews still deciding (a replay's end); at the end of the market data,
-        the outcomes whose horizon was not reached are marked so."""
-        while self._decisions:
-            await asyncio.gather(*list(self._decisions), return_exceptions=True)
+        """Wait for the crews still deciding (a replay's end) and the policy's orders; at the
+        end of the market data, the outcomes whose horizon was not reached are marked so."""
+        await asyncio.sleep(0)
+        while self._decisions or self._policy_sends:
+            await asyncio.gather(*list(self._decisions), *list(self._policy_sends), return_exceptions=True)
         if self.agent_desk is not None:  # aborted runs journal their decisions after answering
             await self.agent_desk.settle()
         if self.outcomes is not None and self.engine.finished:
             self.outcomes.finish()
+        if self.recorder is not None:  # a record still open when the data ends is written now
+            if self.engine.finished:
+                self.recorder.close("the market data ended", self.engine.now_ms())
+            await self.recorder.flushed()
 
     def reason(self, role: str, kind: str, text: str, time_ms: int | None = None) -> None:
         self.bus.publish(ReasoningLine(role, kind, text, time_ms if time_ms is not None else self.engine.now_ms()))
@@ -566,8 +582,11 @@ class Session:
         end of the session, flush the journal."""
         if self._closed:
             return
+        await asyncio.sleep(0)  # a policy send scheduled by the last breaker move starts now...
         self._closed = True
         self.engine.stop()
+        if self._policy_sends:  # ...and its protective orders finish before the journal closes
+            await asyncio.wait(set(self._policy_sends), timeout=POLICY_SEND_DRAIN_S)
         if self.outcomes is not None:
             self.outcomes.finish()  # before the desk's last agent_performance rows
         if self.agent_desk is not None:
@@ -576,6 +595,7 @@ class Session:
             task.cancel()
         if self.recorder is not None:
             self.recorder.close("the session ended", self.engine.now_ms())
+            await self.recorder.flushed()  # its row is queued before the journal closes
         cancelled = 0
         for order in self.gate.open_orders():
             if not order.reduce_only:

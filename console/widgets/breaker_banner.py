@@ -16,6 +16,7 @@ from textual.widgets import Static
 from core.breaker.machine import STATE_POLICY
 from core.events import BreakerStatus
 
+REASON_KEPT = 12  # the reason's characters a line must still show to count as fitting
 STATE_CLASSES = {s: f"-{s.value.lower()}" for s in BreakerStatus}
 ICONS = {BreakerStatus.SAFE: "●", BreakerStatus.WARNING: "▲", BreakerStatus.TRIGGERED: "■",
          BreakerStatus.RECOVERING: "◆"}
@@ -73,11 +74,16 @@ class BreakerBanner(Static):
         for status, cls in STATE_CLASSES.items():
             self.set_class(status is state.status, cls)
         held = state.backend_problem or state.journal_failing  # entries blocked whatever the state allows
-        full = self.line(state, "new entries blocked; exits and cancels allowed" if held else STATE_POLICY[state.status],
-                         state.protection[0])
-        fits = len(full.plain) <= max(1, self.size.width - 2) if self.size.width else True
+        policy = "new entries blocked; exits and cancels allowed" if held else STATE_POLICY[state.status]
         short = "ENTRIES BLOCKED" if held else SHORT_POLICY[state.status]
-        self.update(full if fits else self.line(state, short, state.protection[1]), layout=False)
+        room = max(1, self.size.width - 2) if self.size.width else None
+        # the gate's policy in full matters more than the de-risking policy's: that goes short first;
+        # the reason is cut last (the ellipsis), so a line fits when all but the reason's tail does
+        for candidate in ((policy, state.protection[0]), (policy, state.protection[1]), (short, state.protection[1])):
+            line = self.line(state, *candidate)
+            if room is None or len(line.plain) - max(0, len(state.reason) - REASON_KEPT) <= room:
+                break
+        self.update(line, layout=False)
 
     @staticmethod
     def line(state: BannerState, policy: str, protection: str = "") -> Text:

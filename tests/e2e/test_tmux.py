@@ -108,7 +108,8 @@ def test_trigger_confirm_clear_and_quit(term, tmp_path):
     term.keys("T")
     term.wait_for("Force-TRIGGER the circuit breaker?")
     term.keys("e2e drill", "Enter")
-    term.wait_for("TRIGGERED by operator", "e2e drill", "new entries blocked")
+    # 120 columns hold the gate's and the de-risking policy's short forms beside the reason
+    term.wait_for("TRIGGERED by operator", "e2e drill", "ENTRIES BLOCKED", "de-risk 0%/0%/25%")
     term.keys("C")
     term.wait_for("Clear the circuit breaker?")
     term.keys("all clear", "Enter")

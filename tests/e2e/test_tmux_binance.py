@@ -72,7 +72,7 @@ def test_the_console_on_the_fake_testnet_streams_trips_and_never_shows_a_key(fak
         rows = con.execute("SELECT status, trigger_type FROM circuit_breaker_events ORDER BY id").fetchall()
         actions = [a for (a,) in con.execute("SELECT action FROM operator_actions ORDER BY id")]
     assert [(s.upper(), t) for s, t in rows] == [("TRIGGERED", "startup"), ("RECOVERING", "startup"),
-                                                 ("TRIGGERED", "btc_dump")]
+                                                 ("TRIGGERED", "btc_dump_4h")]
     assert actions[0] == "exchange_reconciled" and actions[-1] == "session_end"
 
     # the canaries: the screens, every file the run wrote (journal, log), and --help

@@ -445,6 +445,6 @@ async def test_the_engine_over_the_feed_trips_the_breaker_on_a_crash_scripted_on
         engine.stop()
         await asyncio.gather(run, return_exceptions=True)
     change = [c for c in engine.breaker.history if c.status is BreakerStatus.TRIGGERED][0]
-    assert change.trigger_type == "btc_dump" and change.symbol == "BTCUSDT"
+    assert change.trigger_type == "btc_dump_4h" and change.symbol == "BTCUSDT"
     assert engine.market.symbols["BTCUSDT"].span_ms() >= 59 * MIN  # the 60-minute window was full at once
     assert engine.rejected_ticks == 0

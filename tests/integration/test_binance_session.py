@@ -141,7 +141,7 @@ async def test_a_session_on_the_testnet_streams_trades_and_a_crash_cancels_its_o
             server.set_price("ETHUSDT", 3_000.0 * (1 - step / 100))
         await r.until(lambda: r.session.breaker.status is BreakerStatus.TRIGGERED, "the crash's trigger")
         trip = r.session.breaker.history[-1]
-        assert trip.trigger_type == "eth_dump" and trip.symbol == "ETHUSDT"
+        assert trip.trigger_type == "eth_dump_4h" and trip.symbol == "ETHUSDT"
         halt = await asyncio.wrap_future(r.session.gate._exchange.last_halt) if not isinstance(
             r.session.gate._exchange.last_halt, asyncio.Task) else await r.session.gate._exchange.last_halt
         assert halt.complete and halt.requested == (entry.client_order_id,)
@@ -159,7 +159,7 @@ async def test_a_session_on_the_testnet_streams_trades_and_a_crash_cancels_its_o
     db = sqlite3.connect(tmp_path / "journal.db")
     rows = db.execute("SELECT status, trigger_type FROM circuit_breaker_events ORDER BY id").fetchall()
     assert [(s.upper(), t) for s, t in rows] == [("TRIGGERED", "startup"), ("RECOVERING", "startup"),
-                                                 ("TRIGGERED", "eth_dump")]
+                                                 ("TRIGGERED", "eth_dump_4h")]
     statuses = [s for (s,) in db.execute("SELECT status FROM orders WHERE client_order_id = ? ORDER BY id",
                                         (entry.client_order_id,))]
     assert statuses[0].upper() == "INTENT" and statuses[-1].upper() == "CANCELED"

@@ -70,7 +70,7 @@ async def test_data_fetch_writes_the_binance_csv_that_replay_reads_and_trips_on(
     report = json.loads(replay.stdout)
     assert report["stats"]["ticks"] == 4 * CANDLES and report["stats"]["bad_rows"] == 0
     assert [(b["to"], b["trigger_type"]) for b in report["breaker"] if b["to"] == "TRIGGERED"][0] == (
-        "TRIGGERED", "btc_dump")
+        "TRIGGERED", "btc_dump_4h")
 
 
 async def test_data_fetch_resumes_after_the_last_complete_row(fake_binance, tmp_path):

@@ -62,7 +62,9 @@ async def test_the_session_feeds_every_pane_live(tmp_path):
         assert labels(s, "breaker") == ["TRIGGERED"]
         assert "breaker TRIGGERED" in labels(s, "alerts") and "feed" in labels(s, "alerts")
         assert {"FILL", "FILLED"} <= set(labels(s, "orders")), labels(s, "orders")
-        assert labels(s, "operator") == ["force_trigger", "pause_feed"]
+        # the de-risking policy's cut (actor policy) came with the trip, before the operator's row of it
+        assert labels(s, "operator") == ["policy_cut", "force_trigger", "pause_feed"]
+        assert s.history.entries("operator")[0].actor == "policy"
         assert all(not e.past for pane in ("breaker", "alerts", "orders", "operator") for e in s.history.entries(pane))
 
 
@@ -82,7 +84,7 @@ async def test_a_restart_reads_every_pane_back_from_the_journal(tmp_path):
         assert "FILLED" in orders and "FILL" in orders and "DENIED" in orders, orders
         denied = book.entries("orders", "denied")[0]
         assert "BTCUSDT" in denied.text and denied.severity == "warning"
-        assert labels(s, "operator")[:2] == ["pause_scanner", "force_trigger"], \
+        assert labels(s, "operator")[:3] == ["pause_scanner", "policy_cut", "force_trigger"], \
             book.entries("operator")
         # the restored TRIGGERED is the journal's row, not a second transition
         assert len(book.entries("breaker")) == 1

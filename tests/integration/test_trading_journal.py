@@ -18,7 +18,9 @@ from tests.helpers import T0, ListFeed, path
 
 
 def settings():
-    return load_config(env={}, dotenv_paths=[]).settings
+    # a held position must survive the restart here: the de-risking policy, which would sell it at the
+    # trip, is the subject of test_policy_session.py
+    return load_config(env={}, dotenv_paths=[], overrides=["protection_policy.enabled=false"]).settings
 
 
 @contextlib.asynccontextmanager
