@@ -14,10 +14,10 @@ import sys
 from pathlib import Path
 
 from core.journal import load_or_create_key, verify
+from core.journal.audit import CHAINED_TABLES
 from tests.conftest import REPO, run_cli
 
-CHAINED = ("spike_events", "circuit_breaker_events", "agent_decisions", "agent_performance", "orders", "fills",
-           "proposals", "operator_actions", "row_updates")
+CHAINED = CHAINED_TABLES  # every chained table, so a new one cannot hide from the forgery below
 
 
 def chain_end(con: sqlite3.Connection) -> tuple[int, str]:
