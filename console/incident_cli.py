@@ -59,60 +59,100 @@ def record_of(path: Path, incident_id: int) -> dict[str, Any]:
     return decode(rows[0]["record"])
 
 
+def _trigger_symbol(record: dict[str, Any]) -> str | None:
+    tapes = record["tapes"]
+    symbol = record["trigger"].get("symbol")
+    if symbol in tapes:
+        return symbol
+    return next((s for s in record["circuit_breaker"].get("references", []) if s in tapes), None) or \
+        next(iter(sorted(tapes)), None)
+
+
+def _drawdowns(record: dict[str, Any], symbol: str | None) -> tuple[list[tuple[int, float]], float]:
+    """(time, drawdown % from the running high) over the raw ticks, and the deepest."""
+    ticks = record["tapes"].get(symbol, {}).get("ticks", []) if symbol else []
+    out, peak, deepest = [], 0.0, 0.0
+    for t, p, _ in ticks:
+        peak = max(peak, p)
+        dd = (peak - p) / peak * 100.0
+        deepest = max(deepest, dd)
+        out.append((t, dd))
+    return out, deepest
+
+
+def _summary(record: dict[str, Any]) -> str:
+    ticks = sum(len(t["ticks"]) for t in record["tapes"].values())
+    drop = record["trigger"]["details"].get("drop_percent")
+    if not isinstance(drop, (int, float)):  # a rule without a drop (stale data, an operator): the tape's own
+        drop = _drawdowns(record, _trigger_symbol(record))[1]
+    return f"max drop {drop:5.2f}%  {ticks:>9,} ticks"
+
+
 def list_lines(path: Path) -> list[str]:
     lines = []
     for row in _rows(path, "SELECT id, time, trigger_type, symbol, reason, record FROM incidents ORDER BY id"):
         try:
-            rec = decode(row["record"])
-            ticks = sum(len(t["ticks"]) for t in rec["tapes"].values())
-            drop = rec["trigger"]["details"].get("drop_percent")
-            extra = f"{ticks:,} ticks" + (f", drop {drop:.2f}%" if isinstance(drop, (int, float)) else "")
+            extra = _summary(decode(row["record"]))
         except IncidentError as exc:
             extra = str(exc)
+        except (KeyError, TypeError, ValueError, AttributeError):
+            extra = "the record is damaged"
         lines.append(f"{row['id']:>4}  {row['time']}  {row['trigger_type'] or '-':<16} {row['symbol'] or '-':<10} "
-                     f"{extra}  {row['reason'][:80]}")
+                     f"{extra}  {(row['reason'] or '')[:80]}")
     return lines or ["no incidents: the breaker has not tripped in this journal"]
 
 
 def chart(record: dict[str, Any], symbol: str | None = None) -> list[str]:
-    """The drawdown from the running high of one symbol's recorded ticks, with the
-    transitions marked under the time axis."""
-    tapes = record["tapes"]
-    symbol = symbol or record["trigger"]["symbol"] or next(
-        (s for s in record["circuit_breaker"]["references"] if s in tapes), None) or next(iter(tapes), None)
-    tape = tapes.get(symbol, {}) if symbol else {}
-    # the bars' lows and highs, then the raw ticks: a day of context before the two hours
-    points = [(b[0], b[2], b[3]) for b in tape.get("bars", [])] + [(t, p, p) for t, p, _ in tape.get("ticks", [])]
+    """The drawdown from the running high of one symbol's raw ticks (two hours before the
+    trip to the record's close), with the transitions marked under the time axis."""
+    symbol = symbol or _trigger_symbol(record)
+    points, deepest = _drawdowns(record, symbol)
     if len(points) < 2:
         return [f"(no ticks recorded for {symbol or 'any symbol'})"]
-    t0 = points[0][0]
-    t1 = max(points[-1][0], max(x["time_ms"] for x in record["transitions"]))
+    t0, t1 = points[0][0], points[-1][0]
     span = max(1, t1 - t0)
     col_dd = [0.0] * CHART_WIDTH
-    peak = points[0][1]
-    for t, high, low in points:
-        peak = max(peak, high)
+    for t, dd in points:
         c = min(CHART_WIDTH - 1, (t - t0) * CHART_WIDTH // span)
-        col_dd[c] = max(col_dd[c], (peak - low) / peak * 100.0)
-    deepest = max(col_dd) or 1.0
+        col_dd[c] = max(col_dd[c], dd)
+    scale = deepest or 1.0
     lines = [f"{symbol}: drawdown from its running high, {_clock(t0)} to {_clock(t1)} (deepest {deepest:.2f}%)"]
+    bars = record["tapes"][symbol].get("bars") or []
+    if bars:
+        high = max(bars, key=lambda b: b[2])
+        lines.append(f"  before it: {len(bars):,} minute bars from {_clock(bars[0][0])}, high {high[2]:.10g} at "
+                     f"{_clock(high[0])}")
+    earlier = [tr for tr in record["transitions"] if tr["time_ms"] < t0]
+    if earlier:
+        lines.append("  earlier: " + ", ".join(f"{_clock(tr['time_ms'])[5:16]} {tr['from']}->{tr['to']}"
+                                               for tr in earlier))
     for row in range(CHART_HEIGHT):
-        level = deepest * row / CHART_HEIGHT
+        level = scale * row / CHART_HEIGHT
         cells = "".join("█" if dd > level else " " for dd in col_dd)
         lines.append(f"{level:6.2f}% │{cells}")
     marks = [" "] * CHART_WIDTH
     for tr in record["transitions"]:
-        c = min(CHART_WIDTH - 1, max(0, (tr["time_ms"] - t0) * CHART_WIDTH // span))
-        marks[c] = MARKS.get(tr["to"], "?")
+        if t0 <= tr["time_ms"] <= t1:
+            marks[min(CHART_WIDTH - 1, (tr["time_ms"] - t0) * CHART_WIDTH // span)] = MARKS.get(tr["to"], "?")
     lines.append("        └" + "─" * CHART_WIDTH)
     lines.append("         " + "".join(marks) + "   W warning  T triggered  R recovering  S safe")
+    left, right = _clock(t0)[11:16], _clock(t1)[11:16]
+    lines.append("         " + left + " " * (CHART_WIDTH - len(left) - len(right)) + right)
     return lines
 
 
 def show_lines(record: dict[str, Any]) -> list[str]:
+    try:
+        return _show_lines(record)
+    except (KeyError, TypeError, ValueError, AttributeError, IndexError):
+        raise IncidentError("the record is damaged (a field is missing or of the wrong kind)") from None
+
+
+def _show_lines(record: dict[str, Any]) -> list[str]:
     trig = record["trigger"]
+    closed = record.get("closed") or {}
     out = [f"TRIGGERED {trig['time']} by {trig['actor']} ({trig['trigger_type'] or '-'}): {trig['reason']}",
-           f"closed {record.get('closed', {}).get('time', '-')}: {record.get('closed', {}).get('why', 'still open')}"]
+           f"closed {closed.get('time', '-')}: {closed.get('why', 'still open')}"]
     details = {k: v for k, v in trig["details"].items() if not isinstance(v, (dict, list))}
     if details:
         out.append("rule: " + ", ".join(f"{k}={v}" for k, v in details.items()))
@@ -125,10 +165,15 @@ def show_lines(record: dict[str, Any]) -> list[str]:
     out += [f"  {a['time'][11:19]} {a['kind']}: {a['reason']}" for a in record["policy_actions"]]
     cancels = [o for o in record["orders"] if o.get("status") == "CANCELED"]
     out.append(f"orders cancelled: {len(cancels)}")
-    out += [f"  {o['symbol']} {o['side']} {o['quantity']:g} {o.get('reason') or ''}" for o in cancels[:20]]
+    out += [f"  {o['symbol']} {o['side']} {o['type']} {o['quantity']:g}"
+            + (f" @ {o['price']:g}" if o.get("price") else "") + f": {o.get('reason') or ''}" for o in cancels[:20]]
+    policy_orders = {o["client_order_id"]: o for o in record["orders"] if o.get("origin") == "policy"}
+    if policy_orders:  # the last update of each
+        out.append(f"policy orders: {len(policy_orders)}")
+        out += [f"  {o['symbol']} {o['side']} {o['quantity']:g} {o['status']}" for o in policy_orders.values()]
     truncated = [s for s, t in record["tapes"].items() if t.get("truncated")]
     if truncated:
-        out.append(f"ticks cut by max_ticks_per_symbol: {', '.join(truncated)}")
+        out.append(f"ticks cut by max_ticks_per_symbol (the oldest are minute bars): {', '.join(truncated)}")
     out.append(f"reasoning ({len(record['reasoning'])} lines; the last 15):")
     out += [f"  {_clock(t)} {role}: {text[:110]}" for t, role, text in record["reasoning"][-15:]]
     out += chart(record)
@@ -149,7 +194,11 @@ def run(args: argparse.Namespace, path: Path) -> int:
         print("\n".join(show_lines(record_of(path, args.id))))
     else:
         out = Path(args.out).expanduser()
-        files = export_pack(record_of(path, args.id), out)
+        record = record_of(path, args.id)
+        try:
+            files = export_pack(record, out)
+        except (KeyError, TypeError, ValueError, AttributeError, IndexError):
+            raise IncidentError("the record is damaged (a field is missing or of the wrong kind)") from None
         print(f"incident {args.id} exported to {out}: {len(files)} CSV files, config.yaml, incident.json")
         print(f"replay it: spikeguard replay --config {out / 'config.yaml'} {out}/*.csv")
     return 0

@@ -270,6 +270,8 @@ def test_registration_is_safe_from_threads():
     "crew.token_budget_per_proposal", "circuit_breaker.stale_data.seconds",
     "spike_detection.spike_types.liquidation_cascade.min_notional_usd", "performance.max_symbols",
     "performance.max_spike_queue_rows", "performance.decision_latency_sample", "monitoring.log_max_bytes",
+    "flight_recorder.ticks_minutes", "flight_recorder.bars_minutes", "flight_recorder.after_minutes",
+    "flight_recorder.max_ticks_per_symbol",
 ])
 @pytest.mark.parametrize("value", ["1e300", str(10**300)])
 def test_caps_of_1e300_are_refused(key, value):
