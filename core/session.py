@@ -201,7 +201,9 @@ class Session:
 
     # ------------------------------------------------------------------ the de-risking policy
     def _long_holdings(self) -> dict[str, float]:
-        return {s: p.quantity for s, p in self.portfolio.positions().items() if p.quantity > 0}
+        """What the policy may sell: each long position less what open exit orders already sell."""
+        free = {s: p.quantity - self.gate.exiting(s) for s, p in self.portfolio.positions().items() if p.quantity > 0}
+        return {s: q for s, q in free.items() if q > 0}
 
     def _last_price(self, symbol: str) -> float | None:
         w = self.engine.market.symbols.get(symbol)
@@ -504,6 +506,12 @@ class Session:
             for order in cancelled:
                 self.reason("operator", "reason", f"restored order {order.client_order_id} {order.side.value} "
                             f"{order.quantity:g} {order.symbol} cancelled: {order.reason}")
+        if self.policy is not None:
+            self.policy.resume(await journal.last_policy_action(), self.breaker.status)
+            if self.policy.resume_due:
+                self.reason("guardian", "reason", f"policy: restored in {self.breaker.status.value} holding "
+                            f"{', '.join(sorted(self.policy.resume_due))} above its {self.policy.exposure:.0%}: "
+                            "cut again on the first price")
         if any((restored["breaker"], restored["fills"], restored["open_orders"], restored["cancelled"])):
             self.reason("operator", "reason", f"restored from the journal: breaker {restored['breaker'] or 'SAFE'}, "
                         f"{restored['fills']} fills, {restored['open_orders']} open orders, "

@@ -645,6 +645,11 @@ class Journal:
         rows = await self._fetch("SELECT * FROM incidents WHERE id = ?", (int(incident_id),))
         return rows[0] if rows else None
 
+    async def last_policy_action(self) -> dict[str, Any] | None:
+        """The details of the de-risking policy's newest action (what a restart resumes from)."""
+        rows = await self._fetch("SELECT * FROM operator_actions WHERE actor = 'policy' ORDER BY id DESC LIMIT 1")
+        return _decode("operator_actions", rows[0]).get("details") if rows else None
+
     async def recent(self, table: str, limit: int = 50) -> list[dict[str, Any]]:
         """The newest rows of a journaled table, newest first, JSON columns decoded."""
         if table not in CHAINED_TABLES:

@@ -426,6 +426,10 @@ class OrderGate:
         return cancelled
 
     # ------------------------------------------------------------------ the market and the book
+    def exiting(self, symbol: str) -> float:
+        """The quantity already in open exit orders on `symbol` (a further exit may sell only the rest)."""
+        return self._ledger.exit_quantity(symbol)
+
     def on_market_tick(self, tick: Tick) -> None:
         """Work resting orders against a trade (called by the engine for every tick)."""
         if tick.symbol in self._exchange.watched_symbols:

@@ -3,6 +3,8 @@ in steps, never beyond what it cut."""
 
 from __future__ import annotations
 
+import pytest
+
 from core.events import Actor, BreakerChanged, BreakerStatus
 from core.settings import ProtectionPolicySettings, ReEntry
 from core.trading.derisk import ExposurePolicy, describe, policy_applies
@@ -69,11 +71,23 @@ def test_re_entry_waits_for_the_confirmation_and_a_new_low_restarts_it():
     # RECOVERING allows half: no more until SAFE
     assert p.on_price("BTCUSDT", 90.0, 200 * MIN) is None
     p.on_breaker(change(S, 210 * MIN))
+    assert p.on_price("BTCUSDT", 90.0, 210 * MIN) is None  # the wait starts at the first tick in SAFE
     assert p.on_price("BTCUSDT", 90.0, 239 * MIN) is None
     last = p.on_price("BTCUSDT", 90.0, 240 * MIN)
     assert [(o.side, o.quantity) for o in last.orders] == [(Side.BUY, 1.0)]
     book.fill(last)
     assert book.held["BTCUSDT"] == 2.0 and p.baseline == {} and p.exposure == 1.0
+
+
+def test_the_wait_runs_on_market_time_whatever_clock_the_change_carries():
+    """An operator's clear carries the wall clock; in a replay that is years after the ticks."""
+    book = Book(BTCUSDT=2.0)
+    p = policy(book)
+    book.fill(p.on_breaker(change(T, 0)))
+    p.on_breaker(change(S, 10**13))  # far in the future: a wait measured from it would never end
+    assert p.on_price("BTCUSDT", 90.0, 10 * MIN) is None
+    assert p.on_price("BTCUSDT", 90.0, 39 * MIN) is None
+    assert p.on_price("BTCUSDT", 90.0, 40 * MIN) is not None
 
 
 def test_it_never_buys_beyond_the_baseline_or_back_what_the_operator_sold():
@@ -103,3 +117,23 @@ def test_live_needs_the_operator_and_the_banner_says_so():
     assert not policy_applies(s.model_copy(update={"enabled": False}), live=False)
     assert describe(s, True).startswith("de-risking: WARNING keep 0%, TRIGGERED flatten")
     assert describe(s, False) == "de-risking off"
+
+
+@pytest.mark.parametrize("last", [None, {}, {"exposure_to": "x", "baseline": {"BTCUSDT": 1}},
+                                  {"exposure_to": 0.0, "baseline": ["BTCUSDT"]},
+                                  {"exposure_to": 7.0, "baseline": {"BTCUSDT": 1.0}},
+                                  {"exposure_to": 0.0, "baseline": {"BTCUSDT": "nan"}}])
+def test_a_resume_from_an_unreadable_action_falls_back_to_the_breaker_state(last):
+    book = Book(BTCUSDT=2.0)
+    p = policy(book)
+    p.resume(last, T)
+    assert p.baseline == {"BTCUSDT": 2.0} and p.resume_due == {"BTCUSDT"}
+    cut = p.on_price("BTCUSDT", 90.0, MIN)
+    assert [(o.side, o.quantity, o.reduce_only) for o in cut.orders] == [(Side.SELL, 2.0, True)]
+
+
+def test_a_resume_in_safe_with_nothing_journaled_does_nothing():
+    book = Book(BTCUSDT=2.0)
+    p = policy(book)
+    p.resume(None, S)
+    assert p.baseline == {} and p.on_price("BTCUSDT", 90.0, MIN) is None
