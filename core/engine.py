@@ -16,7 +16,7 @@ from typing import Any
 
 from core.breaker.state import CircuitBreakerState
 from core.bus import EventBus
-from core.detect.guardian import Guardian
+from core.detect.guardian import Guardian, GuardianGroup
 from core.detect.scanner import Scanner
 from core.events import (
     Actor,
@@ -66,7 +66,7 @@ class Engine:
                                  realtime=feed.realtime)
         self.scanner = Scanner(settings.spike_detection, self.market, self._on_spike)
         # shadow breakers' guardians (core.shadow): the same windows, their own breakers, never acting
-        self.shadow_guardians: list[Guardian] = []
+        self.shadow_guardians = GuardianGroup(self.market.timeframes_min.index(60))
         self.latency = LatencyRecorder(settings.performance.decision_latency_sample)
         self.ticks = 0
         self.rejected_ticks = 0
@@ -148,8 +148,7 @@ class Engine:
                 self.ticks += 1
                 record(clock() - t0)
                 if shadows:
-                    for g in shadows:
-                        g.on_tick(w, t)
+                    shadows.on_tick(w, t)
                 if listeners:
                     for fn in listeners:
                         fn(ev)

@@ -61,24 +61,21 @@ class BreakerScore:
     crashes: dict[str, list[_Crash]] = field(default_factory=dict)
     _state_since: int | None = None
     _time_in: dict[str, int] = field(default_factory=lambda: {s.value: 0 for s in BreakerStatus})
-    _first_ms: int | None = None
+    ticks: "_ScoreTicks | None" = None  # the listener that feeds this score (attach_shadows)
     _last_ms: int = 0
 
     def __post_init__(self) -> None:
         self.breaker.subscribe(self._on_change)
-        self.engine.tick_listeners.append(self._on_tick)
 
-    # ------------------------------------------------------------------ following
-    def _on_tick(self, tick: Tick) -> None:
+    # ------------------------------------------------------------------ following (ScoreTicks calls)
+    def on_first_tick(self, t: int) -> None:
+        self._state_since = t
+
+    def on_reference_tick(self, tick: Tick, drop: float) -> None:
+        """`drop`: the reference's percent below its 60-minute high."""
         t = tick.time_ms
-        if self._first_ms is None:
-            self._first_ms = self._state_since = t
-        self._last_ms = t
-        cb = self.settings.circuit_breaker
-        if tick.symbol not in cb.references:
+        if tick.symbol not in self.settings.circuit_breaker.references:
             return
-        w = self.engine.market.symbols[tick.symbol]
-        drop = w.drop_pct(self.engine.market.timeframes_min.index(60))
         crashes = self.crashes.setdefault(tick.symbol, [])
         current = crashes[-1] if crashes and not crashes[-1].ended else None
         if current is None and drop >= CRASH_PERCENT:
@@ -114,6 +111,8 @@ class BreakerScore:
 
     # ------------------------------------------------------------------ the figures
     def report(self) -> dict[str, Any]:
+        if self.ticks is not None and self.ticks.last_ms is not None:
+            self._last_ms = self.ticks.last_ms
         time_in = dict(self._time_in)
         if self._state_since is not None:
             time_in[self.breaker.status.value] += self._last_ms - self._state_since
@@ -134,12 +133,35 @@ class BreakerScore:
         return out
 
 
+class _ScoreTicks:
+    """One tick listener for every score (a listener per score would cost a call per tick
+    each): it reads a reference's 60-minute drop once and hands it to all of them."""
+
+    def __init__(self, engine: Engine, scores: list[BreakerScore]) -> None:
+        self.market = engine.market
+        self.scores = scores
+        self.references = {s for score in scores for s in score.settings.circuit_breaker.references}
+        self.k60 = engine.market.timeframes_min.index(60)
+        self.last_ms: int | None = None
+        for score in scores:
+            score.ticks = self
+
+    def __call__(self, tick: Tick) -> None:
+        if self.last_ms is None:
+            for score in self.scores:
+                score.on_first_tick(tick.time_ms)
+        self.last_ms = tick.time_ms
+        if tick.symbol in self.references:
+            drop = self.market.symbols[tick.symbol].drop_pct(self.k60)
+            for score in self.scores:
+                score.on_reference_tick(tick, drop)
+
+
 def attach_shadows(engine: Engine, variants: list[tuple[str, Settings]], symbols: tuple[str, ...],
                    protection: bool = True) -> list[BreakerScore]:
     """Score the real breaker and one shadow per variant on the engine's ticks. The engine's
     market must keep every variant's horizons (long_minutes_of)."""
-    real = BreakerScore("real", engine.settings, engine.breaker, engine)
-    scores = [real]
+    scores = [BreakerScore("real", engine.settings, engine.breaker, engine)]
     for name, settings in variants:
         breaker = CircuitBreakerState()
         guardian = Guardian(settings.circuit_breaker, engine.market, breaker, engine.feed.cadence_ms,
@@ -150,6 +172,7 @@ def attach_shadows(engine: Engine, variants: list[tuple[str, Settings]], symbols
             study = ProtectionStudy(settings, engine.market, breaker, symbols, engine.now_ms, books=BREAKER_BOOKS)
             engine.tick_listeners.append(study.on_tick)
         scores.append(BreakerScore(name, settings, breaker, engine, study=study))
+    engine.tick_listeners.append(_ScoreTicks(engine, scores))
     return scores
 
 

@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import logging
 import math
+from bisect import bisect_right
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import partial
@@ -210,12 +211,13 @@ class Guardian:
                          f"{ref.trigger_type}_{label}")
 
     # ------------------------------------------------------------------ feed hooks
-    def on_tick(self, w: SymbolWindows, t: int) -> None:
-        """Call after the symbol's windows took the tick."""
+    def on_tick(self, w: SymbolWindows, t: int, d60: float | None = None, dlong: float | None = None) -> None:
+        """Call after the symbol's windows took the tick. `d60` and `dlong` (the drops breadth
+        reads) may come precomputed when several guardians share the windows (GuardianGroup)."""
         if not self.enabled:
             return
         self.last_time_ms = t
-        breadth_moved = self._update_breadth(w) if self._mw_enabled else False
+        breadth_moved = self._update_breadth(w, d60, dlong) if self._mw_enabled else False
         ref = self.refs.get(w.symbol)
         if ref is not None:
             self._track_cadence(ref, w)
@@ -253,8 +255,8 @@ class Guardian:
         stale = self.settings.stale_data
         return self.stale_after_ms(ref) * stale.blind_seconds / stale.seconds
 
-    def _update_breadth(self, w: SymbolWindows) -> bool:
-        drop = w.drop_pct(self._k60)
+    def _update_breadth(self, w: SymbolWindows, d60: float | None, dlong: float | None) -> bool:
+        drop = w.drop_pct(self._k60) if d60 is None else d60
         level = 2 if drop >= self._mw_trigger else 1 if drop >= self._mw_warn else 0
         old = self._mw_down.get(w.symbol, -1)
         moved = level != old
@@ -271,7 +273,7 @@ class Guardian:
         rule = self._mws
         if rule is None:
             return moved
-        drop = w.long_drop_pct(rule.j)
+        drop = w.long_drop_pct(rule.j) if dlong is None else dlong
         level = 2 if drop >= rule.trigger else 1 if drop >= rule.warn else 0
         old = self._mws_down.get(w.symbol, -1)
         if level == old:
@@ -749,3 +751,60 @@ def _fmt(price: float) -> str:
     if not math.isfinite(price):
         return str(price)
     return f"{price:,.2f}" if price >= 100 else f"{price:.6g}"
+
+
+class GuardianGroup:
+    """Guardians beside the real one over the same windows (shadow breakers), run so that
+    a tick costs them little when it cannot change anything.
+
+    Only three things make a guardian act on a tick: a reference symbol's tick, a symbol
+    whose breadth level moves, and its recheck timer. A breadth level moves only when the
+    symbol's drop crosses one of the members' levels, so the group tracks each symbol's
+    band among all of them (a bisect) and calls the members only on a reference, a new
+    band or a due recheck. A skipped member's `last_time_ms` lags by less than the recheck.
+    """
+
+    def __init__(self, k60: int) -> None:
+        self._k60 = k60
+        self.members: list[Guardian] = []
+        self._active: list[Guardian] = []
+        self._refs: frozenset[str] = frozenset()
+        self._levels_60: tuple[float, ...] = ()
+        self._long: list[tuple[int, tuple[float, ...]]] = []  # breadth's long-horizon index -> its levels
+        self._bands: dict[str, int] = {}  # symbol -> its band among every member's levels
+        self._next_check_ms = 0
+
+    def append(self, guardian: Guardian) -> None:
+        self.members.append(guardian)
+        self._active = [g for g in self.members if g.enabled]
+        self._refs = frozenset(s for g in self._active for s in g.refs)
+        breadth = [g for g in self._active if g._mw_enabled]
+        self._levels_60 = tuple(sorted({x for g in breadth for x in (g._mw_warn, g._mw_trigger)}))
+        long: dict[int, set[float]] = {}
+        for g in breadth:
+            if g._mws is not None:
+                long.setdefault(g._mws.j, set()).update((g._mws.warn, g._mws.trigger))
+        self._long = [(j, tuple(sorted(levels))) for j, levels in sorted(long.items())]
+        self._bands.clear()  # every symbol reaches the new member once
+        self._next_check_ms = 0
+
+    def __iter__(self):
+        return iter(self.members)
+
+    def __len__(self) -> int:
+        return len(self.members)
+
+    def on_tick(self, w: SymbolWindows, t: int) -> None:
+        symbol = w.symbol
+        band = bisect_right(self._levels_60, w.drop_pct(self._k60))
+        scale = len(self._levels_60) + 1
+        for j, levels in self._long:
+            band += scale * bisect_right(levels, w.long_drop_pct(j))
+            scale *= len(levels) + 1
+        if symbol not in self._refs and t < self._next_check_ms and self._bands.get(symbol) == band:
+            return
+        self._bands[symbol] = band
+        d60 = w.drop_pct(self._k60)
+        for g in self._active:
+            g.on_tick(w, t, d60, w.long_drop_pct(g._mws.j) if g._mws is not None else None)
+        self._next_check_ms = min((g._next_check_ms for g in self._active), default=t)

@@ -144,3 +144,54 @@ def test_tune_refuses_a_folder_without_csv_files(tmp_path):
     assert run.returncode == 2 and "no .csv files" in run.stderr
     run = run_cli("tune", str(tmp_path / "nope"), "--grid", "circuit_breaker.deep_level_percent=20")
     assert run.returncode == 2 and "not a folder" in run.stderr
+
+
+BREADTH_VARIANTS = [
+    ("wide-loose", ["circuit_breaker.market_wide.dump_1h_percent=14", "circuit_breaker.market_wide.warning_dump_1h_percent=9"]),
+    ("wide-tight", ["circuit_breaker.market_wide.dump_1h_percent=6", "circuit_breaker.market_wide.warning_dump_1h_percent=3",
+                    "circuit_breaker.slow_crash.market_wide.warning_percent=6",
+                    "circuit_breaker.slow_crash.market_wide.trigger_percent=9"]),
+    ("wide-4h", ["circuit_breaker.slow_crash.market_wide.horizon=4h",
+                 "circuit_breaker.slow_crash.market_wide.warning_percent=5",
+                 "circuit_breaker.slow_crash.market_wide.trigger_percent=10"]),
+    ("no-breadth", ["circuit_breaker.market_wide.enabled=false"]),
+    ("slow-only", ["circuit_breaker.references.BTCUSDT.dump_1h_percent=60",
+                   "circuit_breaker.references.ETHUSDT.dump_1h_percent=60",
+                   "circuit_breaker.slow_crash.market_wide.warning_percent=4"]),
+]
+
+
+@pytest.mark.parametrize("scenario", ["market-wide-crash", "flash-crash"])
+def test_shadows_that_skip_quiet_ticks_move_exactly_as_each_config_would_as_the_real_one(settings, scenario):
+    """The group calls its guardians only when a tick can change something; each shadow's
+    transitions must still equal a run where its config is the real breaker's, on 50 symbols."""
+    from core.engine import Engine
+    from core.events import Tick
+    from core.market.sim import SimFeed
+    from core.shadow import attach_shadows, long_minutes_of
+
+    symbols = ["BTCUSDT", "ETHUSDT"] + [f"ALT{i:02d}USDT" for i in range(18)]
+    events = [e for e in SimFeed(scenario=scenario, seed=7, symbols=symbols, tick_interval_ms=2_000,
+                                 duration_s=7_200)._events()
+              if type(e) is Tick]
+    variants = [(name, shadow_variant(settings, overrides=o)) for name, o in BREADTH_VARIANTS]
+
+    class Feed:
+        name, realtime, cadence_ms, paused = "test", False, 500, False
+        pause_marks: list = []
+
+    def moves(breaker_changes):
+        return [(c.time_ms, c.status.value, c.trigger_type, c.reason) for c in breaker_changes]
+
+    engine = Engine(settings, Feed(), long_minutes=long_minutes_of(s for _, s in variants))
+    scores = attach_shadows(engine, variants, (), protection=False)
+    for i in range(0, len(events), 500):
+        engine.process(events[i:i + 500])
+    assert len({tuple(moves(s.changes)) for s in scores}) >= 4, "the configs must not all move alike"
+    for (name, variant), score in zip(variants, scores[1:]):
+        alone = Engine(variant, Feed(), long_minutes=long_minutes_of(s for _, s in variants))
+        seen = []
+        alone.breaker.subscribe(seen.append)
+        for i in range(0, len(events), 500):
+            alone.process(events[i:i + 500])
+        assert moves(score.changes) == moves(seen), name
