@@ -31,7 +31,7 @@ from core.breaker.state import CircuitBreakerState
 from core.events import BreakerChanged, BreakerStatus, Tick, iso_utc
 from core.market.state import MarketState
 from core.settings import Settings
-from core.trading.derisk import ExposurePolicy, PolicyAction
+from core.trading.derisk import ExposurePolicy, PolicyAction, symbol_view
 from core.trading.gate import OrderGate
 from core.trading.orders import Fill, Order, OrderStatus, OrderType, Origin, Side
 from core.trading.paper import PaperExchange
@@ -125,21 +125,24 @@ class ProtectionStudy:
             "max_order_quantity": {}, "max_open_positions": max(1, len(symbols)), "max_orders_per_minute": 10_000,
             "daily_loss_limit_usd": self.capital * 10, "weekly_loss_limit_usd": self.capital * 10,
             "warning_size_factor": 1.0, "recovering_size_factor": 1.0,
+            "falling_coin": settings.risk_management.falling_coin.model_copy(update={"enabled": False}),
         })
         bot_caps = settings.risk_management.model_copy(update={
             "daily_loss_limit_usd": self.capital * 10, "weekly_loss_limit_usd": self.capital * 10,
             "max_orders_per_minute": 10_000,
         })
+        # without the breaker the bot also buys coins in their own crash (the gate's falling_coin)
+        blind_bot = bot_caps.model_copy(update={"falling_coin": lifted.falling_coin})
         never = CircuitBreakerState()  # a breaker that never moves
         plan = {"passive": (lifted, never), "flatten_at_trigger": (lifted, breaker), "policy": (lifted, breaker),
-                "dip_buyer_with_breaker": (bot_caps, breaker), "dip_buyer_without_breaker": (bot_caps, never)}
+                "dip_buyer_with_breaker": (bot_caps, breaker), "dip_buyer_without_breaker": (blind_bot, never)}
         self.books = {name: self._book(name, settings, *plan[name], clock) for name in BOOKS if name in books}
         self._holders = tuple(n for n in ("passive", "flatten_at_trigger", "policy") if n in self.books)
         self.entered: dict[str, set[str]] = {name: set() for name in self._holders}
         policy_book = self.books.get("policy")
         self.policy = ExposurePolicy(settings.protection_policy, tuple(settings.circuit_breaker.references),
                                      holdings=lambda: dict(policy_book.qty) if policy_book else {},
-                                     last_price=self._last_price)
+                                     last_price=self._last_price, own=symbol_view(market, settings.protection_policy))
         self._dip_ref: dict[str, dict[str, float]] = {
             n: {} for n in ("dip_buyer_with_breaker", "dip_buyer_without_breaker") if n in self.books}
         self.flattened_at: list[str] = []

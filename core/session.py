@@ -45,7 +45,7 @@ from core.market.state import MarketState
 from core.settings import Settings
 from core.trading.exchange import Exchange
 from core.trading.book_view import EquityCurve, PositionView, position_views
-from core.trading.derisk import ExposurePolicy, PolicyAction, describe, policy_applies
+from core.trading.derisk import ExposurePolicy, PolicyAction, describe, symbol_view, policy_applies
 from core.trading.gate import OrderGate
 from core.trading.orders import Order, OrderStatus, OrderType, Origin, Side, new_client_order_id
 from core.trading.paper import QUOTE, PaperExchange, base_asset
@@ -141,7 +141,8 @@ class Session:
         policy = settings.protection_policy
         self.policy: ExposurePolicy | None = ExposurePolicy(
             policy, tuple(settings.circuit_breaker.references), holdings=self._long_holdings,
-            last_price=self._last_price) if policy_applies(policy, live=self.mode == "LIVE") else None
+            last_price=self._last_price, own=symbol_view(self.engine.market, policy),
+        ) if policy_applies(policy, live=self.mode == "LIVE") else None
         self.engine.tick_listeners.append(self._on_tick)
         self.engine.on_spike(self._on_spike)
         self.recorder: FlightRecorder | None = None
@@ -158,7 +159,7 @@ class Session:
     def _on_tick(self, tick: Tick) -> None:
         self.gate.on_market_tick(tick)
         self.approvals.on_price(tick.symbol, tick.price)
-        if self.policy is not None and self.policy.baseline:
+        if self.policy is not None:
             self._apply_policy(self.policy.on_price(tick.symbol, tick.price, tick.time_ms))
 
     def _on_breaker_change(self, change: BreakerChanged) -> None:

@@ -311,6 +311,18 @@ class CrewSettings(Strict):
 
 
 # ---------------------------------------------------------------------------- trading
+class FallingCoin(Strict):
+    """No new long into a coin in its own crash: this far below its high over the horizon
+    (the breaker halts the market; this halts one coin, whatever the market does)."""
+
+    enabled: bool = True
+    horizon_minutes: int = Field(1440, ge=60, le=10_080)
+    drop_percent: float = Field(15.0, gt=0, lt=100)
+
+    def long_minutes(self) -> tuple[int, ...]:
+        return (self.horizon_minutes,) if self.enabled else ()
+
+
 class RiskSettings(Strict):
     account_equity_usd: Usd = 10_000.0
     risk_per_trade_percent: Percent = Field(0.5, gt=0, le=10)
@@ -331,6 +343,7 @@ class RiskSettings(Strict):
     recovering_size_factor: float = Field(0.25, gt=0, le=1)
     stop_loss_percent: Percent = Field(2.0, gt=0, lt=50)
     take_profit_percent: Percent = Field(4.0, gt=0, lt=500)
+    falling_coin: FallingCoin = FallingCoin()
 
 
 class PaperSettings(Strict):
@@ -367,6 +380,27 @@ class ReEntry(Strict):
     steps: int = Field(2, ge=1, le=10)
 
 
+class HeldSymbolRule(Strict):
+    """A held symbol's own crash: the breaker watches BTC, ETH and breadth, so a position in
+    a coin that falls alone is cut by its own drop from its high over `horizon_minutes`."""
+
+    enabled: bool = True
+    horizon_minutes: int = Field(1440, ge=60, le=10_080)
+    drop_percent: float = Field(15.0, gt=0, lt=100)  # cut to triggered_exposure this far below the horizon's high
+    clear_percent: float = Field(7.5, ge=0, lt=100)  # comes back (confirmed, in steps) once back under this
+    volatility_multiple: float = Field(2.0, ge=1, le=20)  # and its 1-minute volatility is under this x its pre-crash level
+
+    @model_validator(mode="after")
+    def _clear_below_drop(self) -> "HeldSymbolRule":
+        if self.clear_percent >= self.drop_percent:
+            raise ValueError(f"clear_percent ({self.clear_percent:g}) must be below drop_percent "
+                             f"({self.drop_percent:g})")
+        return self
+
+    def long_minutes(self) -> tuple[int, ...]:
+        return (self.horizon_minutes,) if self.enabled else ()
+
+
 class ProtectionPolicySettings(Strict):
     """De-risking tiers: the session cuts long exposure by reduce-only orders through the gate
     as the breaker escalates (journaled as actor=policy), and restores it after recovery."""
@@ -377,6 +411,7 @@ class ProtectionPolicySettings(Strict):
     triggered_exposure: float = Field(0.0, ge=0, le=1)  # kept at TRIGGERED (0 flattens)
     recovering_exposure: float = Field(0.25, ge=0, le=1)  # at most this while RECOVERING; all of it only at SAFE
     reentry: ReEntry = ReEntry()
+    held_symbol: HeldSymbolRule = HeldSymbolRule()
 
     @model_validator(mode="after")
     def _tiers_descend(self) -> "ProtectionPolicySettings":

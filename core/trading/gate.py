@@ -12,7 +12,9 @@ every denial is journaled with its reason. The policy per breaker state:
   RECOVERING  exits, and entries at a reduced size
 
 Exits (reduce-only orders) and cancels are always allowed: they can only take risk off.
-New entries are also denied, as under TRIGGERED, while the journal cannot write.
+New entries are also denied, as under TRIGGERED, while the journal cannot write. A buy of a
+coin in its own crash (`risk.falling_coin`: that far below its own high over the horizon)
+is denied whatever the breaker's state: the breaker watches the market, not each coin.
 
 Atomicity. The check and the reservation of every budget it spends (exposure, open
 positions, the loss budget, a slot of the order rate; core.trading.ledger) happen under one
@@ -121,6 +123,11 @@ class OrderGate:
         self.portfolio = portfolio
         self.journal = journal
         self.clock = clock or (lambda: time.time_ns() // 1_000_000)
+        falling = risk.falling_coin
+        if falling.enabled and falling.horizon_minutes not in market.long_minutes:
+            raise ValueError(f"risk_management.falling_coin needs the market to keep its {falling.horizon_minutes}-"
+                             f"minute horizon (it keeps {list(market.long_minutes)})")
+        self._falling_j = market.long_minutes.index(falling.horizon_minutes) if falling.enabled else None
         self._lock = threading.RLock()
         self._ledger = ReservationLedger()
         self._rate = RateWindow()
@@ -216,6 +223,12 @@ class OrderGate:
         collar = self._collar(order, ref)
         if collar:
             return deny(collar, ref)
+        if order.side is Side.BUY and self._falling_j is not None:
+            drop = w.long_drop_pct(self._falling_j)  # type: ignore[union-attr]
+            if drop >= self.risk.falling_coin.drop_percent:
+                hours = self.risk.falling_coin.horizon_minutes / 60
+                return deny(f"{order.symbol} is {drop:.1f}% below its {hours:g}-hour high, in its own crash: "
+                            f"no new long into it", ref)
 
         qty = q * factor
         max_qty = self.risk.max_order_quantity.get(order.symbol)

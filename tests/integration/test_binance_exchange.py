@@ -62,7 +62,7 @@ class Rig:
     def __init__(self, server: FakeBinance, settings: BinanceSettings | None = None) -> None:
         self.server = server
         self.fake = server.trading
-        self.market = MarketState()
+        self.market = MarketState(long_minutes=(1440,))  # the gate's falling_coin horizon
         self.exchange = ObservedExchange(settings or fast(), "testnet", CANARY_KEY, CANARY_SECRET, self.market,
                                          endpoints=server.endpoints(), on_event=self._on_event)
         self.events: list[dict[str, Any]] = []  # user stream events the exchange applied

@@ -143,3 +143,25 @@ async def test_the_cut_sells_only_what_resting_exits_leave_free(tmp_path):
         assert sells and abs(sells[0][0] - 0.15) < 1e-12
     finally:
         await s.close()
+
+
+async def test_a_coin_that_crashes_alone_is_sold_through_the_gate(tmp_path):
+    """BTC and ETH stay calm, so the breaker stays SAFE; the held coin's own crash cuts it."""
+    db = tmp_path / "j.db"
+    s = await _session(db)
+    try:
+        s.engine.process(path("DOGEUSDT", [(0, 0.30), (10, 0.30)]))
+        await s.gate.submit(Order(symbol="DOGEUSDT", side=Side.BUY, type=OrderType.MARKET, quantity=1000.0))
+        assert s.portfolio.quantity("DOGEUSDT") == 1000.0
+        calm = [path(sym, [(10, p), (40, p)]) for sym, p in (("BTCUSDT", 100_000.0), ("ETHUSDT", 3_000.0))]
+        crash = path("DOGEUSDT", [(10, 0.30), (40, 0.24)])  # 20% below its day's high
+        s.engine.process(sorted([*crash, *calm[0], *calm[1]], key=lambda tick: tick.time_ms))
+        await _settle(s)
+        assert s.breaker.status.value == "SAFE"
+        assert s.portfolio.quantity("DOGEUSDT") == 0.0 and s.portfolio.quantity("ETHUSDT") == 0.2
+        sells = _rows(db, "SELECT symbol, side, reduce_only, origin FROM orders WHERE origin = 'policy'")
+        assert set(sells) == {("DOGEUSDT", "SELL", 1, "policy")}
+        reason = _rows(db, "SELECT reason FROM operator_actions WHERE actor = 'policy'")[0][0]
+        assert reason.startswith("DOGEUSDT 15.")
+    finally:
+        await s.close()

@@ -88,7 +88,7 @@ def _property(server: RedisServer) -> None:
 def _the_gate_refuses_a_stale_epoch(server: RedisServer, latest: int) -> None:
     settings_ = load_config(env={}, dotenv_paths=[]).settings
     breaker = CircuitBreakerState(RedisBackend(server.client(), "p"))
-    market = MarketState()
+    market = MarketState(long_minutes=(1440,))  # the gate's falling_coin horizon
     gate = OrderGate(settings_.risk_management, breaker, market, paper_exchange(settings_, market, lambda: 0),
                      Portfolio(10_000.0))
     order = Order(symbol="ETHUSDT", side=Side.BUY, type=OrderType.MARKET, quantity=0.01)

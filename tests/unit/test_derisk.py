@@ -137,3 +137,87 @@ def test_a_resume_in_safe_with_nothing_journaled_does_nothing():
     p = policy(book)
     p.resume(None, S)
     assert p.baseline == {} and p.on_price("BTCUSDT", 90.0, MIN) is None
+
+
+# ---------------------------------------------------------------------- a held coin's own crash
+class View:
+    """Stands in for the market windows: each symbol's drop from its day's high and volatility."""
+
+    def __init__(self) -> None:
+        self.drops: dict[str, float] = {}
+        self.sigmas: dict[str, float] = {}
+        self.calm = 0.01
+
+    def drop(self, symbol):
+        return self.drops.get(symbol)
+
+    def sigma(self, symbol):
+        return self.sigmas.get(symbol, self.calm)
+
+    def calm_sigma(self, symbol):
+        return self.calm
+
+
+def held_policy(book: Book, view: View, **kw) -> ExposurePolicy:
+    p = policy(book, **kw)
+    p.own = view
+    return p
+
+
+def test_a_coin_that_crashes_alone_is_cut_on_the_crossing_and_comes_back_once_settled():
+    book, view = Book(DOGEUSDT=1000.0), View()
+    p = held_policy(book, view)
+    view.drops["DOGEUSDT"] = 14.9
+    assert p.on_price("DOGEUSDT", 0.30, 0) is None
+    view.drops["DOGEUSDT"] = 15.1
+    cut = p.on_price("DOGEUSDT", 0.29, MIN)
+    assert [(o.side, o.quantity, o.reduce_only) for o in cut.orders] == [(Side.SELL, 1000.0, True)]
+    assert "DOGEUSDT 15.1% below its 24-hour high" in cut.reason and cut.details()["caps"] == {"DOGEUSDT": 0.0}
+    book.fill(cut)
+    assert p.status is S and p.exposure == 1.0, "the breaker's tier is untouched: only the coin is capped"
+    view.drops["DOGEUSDT"] = 7.0  # back under clear_percent: the wait starts
+    assert p.on_price("DOGEUSDT", 0.31, 2 * MIN) is None
+    view.sigmas["DOGEUSDT"] = 0.05  # still swinging 5x its calm level: no buying back
+    assert p.on_price("DOGEUSDT", 0.31, 40 * MIN) is None
+    view.sigmas["DOGEUSDT"] = 0.015
+    step = p.on_price("DOGEUSDT", 0.31, 41 * MIN)
+    assert [(o.side, o.quantity) for o in step.orders] == [(Side.BUY, 500.0)]
+    book.fill(step)
+    last = p.on_price("DOGEUSDT", 0.31, 71 * MIN)
+    book.fill(last)
+    assert book.held["DOGEUSDT"] == 1000.0 and p.caps == {} and p.baseline == {}
+
+
+def test_a_coin_bought_after_its_fall_is_left_alone():
+    book, view = Book(), View()
+    p = held_policy(book, view)
+    view.drops["DOGEUSDT"] = 20.0
+    assert p.on_price("DOGEUSDT", 0.25, 0) is None  # nothing held at the crossing
+    book.held["DOGEUSDT"] = 500.0  # the operator buys the dip
+    view.drops["DOGEUSDT"] = 25.0
+    assert p.on_price("DOGEUSDT", 0.23, MIN) is None, "only a new crossing fires"
+    assert book.held["DOGEUSDT"] == 500.0
+
+
+def test_a_coin_cut_by_its_own_rule_stays_down_through_a_breaker_cycle():
+    book, view = Book(DOGEUSDT=1000.0, BTCUSDT=1.0), View()
+    p = held_policy(book, view, recovering_exposure=1.0, reentry=ReEntry(confirm_minutes=0, steps=1))
+    view.drops["DOGEUSDT"] = 16.0
+    book.fill(p.on_price("DOGEUSDT", 0.29, 0))
+    book.fill(p.on_breaker(change(T, MIN)))
+    assert book.held == {"DOGEUSDT": 0.0, "BTCUSDT": 0.0}
+    p.on_breaker(change(S, 2 * MIN))
+    back = p.on_price("BTCUSDT", 100.0, 3 * MIN)
+    assert [(o.symbol, o.quantity) for o in back.orders] == [("BTCUSDT", 1.0)], "DOGE waits for its own recovery"
+
+
+def test_a_resume_keeps_a_coins_cap():
+    book, view = Book(DOGEUSDT=1000.0), View()
+    p = held_policy(book, view)
+    view.drops["DOGEUSDT"] = 16.0
+    cut = p.on_price("DOGEUSDT", 0.29, 0)  # the process dies before the sell
+    restarted = held_policy(book, view)
+    restarted.resume(cut.details(), S)
+    assert restarted.caps == {"DOGEUSDT": 0.0} and restarted.resume_due == {"DOGEUSDT"}
+    again = restarted.on_price("DOGEUSDT", 0.28, MIN)
+    assert [(o.side, o.quantity) for o in again.orders] == [(Side.SELL, 1000.0)]

@@ -63,7 +63,7 @@ class RecordingJournal:
 class Rig:
     def __init__(self, **risk) -> None:
         self.now = T0
-        self.market = MarketState()
+        self.market = MarketState(long_minutes=(1440,))  # the gate's falling_coin horizon
         self.breaker = CircuitBreakerState()
         self.portfolio = Portfolio(SHIPPED.execution.paper.starting_balance_usd)
         self.exchange = SpyExchange(SHIPPED.execution.paper, self.market, lambda: self.now)
@@ -86,7 +86,7 @@ class Rig:
 def unjournaled(exchange_class=None, breaker=None, symbol="BTCUSDT", price=10_000.0):
     """A gate on the shipped caps over its own exchange (`exchange_class`, a SpyExchange by
     default) with no journal, one tick of `symbol` at T0: (gate, exchange, breaker)."""
-    market = MarketState()
+    market = MarketState(long_minutes=(1440,))  # the gate's falling_coin horizon
     breaker = breaker or CircuitBreakerState()
     exchange = (exchange_class or SpyExchange)(SHIPPED.execution.paper, market, lambda: T0)
     gate = OrderGate(SHIPPED.risk_management, breaker, market, exchange, Portfolio(10_000.0), clock=lambda: T0)
@@ -590,3 +590,36 @@ def test_submitters_on_several_threads_share_the_caps():
     resting = sum(o.remaining for o in exchange.open_orders())
     assert len(exchange.placed) == 8  # 8 x 0.3 ETH x 1,000 = 2,400 USD: the next would pass the 2,500 cap
     assert resting * 1_000.0 <= SHIPPED.risk_management.max_position_notional_usd
+
+
+# ---------------------------------------------------------------------- a coin in its own crash
+def test_no_new_long_into_a_coin_in_its_own_crash_whatever_the_breaker_says():
+    rig = Rig()
+    rig.tick("DOGEUSDT", 0.30, qty=100_000.0)
+    rig.submit(buy(qty=1_000.0, symbol="DOGEUSDT"))  # a position, before the fall
+    for price in (0.28, 0.26, 0.252):  # 16% below its day's high; BTC and ETH calm, the breaker SAFE
+        rig.tick("DOGEUSDT", price, qty=100_000.0)
+    assert rig.breaker.status is BreakerStatus.SAFE
+    assert_denied(rig, buy(qty=1_000.0, symbol="DOGEUSDT"), "DOGEUSDT is 16.0% below its 24-hour high")
+    out = rig.submit(sell_exit(500.0, symbol="DOGEUSDT"))
+    assert out.status is not OrderStatus.DENIED, "exits stay open: they only take risk off"
+    assert rig.submit(buy(qty=0.01)).status is not OrderStatus.DENIED, "other coins trade on"
+
+
+def test_a_coin_back_within_its_level_can_be_bought_again():
+    rig = Rig()
+    rig.tick("DOGEUSDT", 0.30, qty=100_000.0)
+    rig.tick("DOGEUSDT", 0.25, qty=100_000.0)
+    assert_denied(rig, buy(qty=1_000.0, symbol="DOGEUSDT"), "in its own crash")
+    rig.tick("DOGEUSDT", 0.256, qty=100_000.0)  # 14.7% below
+    assert rig.submit(buy(qty=1_000.0, symbol="DOGEUSDT")).status is not OrderStatus.DENIED
+
+
+def test_the_rule_can_be_turned_off_and_needs_its_horizon_kept():
+    off = SHIPPED.risk_management.falling_coin.model_copy(update={"enabled": False})
+    rig = Rig(falling_coin=off)
+    rig.tick("DOGEUSDT", 0.30, qty=100_000.0)
+    rig.tick("DOGEUSDT", 0.20, qty=100_000.0)
+    assert rig.submit(buy(qty=1_000.0, symbol="DOGEUSDT")).status is not OrderStatus.DENIED
+    with pytest.raises(ValueError, match="falling_coin needs the market to keep its 1440-minute horizon"):
+        OrderGate(SHIPPED.risk_management, CircuitBreakerState(), MarketState(), rig.exchange, Portfolio(1.0))

@@ -77,7 +77,7 @@ class WatchedExchange(PaperExchange):
 class Rig:
     def __init__(self) -> None:
         self.now = T0
-        self.market = MarketState()
+        self.market = MarketState(long_minutes=(1440,))  # the gate's falling_coin horizon
         self.breaker = CircuitBreakerState()
         self.portfolio = Portfolio(1_000_000.0)
         self.exchange = WatchedExchange(SHIPPED.execution.paper, self.market, lambda: self.now)
