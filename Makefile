@@ -10,7 +10,7 @@ STAMP  := $(VENV)/.installed-stamp
 ARGS   ?=
 PYTEST_ARGS ?=
 
-.PHONY: run test bench bench-tune venv system-deps clean-venv
+.PHONY: run test bench bench-tune bench-instructions venv system-deps clean-venv
 
 venv: $(STAMP)
 
@@ -35,6 +35,9 @@ bench: $(STAMP)
 
 bench-tune: $(STAMP)
 	$(BIN)/python bench/tune.py
+
+bench-instructions: $(STAMP)
+	$(BIN)/python bench/pipeline_instructions.py
 
 clean-venv:
 	rm -rf $(VENV)
