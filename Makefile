@@ -10,7 +10,7 @@ STAMP  := $(VENV)/.installed-stamp
 ARGS   ?=
 PYTEST_ARGS ?=
 
-.PHONY: run test bench bench-tune bench-instructions venv system-deps clean-venv
+.PHONY: run test bench bench-quick venv system-deps clean-venv
 
 venv: $(STAMP)
 
@@ -30,14 +30,15 @@ system-deps:
 test: $(STAMP) system-deps
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
-bench: $(STAMP)
-	$(BIN)/python bench/pipeline.py
+BENCHMARKS := pipeline peers instructions trading journal binance feeds console shared_breaker agents tune
 
-bench-tune: $(STAMP)
-	$(BIN)/python bench/tune.py
+bench: $(addprefix bench-,$(BENCHMARKS))
 
-bench-instructions: $(STAMP)
-	$(BIN)/python bench/pipeline_instructions.py
+bench-%: $(STAMP)
+	$(BIN)/python bench/bench_$*.py
+
+bench-quick: $(STAMP) system-deps
+	@for b in $(BENCHMARKS); do echo "== bench/bench_$$b.py --quick"; $(BIN)/python bench/bench_$$b.py --quick || exit 1; done
 
 clean-venv:
 	rm -rf $(VENV)

@@ -1,9 +1,9 @@
-"""bench/tune: wall time of `spikeguard tune` over a 10-file folder and a 27-point grid.
+"""bench/bench_tune: wall time of `spikeguard tune` over a 10-file folder and a 27-point grid.
 
 The folder holds links to ten of ../shared/data/market's files (seven crashes, three calm
 windows); the grid is 3 x 3 x 3 breaker settings. Each file is replayed once with the 27
 points as shadow breakers in the same pass. Prints figures; asserts nothing.
-Run: make bench-tune   (or .venv/bin/python bench/tune.py [--quick])
+Run: make bench-tune   (or .venv/bin/python bench/bench_tune.py [--quick])
 """
 
 from __future__ import annotations
@@ -16,11 +16,8 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-if sys.path[1] == str(Path(__file__).resolve().parent):
-    del sys.path[1]  # python put bench/ first
-sys.path.append(str(Path(__file__).resolve().parent))  # after the repo: bench/console.py must not shadow console/
 
-from common import quiet_logs  # noqa: E402
+from _kit import quiet_logs  # noqa: E402
 
 from console.tuning import parse_grid, sweep  # noqa: E402
 from core.config import load_config  # noqa: E402

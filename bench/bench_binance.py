@@ -1,4 +1,4 @@
-"""bench/binance: the Binance feed's parsing speed and frame-to-halt latency.
+"""bench/bench_binance: the Binance feed's parsing speed and frame-to-halt latency.
 
 Prints figures; asserts nothing (the tests check what the feed does; its speed is measured here):
 - websocket frames parsed into events per second on one core: a mix of combined aggTrade,
@@ -11,7 +11,7 @@ Prints figures; asserts nothing (the tests check what the feed does; its speed i
   backfilled feed is printed too;
 - start-up to the first live price on screen: `spikeguard console --feed binance` in tmux on
   the fake as the testnet, until a live trade's price is drawn.
-Run: .venv/bin/python bench/binance.py [--quick]
+Run: .venv/bin/python bench/bench_binance.py [--quick]
 """
 
 from __future__ import annotations
@@ -25,12 +25,12 @@ import tempfile
 import time
 from pathlib import Path
 
-sys.path[0] = str(Path(__file__).resolve().parent.parent)  # not bench/: this file's name would shadow python-binance
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # the repo: core/ and console/
 
 import orjson  # noqa: E402
 from pydantic import SecretStr  # noqa: E402
 
-from bench.common import fifty_symbols, pct, quiet_logs  # noqa: E402
+from _kit import fifty_symbols, pct, quiet_logs  # noqa: E402
 from core.config import load_config  # noqa: E402
 from core.market.binance_feed import BinanceFeed  # noqa: E402
 from core.market.binance_messages import parse_frame, parse_message  # noqa: E402

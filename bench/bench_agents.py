@@ -1,4 +1,4 @@
-"""bench/agents: the agent desk with `llm: rules`, beyond the first import.
+"""bench/bench_agents: the agent desk with `llm: rules`, beyond the first import.
 
 Prints figures; asserts nothing.
 - importing the desk's modules in a fresh process, which must not import CrewAI
@@ -13,7 +13,7 @@ Prints figures; asserts nothing.
 - RSS before and after loading CrewAI, and peak.
 The desk as the console runs it: crews in a worker thread (BENCH_KICKOFF=async compares
 `await crew.akickoff()`), the GIL switch interval at 1 ms and the post-import gc.freeze().
-Run: .venv/bin/python bench/agents.py [--runs 20] [--json]
+Run: make bench-agents   (or .venv/bin/python bench/bench_agents.py [--runs 20] [--quick] [--json])
 """
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import pct, quiet_logs  # noqa: E402 - after the sys.path setup
+from _kit import pct, quiet_logs  # noqa: E402 - after the sys.path setup
 
 
 def rss_mb() -> float:
@@ -222,10 +222,11 @@ async def replay_doge(figures: dict) -> None:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--runs", type=int, default=20)
+    ap.add_argument("--quick", action="store_true", help="3 runs (for CI smoke)")
     ap.add_argument("--json", action="store_true", help="print the figures as one JSON object")
     args = ap.parse_args()
     quiet_logs()
-    f = asyncio.run(bench(args.runs))
+    f = asyncio.run(bench(3 if args.quick else args.runs))
     asyncio.run(replay_doge(f))
     if args.json:
         print(json.dumps(f, indent=2))

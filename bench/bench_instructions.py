@@ -1,11 +1,11 @@
-"""bench/pipeline_instructions: the pipeline's cost in instructions a tick (valgrind's callgrind).
+"""bench/bench_instructions: the pipeline's cost in instructions a tick (valgrind's callgrind).
 
 Wall-clock figures on a shared VM move by +-30% between runs; instruction counts do not, so
 a ratio between two configurations is measured here: the 60-minute rules only, with the
 slow-crash rules, and with 3 shadow breakers in the same pass (goal: at most 1.5x). Each
 configuration runs in its own process under callgrind; the cost of building the ticks is
 measured alone and taken off.
-Run: make bench-instructions   (or .venv/bin/python bench/pipeline_instructions.py [--quick])
+Run: make bench-instructions   (or .venv/bin/python bench/bench_instructions.py [--quick])
 """
 
 from __future__ import annotations
@@ -26,14 +26,14 @@ _COLLECTED = re.compile(r"Collected\s*:\s*(\d+)")
 def child(mode: str, minutes: float) -> None:
     sys.path.insert(0, str(ROOT))
     sys.path.insert(0, str(Path(__file__).resolve().parent))
-    from common import fifty_symbols, quiet_logs
+    from _kit import fifty_symbols, quiet_logs
 
     from core.config import load_config, shadow_variant
     from core.engine import Engine
     from core.events import Tick
     from core.market.sim import SimFeed
     from core.shadow import attach_shadows, long_minutes_of
-    from pipeline import _NullFeed
+    from bench_pipeline import _NullFeed
 
     quiet_logs()
     settings = load_config(env={}, dotenv_paths=[]).settings
@@ -74,10 +74,16 @@ def main() -> None:
     if args.child:
         child(args.child, args.minutes)
         return
+    if args.quick:  # the smoke run: every mode's code, without callgrind's minutes
+        for mode in MODES:
+            subprocess.run([sys.executable, __file__, "--child", mode, "--minutes", "0.25"], check=True,
+                           capture_output=True)
+        print(f"quick: ran {', '.join(MODES)} without callgrind (the figures need a full run)")
+        return
     if shutil.which("valgrind") is None:
         print("valgrind is not installed: no instruction counts (apt install valgrind)")
         return
-    minutes = 3.0 if args.quick else args.minutes
+    minutes = args.minutes
     counts = {mode: measure(mode, minutes) for mode in MODES}
     setup, ticks = counts["setup"]
     per_tick = {m: (counts[m][0] - setup) / ticks for m in MODES[1:]}

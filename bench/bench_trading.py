@@ -1,4 +1,4 @@
-"""bench/trading: the order gate, the halt and the durability of a trip. Prints figures,
+"""bench/bench_trading: the order gate, the halt and the durability of a trip. Prints figures,
 asserts nothing.
 
 - gate checks per second: the full pre-trade check of an allowed limit order, one caller;
@@ -9,7 +9,7 @@ asserts nothing.
   halt step has cancelled every resting entry (20 resting orders on the paper exchange);
 - trip-to-durable: from an operator's trip (or the crossing tick of a rule trip) until its
   circuit_breaker_events row is committed (synchronous=FULL) in a journal on disk.
-Run: .venv/bin/python bench/trading.py [--quick]
+Run: .venv/bin/python bench/bench_trading.py [--quick]
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.common import pct, quiet_logs  # noqa: E402
+from _kit import pct, quiet_logs  # noqa: E402
 from core.config import load_config  # noqa: E402
 from core.engine import Engine  # noqa: E402
 from core.events import BreakerStatus, Tick  # noqa: E402

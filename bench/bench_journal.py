@@ -1,6 +1,6 @@
 """Journal figures: rows per second, the cost of a durable row, opening, and how fast a full disk recovers.
 
-    .venv/bin/python bench/journal.py [--quick]
+    .venv/bin/python bench/bench_journal.py [--quick]
 
 - order rows at synchronous=FULL, one commit per row against batched, with and without the
   head's signature key; spike rows (synchronous=NORMAL) batched;
@@ -26,7 +26,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.common import pct, quiet_logs  # noqa: E402
+from _kit import pct, quiet_logs  # noqa: E402
 from core.events import SpikeDetected, SpikeType  # noqa: E402
 from core.journal import Journal  # noqa: E402
 from core.trading.orders import Order, OrderType, Side  # noqa: E402

@@ -1,4 +1,4 @@
-"""bench/feeds: how fast the feeds produce events, and how closely a paced replay keeps time.
+"""bench/bench_feeds: how fast the feeds produce events, and how closely a paced replay keeps time.
 
 Prints figures; asserts nothing (the unit tests check what the feeds produce and when, on a
 virtual clock; the wall-clock goals are measured here):
@@ -8,7 +8,7 @@ virtual clock; the wall-clock goals are measured here):
   (goal: between 0.15 s and 2 s);
 - a paced replay of two files a day apart at 600x: the day is skipped (goal: under 2 s; the
   day itself would be 144 s).
-Run: .venv/bin/python bench/feeds.py [--quick]
+Run: .venv/bin/python bench/bench_feeds.py [--quick]
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import quiet_logs  # noqa: E402
+from _kit import quiet_logs  # noqa: E402
 
 from core.market.replay import ReplayFeed  # noqa: E402
 from core.market.sim import SimFeed  # noqa: E402

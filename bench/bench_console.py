@@ -1,4 +1,4 @@
-"""bench/console: what the console costs and how fast it answers. Prints figures only.
+"""bench/bench_console: what the console costs and how fast it answers. Prints figures only.
 
 - CPU: the real app, headless, 50 symbols at 10 Hz in real time (sim feed), share of one
   core over a measured window (process CPU time / wall time), after a warm-up; at 160x60
@@ -10,7 +10,7 @@
   entries, until the pane has been rebuilt and painted;
 - cold start to first frame: a fresh interpreter building the console and painting its
   first frame (headless), and whether CrewAI was imported on the way.
-Run: .venv/bin/python bench/console.py [--quick]
+Run: .venv/bin/python bench/bench_console.py [--quick]
 """
 
 from __future__ import annotations
@@ -25,10 +25,10 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path[0] = str(ROOT)  # not bench/: this file's own name would shadow the console package
+sys.path.insert(0, str(ROOT))  # the repo: core/ and console/
 os.environ.setdefault("TEXTUAL_ANIMATIONS", "none")
 
-from bench.common import fifty_symbols, quiet_logs  # noqa: E402
+from _kit import fifty_symbols, quiet_logs  # noqa: E402
 
 FIRST_FRAME = """
 import sys, time, asyncio

@@ -1,4 +1,4 @@
-"""bench/shared_breaker: the breaker shared on Redis (a real redis-server on a free loopback
+"""bench/bench_shared_breaker: the breaker shared on Redis (a real redis-server on a free loopback
 port, started here). Prints figures, asserts nothing.
 
 - propagation: a trip (then a clear) written by this process until another process's breaker
@@ -6,7 +6,7 @@ port, started here). Prints figures, asserts nothing.
   same wall clock;
 - gate checks per second with the Redis backend (the gate reads the breaker's local copy,
   kept by the poller and the subscriber, never Redis on an order), beside the memory backend.
-Run: .venv/bin/python bench/shared_breaker.py [--quick]
+Run: .venv/bin/python bench/bench_shared_breaker.py [--quick]
 """
 
 from __future__ import annotations
@@ -24,8 +24,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.common import pct, quiet_logs  # noqa: E402
-from bench.trading import gate_checks  # noqa: E402
+from _kit import pct, quiet_logs  # noqa: E402
+from bench_trading import gate_checks  # noqa: E402
 from core.breaker.machine import BreakerRecord  # noqa: E402
 from core.breaker.redis_backend import RedisBackend  # noqa: E402
 from core.breaker.state import CircuitBreakerState  # noqa: E402

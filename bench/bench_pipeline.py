@@ -1,4 +1,4 @@
-"""bench/pipeline: throughput and tick-to-halt latency of the engine's hot path.
+"""bench/bench_pipeline: throughput and tick-to-halt latency of the engine's hot path.
 
 Prints figures; asserts nothing (timing goals are measured here, not in unit tests).
 - ticks per second through market state, guardian and scanner, 50 symbols, one core
@@ -8,7 +8,7 @@ Prints figures; asserts nothing (timing goals are measured here, not in unit tes
 - the cost of the slow-crash rules, and of 3 shadow breakers in the same pass, as a ratio
   to the pipeline without them (goal: at most 1.5x with the shadows);
 - peak RSS.
-Run: make bench   (or .venv/bin/python bench/pipeline.py [--quick])
+Run: make bench   (or .venv/bin/python bench/bench_pipeline.py [--quick])
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import fifty_symbols, pct, quiet_logs  # noqa: E402
+from _kit import fifty_symbols, pct, quiet_logs  # noqa: E402
 
 from core.config import load_config  # noqa: E402
 from core.engine import Engine  # noqa: E402
