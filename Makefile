@@ -34,6 +34,16 @@ BENCHMARKS := pipeline peers instructions trading journal binance feeds console 
 
 bench: $(addprefix bench-,$(BENCHMARKS))
 
+# NautilusTrader pins packages the console's set pins otherwise: its own venv, its own lock
+BENCH_VENV := .venv-bench
+$(BENCH_VENV)/.installed: pyproject.toml requirements-bench.lock
+	$(PYTHON) -m venv $(BENCH_VENV)
+	$(BENCH_VENV)/bin/python -m pip install --quiet --disable-pip-version-check -c requirements-bench.lock -e '.[bench]'
+	touch $@
+
+bench-peers: $(BENCH_VENV)/.installed
+	$(BENCH_VENV)/bin/python bench/bench_peers.py
+
 bench-%: $(STAMP)
 	$(BIN)/python bench/bench_$*.py
 
