@@ -90,17 +90,21 @@ class Scanner:
         floor = r.floor
         if rise >= floor or drop >= floor:
             if self.settings.spike_types.spot_price_spike:
-                self._price_spike(w, r, t)
+                self._price_spike(w, r, t, rise >= floor, drop >= floor)
         vk = r.vol_k
         if w.vol_samples >= self._vol_warmup_samples and w.vol_baseline > 0.0:
             vm = w.volume_multiple(vk)
             if vm >= r.vol_multiple and self.settings.spike_types.volume_explosion.enabled:
                 self._volume_spike(w, r, t, vm)
 
-    def _price_spike(self, w: SymbolWindows, r: _PairRules, t: int) -> None:
+    def _price_spike(self, w: SymbolWindows, r: _PairRules, t: int, pumps: bool, dumps: bool) -> None:
+        """`pumps`, `dumps`: the 60-minute move that way is past the floor. The windows nest, so
+        no shorter window moves further: a direction below it can fire on none."""
         p = w.last_price
         sigma = w.sigma_1m() if w.ret_samples >= self._z_warmup_samples else 0.0
         for direction in ("pump", "dump"):
+            if not (pumps if direction == "pump" else dumps):
+                continue
             best = None  # (score, k, move, z)
             confirming = 0
             for k in range(w.n):
