@@ -59,9 +59,7 @@ class Engine:
         self.bus = bus or EventBus()
         self.breaker = breaker or CircuitBreakerState()
         self.market = MarketState(max_symbols=settings.performance.max_symbols,
-                                  long_minutes=settings.circuit_breaker.slow_crash.long_minutes()
-                                  + settings.protection_policy.held_symbol.long_minutes()
-                                  + settings.risk_management.falling_coin.long_minutes() + long_minutes)
+                                  long_minutes=settings.long_minutes() + long_minutes)
         self.spikes: deque[SpikeDetected] = deque(maxlen=10_000)
         self.problems: deque[FeedProblem] = deque(maxlen=1_000)
         self.guardian = Guardian(settings.circuit_breaker, self.market, self.breaker, feed.cadence_ms,

@@ -311,9 +311,9 @@ class CrewSettings(Strict):
 
 
 # ---------------------------------------------------------------------------- trading
-class FallingCoin(Strict):
-    """No new long into a coin in its own crash: this far below its high over the horizon
-    (the breaker halts the market; this halts one coin, whatever the market does)."""
+class CoinDropRule(Strict):
+    """A coin's own drop from its high over `horizon_minutes` (the breaker watches the
+    market; these rules watch one coin)."""
 
     enabled: bool = True
     horizon_minutes: int = Field(1440, ge=60, le=10_080)
@@ -321,6 +321,10 @@ class FallingCoin(Strict):
 
     def long_minutes(self) -> tuple[int, ...]:
         return (self.horizon_minutes,) if self.enabled else ()
+
+
+class FallingCoin(CoinDropRule):
+    """No new long into a coin `drop_percent` below its high, whatever the breaker's state."""
 
 
 class RiskSettings(Strict):
@@ -380,13 +384,10 @@ class ReEntry(Strict):
     steps: int = Field(2, ge=1, le=10)
 
 
-class HeldSymbolRule(Strict):
-    """A held symbol's own crash: the breaker watches BTC, ETH and breadth, so a position in
-    a coin that falls alone is cut by its own drop from its high over `horizon_minutes`."""
+class HeldSymbolRule(CoinDropRule):
+    """A held coin `drop_percent` below its high is cut to triggered_exposure: the breaker
+    watches BTC, ETH and breadth, so a position in a coin that falls alone would ride it."""
 
-    enabled: bool = True
-    horizon_minutes: int = Field(1440, ge=60, le=10_080)
-    drop_percent: float = Field(15.0, gt=0, lt=100)  # cut to triggered_exposure this far below the horizon's high
     clear_percent: float = Field(7.5, ge=0, lt=100)  # comes back (confirmed, in steps) once back under this
     volatility_multiple: float = Field(2.0, ge=1, le=20)  # and its 1-minute volatility is under this x its pre-crash level
 
@@ -396,9 +397,6 @@ class HeldSymbolRule(Strict):
             raise ValueError(f"clear_percent ({self.clear_percent:g}) must be below drop_percent "
                              f"({self.drop_percent:g})")
         return self
-
-    def long_minutes(self) -> tuple[int, ...]:
-        return (self.horizon_minutes,) if self.enabled else ()
 
 
 class ProtectionPolicySettings(Strict):
@@ -567,6 +565,12 @@ class Settings(Strict):
     redis: RedisSettings = RedisSettings()
     binance: BinanceSettings = BinanceSettings()
     secrets: Secrets = Secrets()
+
+    def long_minutes(self) -> tuple[int, ...]:
+        """Every long horizon this config's rules read: the market windows keep them all."""
+        return tuple(sorted({*self.circuit_breaker.slow_crash.long_minutes(),
+                             *self.protection_policy.held_symbol.long_minutes(),
+                             *self.risk_management.falling_coin.long_minutes()}))
 
     @model_validator(mode="after")
     def _run_deadline_below_the_ttl(self) -> "Settings":

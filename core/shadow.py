@@ -37,8 +37,7 @@ CRASH_GRACE_MINUTES = 60
 
 def long_minutes_of(variants: Iterable[Settings]) -> tuple[int, ...]:
     """Every long horizon any of the configs needs: the market keeps them all."""
-    return tuple(sorted({m for v in variants for m in (*v.circuit_breaker.slow_crash.long_minutes(),
-                                                       *v.protection_policy.held_symbol.long_minutes())}))
+    return tuple(sorted({m for v in variants for m in v.long_minutes()}))
 
 
 @dataclass

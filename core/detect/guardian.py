@@ -796,7 +796,8 @@ class GuardianGroup:
 
     def on_tick(self, w: SymbolWindows, t: int) -> None:
         symbol = w.symbol
-        band = bisect_right(self._levels_60, w.drop_pct(self._k60))
+        d60 = w.drop_pct(self._k60)
+        band = bisect_right(self._levels_60, d60)
         scale = len(self._levels_60) + 1
         for j, levels in self._long:
             band += scale * bisect_right(levels, w.long_drop_pct(j))
@@ -804,7 +805,6 @@ class GuardianGroup:
         if symbol not in self._refs and t < self._next_check_ms and self._bands.get(symbol) == band:
             return
         self._bands[symbol] = band
-        d60 = w.drop_pct(self._k60)
         for g in self._active:
             g.on_tick(w, t, d60, w.long_drop_pct(g._mws.j) if g._mws is not None else None)
         self._next_check_ms = min((g._next_check_ms for g in self._active), default=t)
