@@ -50,11 +50,13 @@ class PolicyAction:
     orders: tuple[Order, ...] = ()
     baseline: tuple[tuple[str, float], ...] = ()  # the positions before the first cut (what resume needs)
     caps: tuple[tuple[str, float], ...] = ()  # symbols held down by their own crash, and to what fraction
+    calm_sigma: tuple[tuple[str, float], ...] = ()  # each capped symbol's volatility before its crash
 
     def details(self, ids: bool = True) -> dict:
         """As journaled; without `ids` (random per run) for a report that must repeat exactly."""
         return {"status": self.status.value, "exposure_from": round(self.exposure_from, 4),
                 "exposure_to": round(self.exposure_to, 4), "baseline": dict(self.baseline), "caps": dict(self.caps),
+                "calm_sigma": dict(self.calm_sigma),
                 "orders": [{"symbol": o.symbol, "side": o.side.value, "quantity": o.quantity,
                             **({"client_order_id": o.client_order_id} if ids else {})} for o in self.orders]}
 
@@ -178,9 +180,9 @@ class ExposurePolicy:
         self.status = status
         allowed = self.allowed()
         held = self.holdings()
-        baseline, exposure, caps = _journaled_state(last)
+        baseline, exposure, caps, calm = _journaled_state(last)
         if baseline and (exposure < 1.0 - _DUST or caps):
-            self.baseline, self.exposure, self.caps = baseline, exposure, caps
+            self.baseline, self.exposure, self.caps, self.calm_sigma = baseline, exposure, caps, calm
             self.crashed = set(caps)  # their wait starts over once each is back under clear_percent
         elif allowed < 1.0 - _DUST and any(q > 0 for q in held.values()):
             self.baseline = {s: q for s, q in held.items() if q > 0}  # tripped before the policy could cut
@@ -252,7 +254,7 @@ class ExposurePolicy:
                 orders: list[Order | None] | tuple[Order | None, ...]) -> PolicyAction:
         action = PolicyAction(kind, self.status, exposure_from, self.exposure, reason, t,
                               tuple(o for o in orders if o is not None), tuple(sorted(self.baseline.items())),
-                              tuple(sorted(self.caps.items())))
+                              tuple(sorted(self.caps.items())), tuple(sorted(self.calm_sigma.items())))
         if self.exposure >= 1.0 - _DUST and not self.caps:
             self.baseline, self.troughs, self.exposure = {}, {}, 1.0  # whole again: the book is the operator's
         self.actions.append(action)
@@ -293,19 +295,22 @@ def symbol_view(market: MarketState, settings: ProtectionPolicySettings) -> Symb
         else None
 
 
-def _journaled_state(last: object) -> tuple[dict[str, float], float, dict[str, float]]:
-    """The baseline, tier exposure and symbol caps a journaled action left; nothing if it
-    cannot be read (then the restored breaker state alone decides, which never buys)."""
+def _journaled_state(last: object) -> tuple[dict[str, float], float, dict[str, float], dict[str, float]]:
+    """The baseline, tier exposure, symbol caps and their pre-crash volatility a journaled
+    action left; nothing if it cannot be read (then the restored breaker state alone
+    decides, which never buys)."""
     try:
         exposure = float(last["exposure_to"])  # type: ignore[index]
         baseline = {str(s): float(q) for s, q in dict(last["baseline"]).items()}  # type: ignore[index]
         caps = {str(s): float(c) for s, c in dict(last.get("caps") or {}).items()}  # type: ignore[attr-defined]
+        calm = {str(s): float(c) for s, c in dict(last.get("calm_sigma") or {}).items()}  # type: ignore[attr-defined]
     except (KeyError, TypeError, ValueError, AttributeError):
-        return {}, 1.0, {}
+        return {}, 1.0, {}, {}
     if not 0.0 <= exposure <= 1.0 or not all(0.0 <= c < 1.0 for c in caps.values()):
-        return {}, 1.0, {}
+        return {}, 1.0, {}, {}
     baseline = {s: q for s, q in baseline.items() if 0 < q < float("inf")}
-    return baseline, exposure, {s: c for s, c in caps.items() if s in baseline}
+    caps = {s: c for s, c in caps.items() if s in baseline}
+    return baseline, exposure, caps, {s: c for s, c in calm.items() if s in caps and 0 <= c < float("inf")}
 
 
 def policy_applies(settings: ProtectionPolicySettings, live: bool) -> bool:

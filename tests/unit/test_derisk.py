@@ -221,3 +221,20 @@ def test_a_resume_keeps_a_coins_cap():
     assert restarted.caps == {"DOGEUSDT": 0.0} and restarted.resume_due == {"DOGEUSDT"}
     again = restarted.on_price("DOGEUSDT", 0.28, MIN)
     assert [(o.side, o.quantity) for o in again.orders] == [(Side.SELL, 1000.0)]
+
+
+def test_a_resume_keeps_the_coins_pre_crash_volatility_so_it_does_not_buy_back_into_a_pump():
+    book, view = Book(DOGEUSDT=1000.0), View()
+    p = held_policy(book, view)
+    view.drops["DOGEUSDT"] = 16.0
+    cut = p.on_price("DOGEUSDT", 0.29, 0)
+    book.fill(cut)
+    assert cut.details()["calm_sigma"] == {"DOGEUSDT": 0.01}
+    restarted = held_policy(book, view)
+    restarted.resume(cut.details(), S)
+    view.drops["DOGEUSDT"] = 7.0
+    assert restarted.on_price("DOGEUSDT", 0.31, MIN) is None  # back under clear: the wait starts
+    view.sigmas["DOGEUSDT"] = 0.05  # 5x the level before the crash
+    assert restarted.on_price("DOGEUSDT", 0.31, 40 * MIN) is None, "still swinging: no buying back after a restart"
+    view.sigmas["DOGEUSDT"] = 0.015
+    assert restarted.on_price("DOGEUSDT", 0.31, 41 * MIN).kind == "reenter"
