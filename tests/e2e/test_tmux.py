@@ -147,6 +147,19 @@ def _threads(pid: int) -> int:
     return len(os.listdir(f"/proc/{pid}/task"))
 
 
+def _settled_threads(pid: int, quiet_s: float = 1.5, limit_s: float = 20.0) -> int:
+    """The thread count once start-up is done: unchanged for `quiet_s` (a loaded machine
+    starts the crew's loader and the journal's threads later than an idle one)."""
+    deadline = time.monotonic() + limit_s
+    count, since = _threads(pid), time.monotonic()
+    while time.monotonic() - since < quiet_s and time.monotonic() < deadline:
+        time.sleep(0.1)
+        now = _threads(pid)
+        if now != count:
+            count, since = now, time.monotonic()
+    return count
+
+
 def test_sigcont_and_sigtstp_neither_restart_nor_suspend_the_console(term, tmp_path):
     """Each SIGCONT (a closing terminal sends one) restarted Textual's input and writer threads:
     6 threads became 12 after three, and once the loop hung on the old writer's full queue with
@@ -154,9 +167,8 @@ def test_sigcont_and_sigtstp_neither_restart_nor_suspend_the_console(term, tmp_p
     data = tmp_path / "sg"
     term.start(_command(data))
     term.wait_for("BTCUSDT", "SAFE")
-    time.sleep(1.0)  # the crew's loader thread and the journal's are up
     (pid,) = running(data)
-    before = _threads(pid)
+    before = _settled_threads(pid)
     for sig in (signal.SIGCONT, signal.SIGCONT, signal.SIGCONT, signal.SIGTSTP):
         os.kill(pid, sig)
         time.sleep(0.3)
