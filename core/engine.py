@@ -177,8 +177,8 @@ class Engine:
                 previous = self.feed_health.get(ev.stream)
                 self.feed_health[ev.stream] = ev
                 self.bus.publish(ev)
-                for fn in self.feed_health_listeners:
-                    fn(ev, previous)
+                for on_health in self.feed_health_listeners:
+                    on_health(ev, previous)
         if marks:  # stopped at a pause: the rest of the batch waits for the resume
             marks.clear()
             self.held = list(events)

@@ -361,20 +361,20 @@ class Guardian:
             calm = False
             if warn is None:
                 warn = (partial(self._breadth_reason, n, self._mw_count_warn, self._mw_warn, 60), "market_wide", None)
-        rule = self._mws
-        if rule is not None:
+        breadth = self._mws
+        if breadth is not None:
             mws_trigger, mws_warn = self._slow_breadth()
             if mws_trigger:
-                if rule.armed and trigger is None:
-                    trigger = _Fire(partial(self._breadth_reason, n, self._mws_count_trigger, rule.trigger,
-                                            rule.minutes), None, rule)
-            elif not rule.armed and not mws_warn:
-                rule.armed = True
+                if breadth.armed and trigger is None:
+                    trigger = _Fire(partial(self._breadth_reason, n, self._mws_count_trigger, breadth.trigger,
+                                            breadth.minutes), None, breadth)
+            elif not breadth.armed and not mws_warn:
+                breadth.armed = True
             if mws_warn:
                 calm = False
                 if warn is None:
-                    warn = (partial(self._breadth_reason, n, self._mws_count_warn, rule.warn, rule.minutes),
-                            rule.trigger_type, None)
+                    warn = (partial(self._breadth_reason, n, self._mws_count_warn, breadth.warn, breadth.minutes),
+                            breadth.trigger_type, None)
         venue: VenueHold | None = None
         for hold in self.venue_holds.values():
             calm = False
