@@ -24,7 +24,6 @@ figure is finite; beyond them a ratio or a sum may saturate to infinity, never t
 from __future__ import annotations
 
 import math
-from array import array
 
 MINUTE_MS = 60_000
 TIMEFRAMES_MIN: tuple[int, ...] = (1, 5, 15, 60)
@@ -49,7 +48,7 @@ def _exact_sum(values) -> float:
         return math.inf
 
 
-def _push_max(times: array, values: array, heads: list[int], t: int, value: float, wins: tuple[int, ...],
+def _push_max(times: list[int], values: list[float], heads: list[int], t: int, value: float, wins: tuple[int, ...],
               n: int) -> None:
     """Add (t, value) to a monotonic (decreasing) deque shared by nested windows, and move
     each window's head past the entries that left it. Amortised O(1) per call."""
@@ -105,19 +104,19 @@ class SymbolWindows:
         self.first_time = -1
         self.ticks = 0
         # tick history: times, prices, quantities; _h[k] = first index inside window k
-        self._t = array("q")
-        self._p = array("d")
-        self._q = array("d")
-        self._h = [0] * self.n
-        self._sum_q = [0.0] * self.n
-        self._sum_pq = [0.0] * self.n
+        self._t: list[int] = []
+        self._p: list[float] = []
+        self._q: list[float] = []
+        self._h: list[int] = [0] * self.n
+        self._sum_q: list[float] = [0.0] * self.n
+        self._sum_pq: list[float] = [0.0] * self.n
         # monotonic deques over the longest window: highs, and lows stored negated
-        self._mx_t = array("q")
-        self._mx_p = array("d")
-        self._mx_h = [0] * self.n
-        self._mn_t = array("q")
-        self._mn_p = array("d")
-        self._mn_h = [0] * self.n
+        self._mx_t: list[int] = []
+        self._mx_p: list[float] = []
+        self._mx_h: list[int] = [0] * self.n
+        self._mn_t: list[int] = []
+        self._mn_p: list[float] = []
+        self._mn_h: list[int] = [0] * self.n
         # one-minute sampling for EWMA volatility and volume baseline
         self._minute = -1
         self._minute_close = math.nan
@@ -136,9 +135,9 @@ class SymbolWindows:
             raise ValueError(f"long horizons must be increasing positive minutes, got {long_horizons_min!r}")
         self.long_minutes = tuple(long_horizons_min)
         self._minute_high = -math.inf
-        self._lh_t = array("q")
-        self._lh_p = array("d")
-        self._lh_h = [0] * len(self.long_minutes)
+        self._lh_t: list[int] = []
+        self._lh_p: list[float] = []
+        self._lh_h: list[int] = [0] * len(self.long_minutes)
         # the pre-crash volatility a recovery is compared with: slow enough that a crash hardly moves it
         self._var_alpha_slow = 1.0 - 0.5 ** (1.0 / slow_volatility_halflife_min)
         self.ret_var_slow = 0.0
@@ -263,7 +262,7 @@ class SymbolWindows:
             self._h[k] = h
             # exact resync bounds floating-point drift of the running sums
             self._sum_q[k] = _exact_sum(qs[h:])
-            self._sum_pq[k] = _exact_sum(p * q for p, q in zip(ps[h:], qs[h:]))
+            self._sum_pq[k] = _exact_sum([p * q for p, q in zip(ps[h:], qs[h:])])
         for times, prices, heads in ((self._mx_t, self._mx_p, self._mx_h), (self._mn_t, self._mn_p, self._mn_h)):
             cut = heads[self.n - 1]
             if cut:
