@@ -83,9 +83,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="spikeguard", parents=[common_options(suppress=False)],
                      description="Terminal trading console for Binance: crash circuit breaker, spike scanner, "
                                  "AI agent desk, one order gate. With no subcommand, opens the console.")
-    from core import __version__
+    from core import __version__, compiled
 
-    parser.add_argument("--version", action="version", version=f"spikeguard {__version__}")
+    parser.add_argument("--version", action="version",
+                        version=f"spikeguard {__version__} (engine hot path: {compiled.running()})")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
 
     p = sub.add_parser("console", parents=[common], help="open the Textual trading console (the default)")
