@@ -46,6 +46,7 @@ from core.market.binance_messages import (
     StreamError,
     futures_streams,
     parse_depth_snapshot,
+    parse_frame,
     parse_message,
     spot_streams,
 )
@@ -66,8 +67,6 @@ FILL_ATTEMPTS = 3
 _DISCONNECTS = frozenset({"ConnectionClosedError", "ConnectionClosedOK", "BinanceWebsocketClosed",
                           "IncompleteReadError", "gaierror", "BinanceWebsocketUnableToConnect", "CancelledError"})
 _OVERFLOW = "BinanceWebsocketQueueOverflow"
-# a frame that is not JSON ends the library's read loop with one of these
-_UNDECODABLE = frozenset({"JSONDecodeError", "UnicodeDecodeError"})
 
 
 @dataclass
@@ -292,6 +291,9 @@ class BinanceFeed(Feed):
         manager = socket_manager(self._client, self.endpoints, self.queue_size)
         socket = manager.multiplex_socket(names) if market == "spot" else manager.futures_multiplex_socket(names)
         socket.MAX_RECONNECTS = 0  # the feed reconnects: with its backoff, then the gap fill
+        # the library's read loop decodes each frame with this: with ours, a frame arrives as its
+        # event (no dict between), and one that is not JSON is a bad frame, not the loop's end
+        socket.json_loads = parse_frame
         return socket
 
     async def _connect_and_read(self, socket: Any, market: str) -> _Ended:
@@ -318,10 +320,12 @@ class BinanceFeed(Feed):
         last_error: StreamError | None = None
         try:
             while watch.why is None:
-                msg = await socket.recv()
+                parsed = await socket.recv()
                 watch.hear()
-                parsed = parse_message(msg)
                 kind = type(parsed)
+                if kind is dict:  # the library's own in-band errors are still dicts
+                    parsed = parse_message(parsed)
+                    kind = type(parsed)
                 if kind is Tick:
                     self._live(parsed)
                 elif kind is Quote:
@@ -366,9 +370,6 @@ class BinanceFeed(Feed):
         self._health(market, ended.state, ended.detail)
 
     def _error_frame(self, error: StreamError) -> None:
-        if error.type in _UNDECODABLE:
-            self._bad("not_json", f"a frame python-binance could not decode: {error.message}")
-            return
         self.stats.error_frames[error.type] += 1
         self._tally.add(f"error_frame_{error.type}", error.message)
 

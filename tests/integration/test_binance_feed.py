@@ -331,6 +331,8 @@ async def test_a_queue_overflow_recreates_the_socket_and_is_counted(fake_binance
 
 # ---------------------------------------------------------------------------- bad frames
 async def test_malformed_and_error_frames_are_counted_logged_once_and_never_stop_the_feed(fake_binance, caplog):
+    """Not even a frame that is not JSON: python-binance's read loop used to die of one (and the
+    feed to reconnect and refill the gap); the feed's decoder makes it a bad frame like the rest."""
     server = fake_binance
     bad_trade = '{"stream": "btcusdt@aggTrade", "data": {"s": "BTCUSDT", "p": "abc"}}'
     with caplog.at_level(logging.WARNING, logger="spikeguard.binance.feed"):
@@ -339,22 +341,17 @@ async def test_malformed_and_error_frames_are_counted_logged_once_and_never_stop
             for _ in range(2):
                 server.faults.add("stream_malformed:spot", bad_trade)
                 server.faults.add("stream_error:spot", "rate limited")
+                server.faults.add("stream_malformed:spot", "{not json")
             for price in (100_010.0, 100_020.0):
                 server.set_price("BTCUSDT", price)
             await rec.until(live_tick(rec, "BTCUSDT", 100_020.0))
-            assert rec.states("spot") == [FeedState.CONNECTED]  # these leave the connection alone
-            server.faults.add("stream_malformed:spot", "{not json")  # python-binance's read loop dies of it
-            server.set_price("BTCUSDT", 100_030.0)
-            await rec.until(rec.filled(*SYMBOLS, times=2))
-            server.set_price("BTCUSDT", 100_040.0)
-            await rec.until(live_tick(rec, "BTCUSDT", 100_040.0))
     stats = rec.feed.stats
-    assert stats.bad_frames["bad_trade"] == 2 and stats.bad_frames["not_json"] == 1
+    assert stats.bad_frames["bad_trade"] == 2 and stats.bad_frames["not_json"] == 2
     assert stats.error_frames == {"server": 2}
-    assert rec.states("spot") == [FeedState.CONNECTED, FeedState.RECONNECTING, FeedState.CONNECTED]
-    assert "JSONDecodeError" in rec.health("spot")[1].detail
+    assert rec.states("spot") == [FeedState.CONNECTED] and stats.reconnects == 0
     messages = [r.getMessage() for r in caplog.records]
     assert sum("bad_trade" in m for m in messages) == 1
+    assert sum("not_json" in m for m in messages) == 1
     assert sum("rate limited" in m for m in messages) == 1
     assert all(r.exc_info is None for r in caplog.records)
     kinds = [p.error.split(":")[0] for p in stats.problems]

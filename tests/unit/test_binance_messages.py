@@ -3,6 +3,7 @@ malformed or error frame a BadFrame or a StreamError, never an exception."""
 
 from __future__ import annotations
 
+import json
 import logging
 
 import orjson
@@ -242,3 +243,47 @@ def test_the_tally_counts_every_problem_and_logs_the_first_of_each_kind(caplog):
 
 def test_a_mark_price_of_nan_is_refused():
     assert kind_of(combined("btcusdt@markPrice@1s", {**MARK, "p": "nan"})) == "bad_mark_price"
+
+
+# ---------------------------------------------------------------------------- the typed fast path
+TRICKY_TEXT = st.sampled_from(["nan", "inf", "-1", "0", "1e9", "1e10", " 5 ", "1_0", "0x10", "BTC-USDT", "a b", "",
+                                "100123.45", "1700000000000", "BTCUSDT"])
+LEVELS = st.lists(st.tuples(TRICKY_TEXT, TRICKY_TEXT).map(list)
+                  | st.lists(TRICKY_TEXT | st.floats(allow_nan=False), max_size=3), min_size=1, max_size=2)
+JSON_VALUES = st.recursive(
+    TRICKY_TEXT | LEVELS | st.text(max_size=8) | st.none() | st.booleans()
+    | st.integers(min_value=-2**70, max_value=2**70) | st.floats(allow_nan=False, allow_infinity=False),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=3), inner, max_size=3),
+    max_leaves=4,
+)
+FAST_KINDS = [("btcusdt@aggTrade", AGG_TRADE), ("ethusdt@trade", TRADE), ("btcusdt@bookTicker", BOOK_TICKER),
+              ("btcusdt@depth5@100ms", DEPTH), ("btcusdt@depth20", {**DEPTH, "bids": [["1", "2", "3"]]})]
+
+
+def general_path(raw: bytes) -> object:
+    try:
+        msg = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        return "not_json"
+    return parse_message(msg)
+
+
+def fast_path(raw: bytes | str) -> object:
+    parsed = parse_frame(raw)
+    return "not_json" if type(parsed) is BadFrame and parsed.kind == "not_json" else parsed
+
+
+@settings(max_examples=1000, deadline=None)
+@given(kind=st.sampled_from(FAST_KINDS), other_stream=st.sampled_from([None, None, None, "btcusdt@trade", "btcusdt"]),
+       data=st.data())
+def test_the_fast_path_reads_every_frame_as_the_general_path_does(kind, other_stream, data):
+    """Trades, quotes and depth skip the dict, never the checks: whatever a field holds, the typed decode
+    gives the very event, or the very BadFrame, the dict path gives."""
+    stream, payload = kind
+    values = st.one_of(TRICKY_TEXT, LEVELS, JSON_VALUES, st.just("<drop>"))
+    changes = data.draw(st.dictionaries(st.sampled_from(sorted(payload)), values, min_size=1, max_size=2))
+    fields = {k: v for k, v in {**payload, **changes}.items() if v != "<drop>"}
+    # json, not orjson: it writes any int, and orjson refuses one beyond 64 bits
+    raw = json.dumps({"stream": other_stream or stream, "data": fields}).encode()
+    assert fast_path(raw) == general_path(raw)
+    assert fast_path(raw.decode()) == general_path(raw)  # python-binance hands over text frames
