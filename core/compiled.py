@@ -22,7 +22,7 @@ from pathlib import Path
 
 CORE = Path(__file__).resolve().parent
 HOT_MODULES = ("core.market.windows", "core.market.state", "core.detect.scanner", "core.detect.guardian",
-               "core.engine")
+               "core.latency", "core.engine")
 BUILD_GROUP = "core.hot_path"  # mypyc's shared library: core/hot_path__mypyc.*.so
 MANIFEST = CORE / "compiled.manifest"
 PURE_ENV = "SPIKEGUARD_PURE_PYTHON"

@@ -37,7 +37,7 @@ from bisect import bisect_right
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import partial
-from typing import Any
+from typing import Any, Final
 
 from core.breaker.machine import IllegalTransition
 from core.breaker.state import CircuitBreakerState
@@ -47,7 +47,7 @@ from core.market.windows import MINUTE_MS, SymbolWindows
 from core.settings import CircuitBreakerSettings
 
 log = logging.getLogger("spikeguard.guardian")
-_RECHECK_MS = 1_000  # time-based rules (stale data, timers) are re-checked this often on other ticks
+_RECHECK_MS: Final = 1_000  # time-based rules (stale data, timers) are re-checked this often on other ticks
 
 SAFE, WARNING, TRIGGERED, RECOVERING = (
     BreakerStatus.SAFE, BreakerStatus.WARNING, BreakerStatus.TRIGGERED, BreakerStatus.RECOVERING,
