@@ -74,6 +74,10 @@ def main() -> None:
     if args.child:
         child(args.child, args.minutes)
         return
+    sys.path.insert(0, str(ROOT))
+    from core import compiled
+
+    print(f"engine hot path: {compiled.running()}")  # what the children import
     if args.quick:  # the smoke run: every mode's code, without callgrind's minutes
         for mode in MODES:
             subprocess.run([sys.executable, __file__, "--child", mode, "--minutes", "0.25"], check=True,

@@ -11,7 +11,9 @@ Prints figures; asserts nothing.
   scanner); NautilusTrader's BacktestEngine with the same rolling-max detector, when the
   optional `bench` extra is installed (`pip install -e .[bench]`; the row says when it is not).
 - Each as ticks/s and as its time over the plain loop's, for 50 and 500 symbols (the same
-  candles dealt 10x wider), so the cost per tick as symbols grow shows.
+  candles dealt 10x wider), so the cost per tick as symbols grow shows. The engine's row runs
+  the compiled hot path when it is built (the header says); a child process with
+  SPIKEGUARD_PURE_PYTHON=1 gives the pure-Python row on the same stream.
 Run: make bench-peers   (or .venv/bin/python bench/bench_peers.py [--quick])
 """
 
@@ -20,7 +22,10 @@ from __future__ import annotations
 import argparse
 import gc
 import heapq
+import json
+import os
 import statistics
+import subprocess
 import sys
 import time
 from collections import deque
@@ -31,6 +36,7 @@ sys.path.insert(0, str(REPO))
 
 from _kit import quiet_logs  # noqa: E402
 
+from core import compiled  # noqa: E402
 from core.config import load_config  # noqa: E402
 from core.engine import Engine  # noqa: E402
 from core.events import Tick  # noqa: E402
@@ -119,14 +125,33 @@ def nautilus(ticks: list[Tick]) -> tuple[float, int] | str:
     return _nautilus_peer.run(ticks, WINDOW_MS, DROP_PERCENT)
 
 
+def pure_python(symbols: int, runs: int, candles: int | None) -> tuple[float, float]:
+    """(engine, plain loop) median seconds on the pure-Python hot path, from a child process."""
+    env = {**os.environ, compiled.PURE_ENV: "1"}
+    args = [sys.executable, __file__, "--engine-only", str(symbols), "--runs", str(runs)]
+    if candles is not None:
+        args.append("--quick")
+    out = subprocess.run(args, env=env, capture_output=True, text=True, check=True)
+    engine, plain = json.loads(out.stdout.splitlines()[-1])
+    return engine, plain
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="a few hours of candles, one run (for CI smoke)")
     ap.add_argument("--runs", type=int, default=3)
+    ap.add_argument("--engine-only", type=int, metavar="SYMBOLS", help=argparse.SUPPRESS)  # the pure child
     args = ap.parse_args()
     quiet_logs()
     settings = load_config(env={}, dotenv_paths=[]).settings
     runs, candles = (1, 240) if args.quick else (args.runs, None)
+    if args.engine_only:
+        ticks = build_stream(args.engine_only, candles)
+        engine = [spikeguard(ticks, settings)[0] for _ in range(runs)]
+        plain = [plain_loop(ticks)[0] for _ in range(runs)]
+        print(json.dumps([statistics.median(engine), statistics.median(plain)]))
+        return
+    print(f"engine hot path: {compiled.running()}")
     for symbols in (50, 500):
         ticks = build_stream(symbols, candles)
         rows: dict[str, list[float]] = {"plain loop": [], "spikeguard Engine": [], "NautilusTrader": []}
@@ -144,10 +169,14 @@ def main() -> None:
         print(f"{symbols} symbols, {len(ticks):,} real ticks (1-minute candles, 4 ticks each), median of {runs}:")
         for name, times in rows.items():
             if not times:
-                print(f"  {name:<18} {absent}")
+                print(f"  {name:<26} {absent}")
                 continue
             t = statistics.median(times)
-            print(f"  {name:<18} {len(ticks) / t:>12,.0f} ticks/s   {t / base:6.1f}x the plain loop's time")
+            print(f"  {name:<26} {len(ticks) / t:>12,.0f} ticks/s   {t / base:6.1f}x the plain loop's time")
+        pure, pure_base = pure_python(symbols, runs, candles)
+        speedup = pure / statistics.median(rows["spikeguard Engine"])
+        print(f"  {'spikeguard, pure Python':<26} {len(ticks) / pure:>12,.0f} ticks/s   {pure / pure_base:6.1f}x "
+              f"(a child process's plain loop): the engine row is {speedup:.2f}x as fast")
         if rows["NautilusTrader"]:
             ratio = statistics.median(rows["NautilusTrader"]) / statistics.median(rows["spikeguard Engine"])
             print(f"  spikeguard at {ratio:.2f}x NautilusTrader's ticks/s (goal >= 1.5x)")

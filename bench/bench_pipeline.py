@@ -26,6 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _kit import fifty_symbols, pct, quiet_logs  # noqa: E402
 
+from core import compiled  # noqa: E402
 from core.config import load_config  # noqa: E402
 from core.engine import Engine  # noqa: E402
 from core.events import BreakerChanged, BreakerStatus, Tick  # noqa: E402
@@ -89,6 +90,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="smaller run (for CI smoke)")
     args = ap.parse_args()
+    print(f"engine hot path: {compiled.running()}")
     settings = load_config(env={}, dotenv_paths=[]).settings
     minutes, runs, trials = (12, 1, 300) if args.quick else (30, 3, 2000)
 

@@ -25,6 +25,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from _kit import pct, quiet_logs  # noqa: E402
+from core import compiled  # noqa: E402
 from core.config import load_config  # noqa: E402
 from core.engine import Engine  # noqa: E402
 from core.events import BreakerStatus, Tick  # noqa: E402
@@ -136,6 +137,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true")
     args = ap.parse_args()
+    print(f"engine hot path: {compiled.running()}")
     settings = load_config(env={}, dotenv_paths=[]).settings
     checks, submits, trials, trips = (20_000, 2_000, 100, 15) if args.quick else (200_000, 20_000, 1000, 60)
     rates = [gate_checks(settings, checks) for _ in range(3)]
