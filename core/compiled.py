@@ -17,6 +17,7 @@ import hashlib
 import importlib.util
 import os
 import sys
+import sysconfig
 from importlib.machinery import ModuleSpec
 from pathlib import Path
 
@@ -40,11 +41,17 @@ def source_digest() -> str:
     return h.hexdigest()
 
 
+def extension_path(module: str) -> Path:
+    return source_path(module).with_suffix(sysconfig.get_config_var("EXT_SUFFIX"))
+
+
 def build_is_current() -> bool:
+    """Every hot module built, from the sources as they are now."""
     try:
-        return MANIFEST.read_text().strip() == source_digest()
+        built_from = MANIFEST.read_text().strip()
     except OSError:
         return False
+    return all(extension_path(m).exists() for m in HOT_MODULES) and built_from == source_digest()
 
 
 def why_pure() -> str | None:

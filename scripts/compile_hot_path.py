@@ -21,11 +21,6 @@ sys.path.insert(0, str(REPO))
 from core.compiled import BUILD_GROUP, HOT_MODULES, MANIFEST, build_is_current, source_digest, source_path  # noqa: E402
 
 
-def _built() -> bool:
-    suffix = sysconfig.get_config_var("EXT_SUFFIX")
-    return all(source_path(m).with_name(m.rsplit(".", 1)[1] + suffix).exists() for m in HOT_MODULES)
-
-
 def _build() -> str | None:
     """Build in place; why not, or None."""
     cc = (sysconfig.get_config_var("CC") or "cc").split()[0]
@@ -50,7 +45,7 @@ def _build() -> str | None:
 
 def main() -> int:
     required = "--required" in sys.argv[1:]
-    if build_is_current() and _built():
+    if build_is_current():
         return 0
     why = _build()
     if why is None:

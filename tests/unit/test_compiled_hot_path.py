@@ -81,3 +81,11 @@ def test_the_version_says_which_hot_path_runs():
     out = run_cli("--version")
     expected = f"pure Python ({compiled.PURE_ENV} is set)" if PURE else "compiled (mypyc)"
     assert out.returncode == 0 and f"engine hot path: {expected}" in " ".join(out.stdout.split())
+
+
+def test_a_build_missing_a_module_never_runs(built_copy: Path):
+    """All or none: the rest of the build would call its own copy of the missing module's classes."""
+    (built_copy / "core" / "market" / f"windows{EXT}").unlink()
+    running, engine_file = _probe(built_copy, pure=False)
+    assert running == "pure Python (no current build (make compiles it))"
+    assert engine_file == str(built_copy / "core" / "engine.py")
