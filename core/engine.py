@@ -79,6 +79,8 @@ class Engine:
         self._spike_listeners: list[Callable[[SpikeDetected], None]] = []
         # called for every accepted tick after the detectors (the paper book's fills, take-profit watch)
         self.tick_listeners: list[Callable[[Tick], None]] = []
+        # called after the detectors for one symbol's ticks only (a listener that reads the references)
+        self.symbol_listeners: dict[str, list[Callable[[Tick], None]]] = {}
         self.breaker.subscribe(self._on_breaker_change)
 
     # ------------------------------------------------------------------ wiring
@@ -121,6 +123,7 @@ class Engine:
         scanner = self.scanner
         latency = self.latency
         listeners = self.tick_listeners
+        symbol_listeners = self.symbol_listeners
         shadows = self.shadow_guardians
         clock = time.perf_counter_ns
         tick_type = Tick
@@ -156,6 +159,9 @@ class Engine:
                     shadows.on_tick(w, t)
                 if listeners:
                     for fn in listeners:
+                        fn(ev)
+                if symbol_listeners:
+                    for fn in symbol_listeners.get(ev.symbol, ()):
                         fn(ev)
                 if marks:
                     break

@@ -62,14 +62,17 @@ class BreakerScore:
     _state_since: int | None = None
     _time_in: dict[str, int] = field(default_factory=lambda: {s.value: 0 for s in BreakerStatus})
     ticks: "_ScoreTicks | None" = None  # the listener that feeds this score (attach_shadows)
-    _last_ms: int = 0
 
     def __post_init__(self) -> None:
         self.breaker.subscribe(self._on_change)
 
     # ------------------------------------------------------------------ following (ScoreTicks calls)
-    def on_first_tick(self, t: int) -> None:
-        self._state_since = t
+    def _since(self, fallback: int) -> int:
+        """When the current state began: the last change, or the first tick before any."""
+        if self._state_since is None:
+            first = self.ticks.first_ms() if self.ticks is not None else None
+            self._state_since = fallback if first is None else first
+        return self._state_since
 
     def on_reference_tick(self, tick: Tick, drop: float) -> None:
         """`drop`: the reference's percent below its 60-minute high."""
@@ -86,8 +89,7 @@ class BreakerScore:
 
     def _on_change(self, change: BreakerChanged) -> None:
         self.changes.append(change)
-        if self._state_since is not None:
-            self._time_in[change.previous.value] += change.time_ms - self._state_since
+        self._time_in[change.previous.value] += change.time_ms - self._since(change.time_ms)
         self._state_since = change.time_ms
         if change.status is BreakerStatus.TRIGGERED:
             worst = self._worst_reference_drop()
@@ -111,11 +113,10 @@ class BreakerScore:
 
     # ------------------------------------------------------------------ the figures
     def report(self) -> dict[str, Any]:
-        if self.ticks is not None and self.ticks.last_ms is not None:
-            self._last_ms = self.ticks.last_ms
+        last = self.ticks.last_ms() if self.ticks is not None else None
         time_in = dict(self._time_in)
-        if self._state_since is not None:
-            time_in[self.breaker.status.value] += self._last_ms - self._state_since
+        if last is not None:
+            time_in[self.breaker.status.value] += last - self._since(last)
         crashes = [c for cs in self.crashes.values() for c in cs]
         out: dict[str, Any] = {
             "name": self.name,
@@ -134,27 +135,30 @@ class BreakerScore:
 
 
 class _ScoreTicks:
-    """One tick listener for every score (a listener per score would cost a call per tick
-    each): it reads a reference's 60-minute drop once and hands it to all of them."""
+    """One listener of the references' ticks for every score (a listener per score would cost a
+    call a tick each): it reads a reference's 60-minute drop once and hands it to all of them."""
 
     def __init__(self, engine: Engine, scores: list[BreakerScore]) -> None:
         self.market = engine.market
         self.scores = scores
-        self.references = {s for score in scores for s in score.settings.circuit_breaker.references}
+        self.references = sorted({s for score in scores for s in score.settings.circuit_breaker.references})
         self.k60 = engine.market.timeframes_min.index(60)
-        self.last_ms: int | None = None
         for score in scores:
             score.ticks = self
+        for symbol in self.references:
+            engine.symbol_listeners.setdefault(symbol, []).append(self)
+
+    def first_ms(self) -> int | None:
+        """The first tick's time, of any symbol (the scores count time in state from it)."""
+        return min((w.first_time for w in self.market.symbols.values() if w.ticks), default=None)
+
+    def last_ms(self) -> int | None:
+        return max((w.last_time for w in self.market.symbols.values() if w.ticks), default=None)
 
     def __call__(self, tick: Tick) -> None:
-        if self.last_ms is None:
-            for score in self.scores:
-                score.on_first_tick(tick.time_ms)
-        self.last_ms = tick.time_ms
-        if tick.symbol in self.references:
-            drop = self.market.symbols[tick.symbol].drop_pct(self.k60)
-            for score in self.scores:
-                score.on_reference_tick(tick, drop)
+        drop = self.market.symbols[tick.symbol].drop_pct(self.k60)
+        for score in self.scores:
+            score.on_reference_tick(tick, drop)
 
 
 def attach_shadows(engine: Engine, variants: list[tuple[str, Settings]], symbols: tuple[str, ...],
@@ -172,7 +176,7 @@ def attach_shadows(engine: Engine, variants: list[tuple[str, Settings]], symbols
             study = ProtectionStudy(settings, engine.market, breaker, symbols, engine.now_ms, books=BREAKER_BOOKS)
             engine.tick_listeners.append(study.on_tick)
         scores.append(BreakerScore(name, settings, breaker, engine, study=study))
-    engine.tick_listeners.append(_ScoreTicks(engine, scores))
+    _ScoreTicks(engine, scores)
     return scores
 
 

@@ -33,7 +33,6 @@ from __future__ import annotations
 
 import logging
 import math
-from bisect import bisect_right
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import partial
@@ -760,7 +759,7 @@ class GuardianGroup:
     Only three things make a guardian act on a tick: a reference symbol's tick, a symbol
     whose breadth level moves, and its recheck timer. A breadth level moves only when the
     symbol's drop crosses one of the members' levels, so the group tracks each symbol's
-    band among all of them (a bisect) and calls the members only on a reference, a new
+    band among all of them and calls the members only on a reference, a new
     band or a due recheck. A skipped member's `last_time_ms` lags by less than the recheck.
     """
 
@@ -797,14 +796,28 @@ class GuardianGroup:
     def on_tick(self, w: SymbolWindows, t: int) -> None:
         symbol = w.symbol
         d60 = w.drop_pct(self._k60)
-        band = bisect_right(self._levels_60, d60)
+        band = _band_of(self._levels_60, d60)
         scale = len(self._levels_60) + 1
         for j, levels in self._long:
-            band += scale * bisect_right(levels, w.long_drop_pct(j))
+            band += scale * _band_of(levels, w.long_drop_pct(j))
             scale *= len(levels) + 1
         if symbol not in self._refs and t < self._next_check_ms and self._bands.get(symbol) == band:
             return
         self._bands[symbol] = band
+        next_check = -1
         for g in self._active:
             g.on_tick(w, t, d60, w.long_drop_pct(g._mws.j) if g._mws is not None else None)
-        self._next_check_ms = min((g._next_check_ms for g in self._active), default=t)
+            if next_check < 0 or g._next_check_ms < next_check:
+                next_check = g._next_check_ms
+        self._next_check_ms = t if next_check < 0 else next_check
+
+
+def _band_of(levels: tuple[float, ...], x: float) -> int:
+    """How many of the sorted levels are at or below x: bisect_right over a handful of levels,
+    as a loop the compiled path runs natively (a call to bisect is a generic one)."""
+    band = 0
+    for level in levels:
+        if x < level:
+            break
+        band += 1
+    return band
