@@ -117,8 +117,8 @@ class Engine:
                 return
         # locals once a batch: the pure path reads them faster than globals, and the compiled
         # path calls the detectors natively through typed locals (a bound method would not be)
-        windows = self.market.symbols
         market = self.market
+        windows = market.symbols
         guardian = self.guardian
         scanner = self.scanner
         latency = self.latency

@@ -1,7 +1,7 @@
 """Rolling per-symbol statistics in O(1) amortised work per tick.
 
 One tick history per symbol serves every timeframe: the windows are nested (1m inside
-5m inside 15m inside 60m), so each window is a head index into the same arrays, and
+5m inside 15m inside 60m), so each window is a head index into the same vectors, and
 each head only moves forward. The same trick serves the monotonic deques that give a
 window's maximum and minimum: the 60-minute deque holds every candidate, and a shorter
 window's extreme is the first candidate younger than its cutoff.
@@ -32,7 +32,7 @@ from mypy_extensions import i64
 # Final: the compiled hot path folds them in rather than looking them up on every tick
 MINUTE_MS: Final = 60_000
 TIMEFRAMES_MIN: Final[tuple[int, ...]] = (1, 5, 15, 60)
-_COMPACT_AT: Final = 4096  # compact the lists once this many expired entries sit at the front
+_COMPACT_AT: Final = 4096  # compact the history once this many expired entries sit at the front
 SPARK_MINUTES: Final = 60
 
 
